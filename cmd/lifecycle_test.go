@@ -1,0 +1,117 @@
+// Package cmd_test runs the real api and worker binaries against a real
+// redis-server: start-up, health, readiness across a Redis outage, metrics,
+// configuration errors and SIGTERM.
+package cmd_test
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/digis/jobworker/internal/proctest"
+	"github.com/digis/jobworker/internal/redistest"
+)
+
+type binary struct {
+	name, pkg string
+	env       func(redisURL string) []string
+}
+
+var binaries = []binary{
+	{"api", "github.com/digis/jobworker/cmd/api", func(redisURL string) []string {
+		return []string{
+			"REDIS_URL=" + redisURL, "QSTASH_URL=http://127.0.0.1:1", "QSTASH_TOKEN=test-token",
+			"WORKER_PUBLIC_URL=http://127.0.0.1:2", "LOG_FORMAT=text",
+		}
+	}},
+	{"worker", "github.com/digis/jobworker/cmd/worker", func(redisURL string) []string {
+		return []string{
+			"REDIS_URL=" + redisURL, "WORKER_PUBLIC_URL=http://127.0.0.1:2",
+			"QSTASH_CURRENT_SIGNING_KEY=sig_current", "QSTASH_NEXT_SIGNING_KEY=sig_next",
+			"STRIPE_WEBHOOK_SECRET=whsec_test", "LOG_FORMAT=text",
+		}
+	}},
+}
+
+func TestBinariesLifecycle(t *testing.T) {
+	t.Parallel()
+	for _, b := range binaries {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			bin := proctest.Build(t, b.pkg)
+			rs := redistest.Start(t)
+			p := proctest.Start(t, bin, append(b.env(rs.URL()), "REDIS_TIMEOUT=100ms")...)
+			p.WaitHealthy(t)
+			p.WaitStatus(t, "/readyz", 200, 5*time.Second)
+
+			res, err := http.Get(p.URL + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != 200 || !strings.Contains(string(body), `jobworker_http_requests_total{code="200",method="GET",route="/readyz",server="`+b.name+`"}`) {
+				t.Fatalf("metrics: %d\n%s", res.StatusCode, body)
+			}
+
+			// Redis goes away: not ready, still alive. It comes back: ready.
+			rs.Stop()
+			p.WaitStatus(t, "/readyz", 503, 5*time.Second)
+			p.WaitStatus(t, "/healthz", 200, time.Second)
+			rs.Restart()
+			p.WaitStatus(t, "/readyz", 200, 10*time.Second)
+
+			if err := p.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			if code := p.Wait(t, 10*time.Second); code != 0 {
+				t.Fatalf("exit code %d after SIGTERM\n%s", code, p.Output())
+			}
+			out := p.Output()
+			if !strings.Contains(out, "stopped") {
+				t.Fatalf("no clean shutdown logged:\n%s", out)
+			}
+			for _, secret := range []string{"test-token", "sig_current", "sig_next", "whsec_test"} {
+				if strings.Contains(out, secret) {
+					t.Fatalf("secret %q in logs:\n%s", secret, out)
+				}
+			}
+		})
+	}
+}
+
+func TestBadConfigExits(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		bin      binary
+		override string
+		wantVar  string
+	}{
+		{binaries[0], "REDIS_URL=", "REDIS_URL"},
+		{binaries[0], "QSTASH_TOKEN=", "QSTASH_TOKEN"},
+		{binaries[0], "PORT=http", "PORT"},
+		{binaries[1], "QSTASH_CURRENT_SIGNING_KEY=   ", "QSTASH_CURRENT_SIGNING_KEY"},
+		{binaries[1], "QSTASH_NEXT_SIGNING_KEY=", "QSTASH_NEXT_SIGNING_KEY"},
+		{binaries[1], "STRIPE_WEBHOOK_SECRET= ", "STRIPE_WEBHOOK_SECRET"},
+		{binaries[1], "REDIS_URL=memcached://x:1", "REDIS_URL"},
+		{binaries[1], "WORKER_PUBLIC_URL=worker.local", "WORKER_PUBLIC_URL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.bin.name+"/"+tt.wantVar, func(t *testing.T) {
+			t.Parallel()
+			bin := proctest.Build(t, tt.bin.pkg)
+			env := append(tt.bin.env("redis://127.0.0.1:1"), tt.override)
+			code, out := proctest.Run(t, bin, 30*time.Second, env...)
+			if code == 0 {
+				t.Fatalf("exit 0 with %s:\n%s", tt.override, out)
+			}
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if len(lines) != 1 || !strings.Contains(lines[0], tt.wantVar) {
+				t.Fatalf("want one line naming %s, got:\n%s", tt.wantVar, out)
+			}
+		})
+	}
+}

@@ -1,0 +1,33 @@
+// Command worker receives what QStash and Stripe deliver: it verifies each
+// request's signature, dedupes retried deliveries in Redis, runs the job and
+// answers with the status that makes the sender stop, retry or dead-letter.
+// Configuration comes from the environment (see README).
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/digis/jobworker/internal/config"
+	"github.com/digis/jobworker/internal/server"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cfg, err := config.LoadWorker(os.Getenv)
+	if err != nil {
+		return err
+	}
+	p, err := server.NewProcess("worker", cfg.Common)
+	if err != nil {
+		return err
+	}
+	p.Log.Info("starting", "port", cfg.Port, "public_url", cfg.PublicURL)
+	return p.Run()
+}

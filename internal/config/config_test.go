@@ -1,0 +1,124 @@
+package config_test
+
+import (
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/digis/jobworker/internal/config"
+)
+
+// env builds a Getenv from pairs, on top of a valid worker environment.
+func env(over map[string]string) config.Getenv {
+	base := map[string]string{
+		"REDIS_URL":                  "redis://127.0.0.1:6379",
+		"WORKER_PUBLIC_URL":          "https://worker.example.com/",
+		"QSTASH_TOKEN":               "tok",
+		"QSTASH_CURRENT_SIGNING_KEY": "sig_current",
+		"QSTASH_NEXT_SIGNING_KEY":    "sig_next",
+		"STRIPE_WEBHOOK_SECRET":      "whsec_new,whsec_old",
+	}
+	for k, v := range over {
+		base[k] = v
+	}
+	return func(k string) string { return base[k] }
+}
+
+func TestDefaults(t *testing.T) {
+	t.Parallel()
+	api, err := config.LoadAPI(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if api.Port != 3000 || api.QStashURL != "https://qstash.upstash.io" || api.WorkerPublicURL != "https://worker.example.com" {
+		t.Fatalf("api defaults: %+v", api)
+	}
+	if api.BodyLimit != 1<<20 || api.ShutdownTimeout != 25*time.Second || api.LogLevel != slog.LevelInfo || api.LogFormat != "json" {
+		t.Fatalf("common defaults: %+v", api.Common)
+	}
+	w, err := config.LoadWorker(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Port != 3001 || len(w.StripeWebhookSecrets) != 2 || w.StripeWebhookSecrets[1] != "whsec_old" {
+		t.Fatalf("worker: %+v", w)
+	}
+}
+
+func TestOverrides(t *testing.T) {
+	t.Parallel()
+	w, err := config.LoadWorker(env(map[string]string{
+		"PORT": "8081", "REDIS_TIMEOUT": "50ms", "BODY_LIMIT": "2MiB", "LOG_LEVEL": "debug",
+		"LOG_FORMAT": "text", "REDIS_KEY_PREFIX": "app1:", "SHUTDOWN_DRAIN_DELAY": "3s",
+		"REDIS_URL": "rediss+cluster://u:p@h1:6379?addr=h2:6379",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Port != 8081 || w.Redis.Timeout != 50*time.Millisecond || w.BodyLimit != 2<<20 ||
+		w.LogLevel != slog.LevelDebug || w.LogFormat != "text" || w.KeyPrefix != "app1:" || w.DrainDelay != 3*time.Second {
+		t.Fatalf("%+v", w)
+	}
+}
+
+func TestBadValuesNameTheVariable(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		given   map[string]string
+		wantVar string
+	}{
+		{"missing redis", map[string]string{"REDIS_URL": ""}, "REDIS_URL"},
+		{"bad redis scheme", map[string]string{"REDIS_URL": "http://x:1"}, "REDIS_URL"},
+		{"redis without port", map[string]string{"REDIS_URL": "redis+cluster://h1?addr=h2"}, "REDIS_URL"},
+		{"port text", map[string]string{"PORT": "eighty"}, "PORT"},
+		{"port range", map[string]string{"PORT": "70000"}, "PORT"},
+		{"empty current key", map[string]string{"QSTASH_CURRENT_SIGNING_KEY": ""}, "QSTASH_CURRENT_SIGNING_KEY"},
+		{"blank next key", map[string]string{"QSTASH_NEXT_SIGNING_KEY": "  \t"}, "QSTASH_NEXT_SIGNING_KEY"},
+		{"padded key", map[string]string{"QSTASH_NEXT_SIGNING_KEY": " sig "}, "QSTASH_NEXT_SIGNING_KEY"},
+		{"blank stripe", map[string]string{"STRIPE_WEBHOOK_SECRET": " "}, "STRIPE_WEBHOOK_SECRET"},
+		{"empty stripe entry", map[string]string{"STRIPE_WEBHOOK_SECRET": "whsec_a,,whsec_b"}, "STRIPE_WEBHOOK_SECRET"},
+		{"public url relative", map[string]string{"WORKER_PUBLIC_URL": "/jobs"}, "WORKER_PUBLIC_URL"},
+		{"public url query", map[string]string{"WORKER_PUBLIC_URL": "https://w.example.com?x=1"}, "WORKER_PUBLIC_URL"},
+		{"duration", map[string]string{"REDIS_TIMEOUT": "fast"}, "REDIS_TIMEOUT"},
+		{"zero duration", map[string]string{"SHUTDOWN_TIMEOUT": "0s"}, "SHUTDOWN_TIMEOUT"},
+		{"size", map[string]string{"BODY_LIMIT": "1MB"}, "BODY_LIMIT"},
+		{"level", map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
+		{"format", map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := config.LoadWorker(env(tt.given))
+			var ce *config.Error
+			if !errors.As(err, &ce) || ce.Var != tt.wantVar {
+				t.Fatalf("err = %v, want a config error naming %s", err, tt.wantVar)
+			}
+			if !strings.HasPrefix(err.Error(), "config: "+tt.wantVar+": ") || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("message %q is not one line naming the variable", err)
+			}
+		})
+	}
+}
+
+func TestAPIRequiresToken(t *testing.T) {
+	t.Parallel()
+	_, err := config.LoadAPI(env(map[string]string{"QSTASH_TOKEN": ""}))
+	var ce *config.Error
+	if !errors.As(err, &ce) || ce.Var != "QSTASH_TOKEN" {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestSecretsNeverInErrors(t *testing.T) {
+	t.Parallel()
+	_, err := config.LoadWorker(env(map[string]string{"REDIS_URL": "redis://user:hunter2secret@host:notaport"}))
+	if err == nil {
+		t.Fatal("bad URL accepted")
+	}
+	if strings.Contains(err.Error(), "hunter2secret") {
+		t.Fatalf("password leaked into %q", err)
+	}
+}

@@ -1,0 +1,227 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Config describes one server. The zero value of every field but Name and
+// Addr is usable.
+type Config struct {
+	// Name labels logs and metrics ("api", "worker").
+	Name string
+	// Addr to listen on, e.g. ":3000".
+	Addr string
+	// BodyLimit caps request bodies; larger ones get 413. Defaults to 1 MiB.
+	BodyLimit int64
+	// RequestTimeout is the deadline put on each request's context.
+	// Defaults to 30s.
+	RequestTimeout time.Duration
+	// ShutdownTimeout bounds how long in-flight requests may run after
+	// shutdown begins. Defaults to 25s.
+	ShutdownTimeout time.Duration
+	// DrainDelay is how long to keep serving (readiness 503) after shutdown
+	// begins and before the listener closes. Defaults to 0.
+	DrainDelay time.Duration
+	// Ready reports whether dependencies answer; nil means always ready.
+	Ready func(context.Context) error
+	// Logger for the access log and errors. Defaults to a discarding logger.
+	Logger *slog.Logger
+	// Registry receives the HTTP metrics and is served on /metrics.
+	// Defaults to a new registry with Go and process collectors.
+	Registry *prometheus.Registry
+}
+
+// Server is an Echo instance with the shared middleware and endpoints.
+type Server struct {
+	// Echo is where callers add their routes.
+	Echo *echo.Echo
+
+	cfg      Config
+	log      *slog.Logger
+	draining atomic.Bool
+}
+
+const (
+	defaultBodyLimit       = 1 << 20
+	defaultRequestTimeout  = 30 * time.Second
+	defaultShutdownTimeout = 25 * time.Second
+	readyTimeout           = 2 * time.Second
+)
+
+// NewRegistry returns a Prometheus registry with the Go runtime and process
+// collectors, the base every binary exposes.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// New builds the server. Routes are added to s.Echo before Run.
+func New(cfg Config) (*Server, error) {
+	if cfg.Name == "" {
+		return nil, errors.New("server: Name is required")
+	}
+	if cfg.BodyLimit == 0 {
+		cfg.BodyLimit = defaultBodyLimit
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = defaultRequestTimeout
+	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = defaultShutdownTimeout
+	}
+	if cfg.BodyLimit < 0 || cfg.RequestTimeout < 0 || cfg.ShutdownTimeout < 0 || cfg.DrainDelay < 0 {
+		return nil, errors.New("server: limits and timeouts must not be negative")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = NewRegistry()
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("server", cfg.Name)}
+
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.handleError
+	// Real client addresses are the rate limiter's business (limits package,
+	// explicit trust config); nothing here reads them.
+	e.IPExtractor = echo.ExtractIPDirect()
+
+	metrics, err := newHTTPMetrics(cfg.Registry, cfg.Name)
+	if err != nil {
+		return nil, err
+	}
+	e.Use(
+		requestID(),
+		accessLog(s.log, metrics),
+		middleware.RecoverWithConfig(middleware.RecoverConfig{
+			DisableErrorHandler: true, // the error goes up to accessLog and the error handler
+			LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+				s.log.Error("panic recovered", "request_id", RequestIDOf(c), "route", c.Path(),
+					"panic", err.Error(), "stack", string(stack))
+				return err
+			},
+		}),
+		middleware.BodyLimitWithConfig(middleware.BodyLimitConfig{Limit: fmt.Sprintf("%dB", cfg.BodyLimit)}),
+		middleware.ContextTimeoutWithConfig(middleware.ContextTimeoutConfig{Timeout: cfg.RequestTimeout}),
+	)
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	e.GET("/metrics", echo.WrapHandler(promHandler(cfg.Registry)))
+	s.Echo = e
+	return s, nil
+}
+
+// Draining reports whether shutdown has begun.
+func (s *Server) Draining() bool { return s.draining.Load() }
+
+// StartDraining flips readiness to 503 and makes RejectWhileDraining routes
+// answer 503. Run calls it on shutdown; tests may call it directly.
+func (s *Server) StartDraining() { s.draining.Store(true) }
+
+// Run serves on cfg.Addr until ctx is done, then shuts down gracefully.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("server: listen %s: %w", s.cfg.Addr, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve is Run on an existing listener (tests pass a :0 listener).
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.Echo,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	s.log.Info("listening", "addr", ln.Addr().String())
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("server: %w", err)
+	case <-ctx.Done():
+	}
+
+	s.StartDraining()
+	s.log.Info("shutting down", "drain_delay", s.cfg.DrainDelay, "timeout", s.cfg.ShutdownTimeout)
+	if s.cfg.DrainDelay > 0 {
+		time.Sleep(s.cfg.DrainDelay)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		_ = hs.Close()
+		return fmt.Errorf("server: in-flight requests did not finish within %s: %w", s.cfg.ShutdownTimeout, err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("server: %w", err)
+	}
+	s.log.Info("stopped")
+	return nil
+}
+
+// SignalContext is done on the first SIGINT or SIGTERM. A second signal is
+// left to the runtime's default, so an impatient operator can still kill.
+func SignalContext() context.Context {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
+	return ctx
+}
+
+// RejectWhileDraining answers 503 with Retry-After once shutdown has begun.
+// The worker wraps delivery routes with it so QStash and Stripe retry the
+// delivery on a live instance instead of losing it to a dying one.
+func (s *Server) RejectWhileDraining() echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if s.draining.Load() {
+				c.Response().Header().Set("Retry-After", "5")
+				return echo.NewHTTPError(http.StatusServiceUnavailable, "shutting down, retry later")
+			}
+			return next(c)
+		}
+	}
+}
+
+func (s *Server) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(c echo.Context) error {
+	if s.draining.Load() {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+	}
+	if s.cfg.Ready != nil {
+		ctx, cancel := context.WithTimeout(c.Request().Context(), readyTimeout)
+		defer cancel()
+		if err := s.cfg.Ready(ctx); err != nil {
+			s.log.Warn("not ready", "error", err.Error())
+			return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
+		}
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
