@@ -6,6 +6,7 @@ package cmd_test
 import (
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -46,6 +47,9 @@ func TestBinariesLifecycle(t *testing.T) {
 			p := proctest.Start(t, bin, append(b.env(rs.URL()), "REDIS_TIMEOUT=100ms")...)
 			p.WaitHealthy(t)
 			p.WaitStatus(t, "/readyz", 200, 5*time.Second)
+			if code, out := proctest.Run(t, 10*time.Second, bin, []string{"-healthcheck"}, "PORT="+strconv.Itoa(p.Port)); code != 0 {
+				t.Fatalf("-healthcheck on a ready server: exit %d %s", code, out)
+			}
 
 			res, err := http.Get(p.URL + "/metrics")
 			if err != nil {
@@ -61,6 +65,9 @@ func TestBinariesLifecycle(t *testing.T) {
 			rs.Stop()
 			p.WaitStatus(t, "/readyz", 503, 5*time.Second)
 			p.WaitStatus(t, "/healthz", 200, time.Second)
+			if code, _ := proctest.Run(t, 10*time.Second, bin, []string{"-healthcheck"}, "PORT="+strconv.Itoa(p.Port)); code != 1 {
+				t.Fatalf("-healthcheck with Redis down: exit %d, want 1", code)
+			}
 			rs.Restart()
 			p.WaitStatus(t, "/readyz", 200, 10*time.Second)
 
@@ -104,7 +111,7 @@ func TestBadConfigExits(t *testing.T) {
 			t.Parallel()
 			bin := proctest.Build(t, tt.bin.pkg)
 			env := append(tt.bin.env("redis://127.0.0.1:1"), tt.override)
-			code, out := proctest.Run(t, bin, 30*time.Second, env...)
+			code, out := proctest.Run(t, 30*time.Second, bin, nil, env...)
 			if code == 0 {
 				t.Fatalf("exit 0 with %s:\n%s", tt.override, out)
 			}

@@ -12,6 +12,9 @@ import (
 )
 
 func main() {
+	if server.IsProbe(os.Args) {
+		os.Exit(server.Probe(config.DefaultAPIPort))
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "api:", err)
 		os.Exit(1)

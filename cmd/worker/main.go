@@ -13,6 +13,9 @@ import (
 )
 
 func main() {
+	if server.IsProbe(os.Args) {
+		os.Exit(server.Probe(config.DefaultWorkerPort))
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "worker:", err)
 		os.Exit(1)

@@ -28,6 +28,12 @@ type Error struct {
 
 func (e *Error) Error() string { return "config: " + e.Var + ": " + e.Reason }
 
+// Default listen ports when PORT is unset.
+const (
+	DefaultAPIPort    = 3000
+	DefaultWorkerPort = 3001
+)
+
 // Common holds what both binaries read.
 type Common struct {
 	// Port to listen on (PORT). Defaults per binary: api 3000, worker 3001.
@@ -90,7 +96,7 @@ type Getenv func(string) string
 // LoadAPI reads the API configuration.
 func LoadAPI(getenv Getenv) (API, error) {
 	r := reader{getenv: getenv}
-	cfg := API{Common: r.common(3000)}
+	cfg := API{Common: r.common(DefaultAPIPort)}
 	cfg.QStashURL = r.url("QSTASH_URL", "https://qstash.upstash.io")
 	cfg.QStashToken = r.secret("QSTASH_TOKEN")
 	cfg.WorkerPublicURL = r.url("WORKER_PUBLIC_URL", "")
@@ -100,7 +106,7 @@ func LoadAPI(getenv Getenv) (API, error) {
 // LoadWorker reads the worker configuration.
 func LoadWorker(getenv Getenv) (Worker, error) {
 	r := reader{getenv: getenv}
-	cfg := Worker{Common: r.common(3001)}
+	cfg := Worker{Common: r.common(DefaultWorkerPort)}
 	cfg.PublicURL = r.url("WORKER_PUBLIC_URL", "")
 	cfg.QStashCurrentSigningKey = r.secret("QSTASH_CURRENT_SIGNING_KEY")
 	cfg.QStashNextSigningKey = r.secret("QSTASH_NEXT_SIGNING_KEY")

@@ -145,13 +145,13 @@ func (p *Proc) Wait(tb testing.TB, within time.Duration) int {
 	return -1
 }
 
-// Run executes bin to completion with env and returns its exit code and
-// output (for start-up failures).
-func Run(tb testing.TB, bin string, within time.Duration, env ...string) (int, string) {
+// Run executes bin with args to completion, with env, and returns its exit
+// code and combined output (for start-up failures and one-shot modes).
+func Run(tb testing.TB, within time.Duration, bin string, args []string, env ...string) (int, string) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
 	out, err := cmd.CombinedOutput()
 	if err == nil {
