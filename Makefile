@@ -7,6 +7,13 @@ dev: ## run the whole stack locally (no accounts, no external services)
 test: ## the test suite: real redis-server processes, race detector on
 	go test -race -count=1 ./...
 
+fuzz: ## a short pass of every fuzz target (go test runs one target per call)
+	go test -run='^$$' -fuzz='^FuzzQStashVerify$$' -fuzztime=10s ./webhooks
+	go test -run='^$$' -fuzz='^FuzzParseQStashSignature$$' -fuzztime=10s ./webhooks
+	go test -run='^$$' -fuzz='^FuzzStripeSignatureHeader$$' -fuzztime=10s ./webhooks
+	go test -run='^$$' -fuzz='^FuzzParsePublishHeaders$$' -fuzztime=5s ./qstashdev
+	go test -run='^$$' -fuzz='^FuzzRetryExpr$$' -fuzztime=5s ./qstashdev
+
 check: ## formatting and vet, as CI runs them
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	go vet ./...

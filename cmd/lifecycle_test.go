@@ -44,7 +44,7 @@ func TestBinariesLifecycle(t *testing.T) {
 			t.Parallel()
 			bin := proctest.Build(t, b.pkg)
 			rs := redistest.Start(t)
-			p := proctest.Start(t, bin, append(b.env(rs.URL()), "REDIS_TIMEOUT=100ms")...)
+			p := proctest.Start(t, bin, nil, append(b.env(rs.URL()), "REDIS_TIMEOUT=100ms")...)
 			p.WaitHealthy(t)
 			p.WaitStatus(t, "/readyz", 200, 5*time.Second)
 			if code, out := proctest.Run(t, 10*time.Second, bin, []string{"-healthcheck"}, "PORT="+strconv.Itoa(p.Port)); code != 0 {

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/digis/jobworker/internal/appjobs"
 	"github.com/digis/jobworker/internal/config"
 	"github.com/digis/jobworker/internal/server"
+	"github.com/digis/jobworker/internal/workerapp"
 )
 
 func main() {
@@ -27,7 +29,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	p, err := server.NewProcess("worker", cfg.Common)
+	p, err := workerapp.Build(cfg, appjobs.Register)
 	if err != nil {
 		return err
 	}

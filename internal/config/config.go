@@ -88,6 +88,10 @@ type Worker struct {
 	// StripeWebhookSecrets verify Stripe events (STRIPE_WEBHOOK_SECRET,
 	// comma-separated to allow rotation: new,old). Required.
 	StripeWebhookSecrets []string
+	// JobDedupeTTL is how long a finished message id is remembered
+	// (JOB_DEDUPE_TTL). It must outlive QStash's retry horizon: about
+	// 33 min with the default 3 retries, 31 h with 5. Defaults to 48h.
+	JobDedupeTTL time.Duration
 }
 
 // Getenv looks up one variable; os.Getenv fits.
@@ -111,6 +115,10 @@ func LoadWorker(getenv Getenv) (Worker, error) {
 	cfg.QStashCurrentSigningKey = r.secret("QSTASH_CURRENT_SIGNING_KEY")
 	cfg.QStashNextSigningKey = r.secret("QSTASH_NEXT_SIGNING_KEY")
 	cfg.StripeWebhookSecrets = r.secretList("STRIPE_WEBHOOK_SECRET")
+	cfg.JobDedupeTTL = r.duration("JOB_DEDUPE_TTL", 48*time.Hour)
+	if cfg.JobDedupeTTL < 24*time.Hour && r.err == nil {
+		r.fail("JOB_DEDUPE_TTL", "must be at least 24h: QStash may redeliver a message that long after it ran")
+	}
 	return cfg, r.err
 }
 

@@ -6,13 +6,13 @@ package proctest
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -58,15 +58,25 @@ type Proc struct {
 	err  error
 }
 
-// Start runs bin with env (KEY=VALUE, added to a minimal environment) and
-// PORT set to a free port, and kills it when the test ends. It does not wait
-// for readiness; see WaitHealthy.
-func Start(tb testing.TB, bin string, env ...string) *Proc {
+// Start runs bin with args and env (KEY=VALUE, added to a minimal
+// environment), and kills it when the test ends. PORT is taken from env when
+// given there, else set to a free port. It does not wait for readiness; see
+// WaitHealthy.
+func Start(tb testing.TB, bin string, args []string, env ...string) *Proc {
 	tb.Helper()
-	port := FreePort(tb)
+	port := 0
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PORT="); ok {
+			port, _ = strconv.Atoi(v)
+		}
+	}
+	if port == 0 {
+		port = FreePort(tb)
+		env = append(env, "PORT="+strconv.Itoa(port))
+	}
 	p := &Proc{Port: port, URL: "http://127.0.0.1:" + strconv.Itoa(port), done: make(chan struct{})}
-	p.Cmd = exec.Command(bin)
-	p.Cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "PORT=" + strconv.Itoa(port)}, env...)
+	p.Cmd = exec.Command(bin, args...)
+	p.Cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
 	w := writerFunc(func(b []byte) (int, error) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -178,12 +188,3 @@ func FreePort(tb testing.TB) int {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
-
-// Env formats KEY=VALUE pairs from a map, for Start and Run.
-func Env(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for k, v := range m {
-		out = append(out, fmt.Sprintf("%s=%s", k, v))
-	}
-	return out
-}

@@ -1,0 +1,84 @@
+package idempotency
+
+import "github.com/redis/go-redis/v9"
+
+// The record is one Redis hash per key, so every script touches exactly one
+// key and runs unchanged on Redis Cluster and Upstash. Fields:
+//
+//	s  state: "lease" while a caller holds it, "done" once completed
+//	o  owner token of the lease holder (only while s = "lease")
+//	f  fingerprint of the request that created the record ("" = unchecked)
+//	v  the stored result (only while s = "done")
+//
+// The key's TTL is the lease TTL while leased and the result TTL once done:
+// a crashed owner frees the key after one lease, never after a day.
+
+// acquireScript claims the key or reports what holds it, in one round trip,
+// so "claim" and "read the finished result" can never drift apart.
+//
+//	KEYS[1] record key
+//	ARGV[1] owner token, ARGV[2] fingerprint, ARGV[3] lease TTL in ms
+//	returns {1}                      acquired
+//	        {2, fingerprint, pttl}   another caller holds the lease
+//	        {3, fingerprint, value, pttl} already done
+var acquireScript = redis.NewScript(`
+local r = redis.call('HMGET', KEYS[1], 's', 'f', 'v')
+if not r[1] then
+  redis.call('HSET', KEYS[1], 's', 'lease', 'o', ARGV[1], 'f', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return {1}
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if r[1] == 'done' then
+  return {3, r[2] or '', r[3] or '', ttl}
+end
+return {2, r[2] or '', ttl}
+`)
+
+// renewScript extends a lease its caller still owns.
+//
+//	KEYS[1] record key
+//	ARGV[1] owner token, ARGV[2] lease TTL in ms
+//	returns 1 renewed, 0 not the owner any more (lease lost)
+var renewScript = redis.NewScript(`
+local r = redis.call('HMGET', KEYS[1], 's', 'o')
+if r[1] == 'lease' and r[2] == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+`)
+
+// completeScript turns the caller's lease into a done record. When the key
+// has vanished (the lease expired and nobody claimed it since) the record is
+// still written: the work did happen, and recording it prevents a re-run. A
+// record held or finished by another owner is never overwritten.
+//
+//	KEYS[1] record key
+//	ARGV[1] owner token, ARGV[2] fingerprint, ARGV[3] result, ARGV[4] result TTL in ms
+//	returns 1 written, 0 another owner holds or finished the record
+var completeScript = redis.NewScript(`
+local r = redis.call('HMGET', KEYS[1], 's', 'o')
+if r[1] and not (r[1] == 'lease' and r[2] == ARGV[1]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 's', 'done', 'f', ARGV[2], 'v', ARGV[3])
+redis.call('HDEL', KEYS[1], 'o')
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+`)
+
+// releaseScript deletes the record only if the caller still owns the lease
+// (compare-and-delete), so a late release never frees a newer owner's lease.
+//
+//	KEYS[1] record key
+//	ARGV[1] owner token
+//	returns 1 released, 0 not the owner (nothing deleted)
+var releaseScript = redis.NewScript(`
+local r = redis.call('HMGET', KEYS[1], 's', 'o')
+if r[1] == 'lease' and r[2] == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+`)

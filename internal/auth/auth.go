@@ -1,0 +1,380 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/lestrrat-go/jwx/v2/jwt"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Errors. Verify wraps ErrInvalidToken with the reason (for logs); callers
+// answer every one of them with the same terse 401.
+var (
+	// ErrInvalidConfig: Config.Validate failed.
+	ErrInvalidConfig = errors.New("auth: invalid config")
+	// ErrInvalidToken: the token is malformed, badly signed, expired, not
+	// yet valid, for another issuer or audience, or lacks sub/exp.
+	ErrInvalidToken = errors.New("auth: invalid token")
+	// ErrKeysUnavailable: the JWKS could not be fetched.
+	ErrKeysUnavailable = errors.New("auth: signing keys unavailable")
+)
+
+// MinSecretLen is the shortest HS256 secret accepted (RFC 7518 §3.2: a key
+// at least as long as the hash output).
+const MinSecretLen = 32
+
+// maxTokenLen bounds the work an anonymous caller can cause.
+const maxTokenLen = 8 << 10
+
+// maxSubjectLen matches the store's limit on user ids.
+const maxSubjectLen = 255
+
+// jwksAlgorithms are the only algorithms accepted from a JWKS. HS256 is
+// absent on purpose: a public key must never be usable as an HMAC secret
+// (algorithm confusion), and "none" is never accepted anywhere.
+var jwksAlgorithms = map[jwa.SignatureAlgorithm]jwa.KeyType{
+	jwa.RS256: jwa.RSA,
+	jwa.ES256: jwa.EC,
+}
+
+// Config says how tokens are verified. Set exactly one of HS256Secret and
+// JWKSURL.
+type Config struct {
+	// HS256Secret verifies HS256 tokens (AUTH_JWT_SECRET); at least
+	// MinSecretLen bytes. Only HS256 is accepted then: a token whose header
+	// names another algorithm is refused even if its MAC would verify.
+	HS256Secret []byte
+	// JWKSURL is where the identity provider publishes its public keys
+	// (AUTH_JWKS_URL); https, or http to a loopback host for development.
+	// Tokens must be RS256 or ES256 and carry a kid found in the set; the
+	// key's own alg, when present, must match the header.
+	JWKSURL string
+	// Issuer, when set, must equal the iss claim (AUTH_ISSUER). Defaults to
+	// not checked.
+	Issuer string
+	// Audience, when set, must be in the aud claim (AUTH_AUDIENCE).
+	// Defaults to not checked.
+	Audience string
+	// Leeway tolerates clock skew on exp, nbf and iat. Defaults to 5s;
+	// at most 5m.
+	Leeway time.Duration
+	// Now is the clock. Defaults to time.Now.
+	Now func() time.Time
+	// HTTPClient fetches the JWKS. Defaults to a client with FetchTimeout;
+	// a client without a Timeout gets a copy with FetchTimeout set.
+	HTTPClient *http.Client
+	// FetchTimeout bounds one JWKS fetch. Defaults to 5s.
+	FetchTimeout time.Duration
+	// RefreshInterval is how often the JWKS is refetched in the background
+	// (jwk.Cache). Defaults to 15m.
+	RefreshInterval time.Duration
+	// MinRefetchInterval bounds refetches caused by an unknown kid (a key
+	// rotation, or a forged kid): at most one per interval. Defaults to 30s.
+	MinRefetchInterval time.Duration
+	// Logger gets a debug line per rejected token (reason only, never the
+	// token). Defaults to discarding.
+	Logger *slog.Logger
+	// Registerer receives jobworker_auth_rejections_total{reason}. Nil
+	// means: do not register anywhere.
+	Registerer prometheus.Registerer
+}
+
+// Validate reports a bad configuration without echoing secrets.
+func (c Config) Validate() error {
+	hasSecret, hasJWKS := len(c.HS256Secret) > 0, c.JWKSURL != ""
+	switch {
+	case hasSecret == hasJWKS:
+		return fmt.Errorf("%w: set exactly one of an HS256 secret (AUTH_JWT_SECRET) and a JWKS URL (AUTH_JWKS_URL)", ErrInvalidConfig)
+	case hasSecret && len(c.HS256Secret) < MinSecretLen:
+		return fmt.Errorf("%w: the HS256 secret must be at least %d bytes", ErrInvalidConfig, MinSecretLen)
+	case c.Leeway < 0 || c.Leeway > 5*time.Minute:
+		return fmt.Errorf("%w: leeway must be between 0 and 5m", ErrInvalidConfig)
+	case c.FetchTimeout < 0 || c.RefreshInterval < 0 || c.MinRefetchInterval < 0:
+		return fmt.Errorf("%w: negative JWKS interval", ErrInvalidConfig)
+	}
+	if hasJWKS {
+		u, err := url.Parse(c.JWKSURL)
+		if err != nil || u.Host == "" {
+			return fmt.Errorf("%w: the JWKS URL is not an absolute URL", ErrInvalidConfig)
+		}
+		if u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())) {
+			return fmt.Errorf("%w: the JWKS URL must be https (http only to a loopback host)", ErrInvalidConfig)
+		}
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Claims is what a verified token says about its bearer.
+type Claims struct {
+	// Subject is the user id (sub): the rate-limit identity and the owner
+	// the routes compare with.
+	Subject   string
+	ExpiresAt time.Time
+}
+
+// Authenticator verifies bearer tokens. It is safe for concurrent use.
+type Authenticator struct {
+	secret   []byte
+	jwksURL  string
+	cache    *jwk.Cache
+	cancel   context.CancelFunc
+	parse    []jwt.ParseOption // validation options shared by both modes
+	now      func() time.Time
+	minFetch time.Duration
+	log      *slog.Logger
+	rejected *prometheus.CounterVec
+
+	mu          sync.Mutex
+	lastRefetch time.Time
+}
+
+// New builds an Authenticator. With a JWKS URL it fetches the key set once
+// (bounded by FetchTimeout) and fails if that fetch fails, so a wrong URL
+// stops start-up instead of rejecting every request later; afterwards the
+// set is refreshed in the background until Close.
+func New(cfg Config) (*Authenticator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Leeway == 0 {
+		cfg.Leeway = 5 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.FetchTimeout == 0 {
+		cfg.FetchTimeout = 5 * time.Second
+	}
+	if cfg.RefreshInterval == 0 {
+		cfg.RefreshInterval = 15 * time.Minute
+	}
+	if cfg.MinRefetchInterval == 0 {
+		cfg.MinRefetchInterval = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	a := &Authenticator{
+		secret:   append([]byte(nil), cfg.HS256Secret...),
+		jwksURL:  cfg.JWKSURL,
+		now:      cfg.Now,
+		minFetch: cfg.MinRefetchInterval,
+		log:      cfg.Logger,
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jobworker_auth_rejections_total",
+			Help: "Bearer tokens refused, by reason.",
+		}, []string{"reason"}),
+	}
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(a.rejected); err != nil {
+			return nil, fmt.Errorf("auth: register metrics: %w", err)
+		}
+	}
+	a.parse = []jwt.ParseOption{
+		jwt.WithValidate(true),
+		jwt.WithClock(jwt.ClockFunc(cfg.Now)),
+		jwt.WithAcceptableSkew(cfg.Leeway),
+		jwt.WithRequiredClaim(jwt.SubjectKey),
+		jwt.WithRequiredClaim(jwt.ExpirationKey),
+	}
+	if cfg.Issuer != "" {
+		a.parse = append(a.parse, jwt.WithIssuer(cfg.Issuer))
+	}
+	if cfg.Audience != "" {
+		a.parse = append(a.parse, jwt.WithAudience(cfg.Audience))
+	}
+	if cfg.JWKSURL == "" {
+		return a, nil
+	}
+
+	client := cfg.HTTPClient
+	if client == nil {
+		client = &http.Client{Timeout: cfg.FetchTimeout}
+	} else if client.Timeout == 0 {
+		c := *client
+		c.Timeout = cfg.FetchTimeout
+		client = &c
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	a.cache = jwk.NewCache(ctx)
+	if err := a.cache.Register(cfg.JWKSURL, jwk.WithHTTPClient(client), jwk.WithRefreshInterval(cfg.RefreshInterval)); err != nil {
+		cancel()
+		return nil, fmt.Errorf("auth: register JWKS: %w", err)
+	}
+	fetchCtx, fetchCancel := context.WithTimeout(ctx, cfg.FetchTimeout)
+	defer fetchCancel()
+	if _, err := a.cache.Refresh(fetchCtx, cfg.JWKSURL); err != nil {
+		cancel()
+		return nil, fmt.Errorf("%w: first fetch of %s: %v", ErrKeysUnavailable, cfg.JWKSURL, err)
+	}
+	a.lastRefetch = cfg.Now()
+	return a, nil
+}
+
+// Close stops the background JWKS refresh. Safe to call more than once.
+func (a *Authenticator) Close() {
+	if a.cancel != nil {
+		a.cancel()
+	}
+}
+
+// rejection is an ErrInvalidToken with a metric/log reason.
+type rejection struct {
+	reason string
+	err    error
+}
+
+func (r *rejection) Error() string { return "auth: invalid token: " + r.reason }
+func (r *rejection) Unwrap() []error {
+	if r.err != nil {
+		return []error{ErrInvalidToken, r.err}
+	}
+	return []error{ErrInvalidToken}
+}
+
+// Reason returns the short reason an error from Verify carries ("expired",
+// "bad_signature", ...), or "" for other errors. Use it in logs and metrics,
+// never in responses.
+func Reason(err error) string {
+	var r *rejection
+	if errors.As(err, &r) {
+		return r.reason
+	}
+	return ""
+}
+
+func reject(reason string, err error) error { return &rejection{reason: reason, err: err} }
+
+// Verify checks a compact JWS token and returns its claims. Errors wrap
+// ErrInvalidToken (or ErrKeysUnavailable when the JWKS cannot be fetched).
+func (a *Authenticator) Verify(ctx context.Context, token string) (Claims, error) {
+	if token == "" || len(token) > maxTokenLen || strings.Count(token, ".") != 2 {
+		return Claims{}, reject("malformed", nil)
+	}
+	msg, err := jws.ParseString(token)
+	if err != nil || len(msg.Signatures()) != 1 {
+		return Claims{}, reject("malformed", err)
+	}
+	hdr := msg.Signatures()[0].ProtectedHeaders()
+	alg := hdr.Algorithm()
+
+	var keyOpt jwt.ParseOption
+	if a.jwksURL == "" {
+		// Pin the algorithm ourselves: jwx verifies with the algorithm we
+		// pass, whatever the header says.
+		if alg != jwa.HS256 {
+			return Claims{}, reject("algorithm", nil)
+		}
+		keyOpt = jwt.WithKey(jwa.HS256, a.secret)
+	} else {
+		kty, ok := jwksAlgorithms[alg]
+		if !ok {
+			return Claims{}, reject("algorithm", nil)
+		}
+		kid := hdr.KeyID()
+		if kid == "" {
+			return Claims{}, reject("no_kid", nil)
+		}
+		key, err := a.key(ctx, kid)
+		if err != nil {
+			return Claims{}, err
+		}
+		if key.KeyType() != kty {
+			return Claims{}, reject("algorithm", nil)
+		}
+		if ka := key.Algorithm(); ka != nil && ka.String() != "" && ka.String() != alg.String() {
+			return Claims{}, reject("algorithm", nil)
+		}
+		if u := key.KeyUsage(); u != "" && u != string(jwk.ForSignature) {
+			return Claims{}, reject("algorithm", nil)
+		}
+		keyOpt = jwt.WithKey(alg, key)
+	}
+
+	opts := append([]jwt.ParseOption{keyOpt}, a.parse...)
+	tok, err := jwt.ParseString(token, opts...)
+	if err != nil {
+		return Claims{}, classify(err)
+	}
+	sub := tok.Subject()
+	if sub == "" || len(sub) > maxSubjectLen {
+		return Claims{}, reject("bad_subject", nil)
+	}
+	return Claims{Subject: sub, ExpiresAt: tok.Expiration()}, nil
+}
+
+func classify(err error) error {
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired()):
+		return reject("expired", err)
+	case errors.Is(err, jwt.ErrTokenNotYetValid()), errors.Is(err, jwt.ErrInvalidIssuedAt()):
+		return reject("not_yet_valid", err)
+	case errors.Is(err, jwt.ErrInvalidIssuer()):
+		return reject("issuer", err)
+	case errors.Is(err, jwt.ErrInvalidAudience()):
+		return reject("audience", err)
+	case errors.Is(err, jwt.ErrRequiredClaim()):
+		return reject("missing_claim", err)
+	case errors.Is(err, jwt.ErrInvalidJWT()):
+		return reject("bad_signature", err)
+	}
+	var ve jwt.ValidationError
+	if errors.As(err, &ve) {
+		return reject("bad_claims", err)
+	}
+	return reject("bad_signature", err)
+}
+
+// key finds the JWKS key with this kid. An unknown kid may mean the
+// provider rotated keys: the set is refetched, at most once per
+// MinRefetchInterval, so forged kids cannot turn into a flood of fetches.
+func (a *Authenticator) key(ctx context.Context, kid string) (jwk.Key, error) {
+	set, err := a.cache.Get(ctx, a.jwksURL)
+	if err == nil {
+		if k, ok := set.LookupKeyID(kid); ok {
+			return k, nil
+		}
+	}
+	a.mu.Lock()
+	now := a.now()
+	if now.Sub(a.lastRefetch) < a.minFetch {
+		a.mu.Unlock()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrKeysUnavailable, err)
+		}
+		return nil, reject("unknown_kid", nil)
+	}
+	a.lastRefetch = now
+	a.mu.Unlock()
+	set, err = a.cache.Refresh(ctx, a.jwksURL)
+	if err != nil {
+		a.log.Warn("JWKS refetch failed", "error", err.Error())
+		return nil, fmt.Errorf("%w: %v", ErrKeysUnavailable, err)
+	}
+	if k, ok := set.LookupKeyID(kid); ok {
+		return k, nil
+	}
+	return nil, reject("unknown_kid", nil)
+}

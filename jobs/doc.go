@@ -1,0 +1,46 @@
+// Package jobs defines background jobs as typed Go values, routes QStash
+// deliveries to their handlers, maps handler results to the answers that
+// steer QStash's retries, and enqueues jobs by publishing them to QStash.
+//
+// A job is a type with a stable name and a JSON payload:
+//
+//	type NotifyFollowers struct {
+//		StreamID string `json:"stream_id"`
+//	}
+//
+//	func (NotifyFollowers) Kind() string { return "streams.notify-followers" }
+//
+// The API process enqueues it; QStash delivers it to
+// $WORKER_PUBLIC_URL/jobs/streams.notify-followers:
+//
+//	client, err := jobs.NewClient(jobs.ClientConfig{Token: token, WorkerPublicURL: workerURL})
+//	res, err := client.Enqueue(ctx, NotifyFollowers{StreamID: "s_1"},
+//		jobs.WithDelay(30*time.Second), jobs.WithDeduplicationID("notify:s_1"))
+//
+// The worker registers a handler per type and, for each verified delivery,
+// dispatches by name and answers as Outcome says:
+//
+//	reg, _ := jobs.NewRegistry(jobs.RegistryConfig{})
+//	err := jobs.Register(reg, func(ctx context.Context, j *jobs.Job[NotifyFollowers]) error {
+//		return notify(ctx, j.Args.StreamID)
+//	}, jobs.WithHandlerTimeout(30*time.Second))
+//	...
+//	err = reg.Dispatch(ctx, name, jobs.DeliveryFromHeader(r.Header), body)
+//	status, header := jobs.Outcome(err) // 200, 500 (+Retry-After) or 489 (+Upstash-NonRetryable-Error)
+//
+// Handlers steer retries with errors: Permanent(err) stops them (bad input);
+// RetryAfter(d, err) asks for a later retry; any other error is retried with
+// QStash's backoff. Unknown job names and undecodable payloads are permanent.
+//
+// Defaults per job type (retries, delay, timeout, deduplication, flow
+// control, queue) live on the type, by implementing ArgsWithDefaults; options
+// passed to Enqueue override them.
+//
+// The enqueue client uses github.com/upstash/qstash-go, which has no context
+// support; the client binds each call to the caller's context through its
+// HTTP transport, so cancellation is prompt. A cancelled publish may still
+// have reached QStash: pair retries with WithDeduplicationID.
+//
+// Delivery is at-least-once. This package does not deduplicate: the worker's
+// route does, keyed on Delivery.MessageID (see package idempotency).
+package jobs

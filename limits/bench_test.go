@@ -1,0 +1,287 @@
+package limits
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/labstack/echo/v4"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/digis/jobworker/internal/redistest"
+)
+
+// Benchmarks run against a private redis-server on loopback, client and
+// server on the same machine. Run:
+//
+//	go test ./limits -run '^$' -bench . -benchtime 2s -count 3
+//
+// Baselines run in the same invocation, interleaved per concurrency level,
+// so ratios compare like with like on a noisy machine.
+
+const benchKeys = 100_000
+
+// benchLimiter admits everything (the quota is huge), so every decision is a
+// full script run with a write, the expensive path.
+func benchLimiter(b *testing.B, c Client, maxInFlight int) *Limiter {
+	b.Helper()
+	l, err := New(Config{
+		Client:      c,
+		Tiers:       map[string]Quota{"bench": {Limit: 1 << 30, Period: time.Minute}},
+		Buckets:     map[string]string{"bench": "bench"},
+		Timeout:     time.Second,
+		MaxInFlight: maxInFlight,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return l
+}
+
+func benchClient(b *testing.B, srv *redistest.Server) *redis.Client {
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 128, ContextTimeoutEnabled: true})
+	b.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
+// BenchmarkDecision compares one decision of this package with
+// go-redis/redis_rate (GCRA) at 1, 16 and 64 concurrent callers, over 100k
+// identifiers. It reports decisions/s and per-decision p50/p99.
+func BenchmarkDecision(b *testing.B) {
+	srv := redistest.Start(b)
+	rdb := benchClient(b, srv)
+	ours := benchLimiter(b, rdb, 0)
+	unbatched := benchLimiter(b, rdb, -1)
+	theirs := redis_rate.NewLimiter(rdb)
+	theirLimit := redis_rate.PerMinute(1 << 30)
+	ids := make([]string, benchKeys)
+	for i := range ids {
+		ids[i] = "user:" + strconv.Itoa(i)
+	}
+	impls := []struct {
+		name   string
+		decide func(ctx context.Context, id string) error
+	}{
+		{"redis_rate", func(ctx context.Context, id string) error {
+			res, err := theirs.Allow(ctx, id, theirLimit)
+			if err == nil && res.Allowed != 1 {
+				err = fmt.Errorf("redis_rate refused: %+v", res)
+			}
+			return err
+		}},
+		{"limits", func(ctx context.Context, id string) error {
+			res, err := ours.Allow(ctx, "bench", id)
+			if err == nil && res.Reason != ReasonAllowed {
+				err = fmt.Errorf("limits refused: %+v", res)
+			}
+			return err
+		}},
+		{"limits-unbatched", func(ctx context.Context, id string) error {
+			res, err := unbatched.Allow(ctx, "bench", id)
+			if err == nil && res.Reason != ReasonAllowed {
+				err = fmt.Errorf("limits refused: %+v", res)
+			}
+			return err
+		}},
+	}
+	for _, g := range []int{1, 16, 64} {
+		for _, impl := range impls {
+			b.Run(fmt.Sprintf("goroutines=%d/impl=%s", g, impl.name), func(b *testing.B) {
+				runConcurrent(b, g, "decisions/s", func(ctx context.Context, r *rand.Rand) error {
+					return impl.decide(ctx, ids[r.IntN(len(ids))])
+				})
+			})
+		}
+	}
+}
+
+// runConcurrent splits b.N calls over g goroutines and reports throughput and
+// latency percentiles.
+func runConcurrent(b *testing.B, g int, unit string, op func(context.Context, *rand.Rand) error) {
+	b.Helper()
+	ctx := context.Background()
+	app0, redis0 := cpuNow(b)
+	lat := make([][]time.Duration, g)
+	errs := make(chan error, g)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for w := 0; w < g; w++ {
+		n := b.N / g
+		if w < b.N%g {
+			n++
+		}
+		wg.Add(1)
+		go func(w, n int) {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), 42))
+			l := make([]time.Duration, 0, n)
+			for i := 0; i < n; i++ {
+				t0 := time.Now()
+				if err := op(ctx, r); err != nil {
+					errs <- err
+					return
+				}
+				l = append(l, time.Since(t0))
+			}
+			lat[w] = l
+		}(w, n)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	app1, redis1 := cpuNow(b)
+	app, rds := app1-app0, redis1-redis0
+	select {
+	case err := <-errs:
+		b.Fatal(err)
+	default:
+	}
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	if len(all) == 0 {
+		return
+	}
+	b.ReportMetric(float64(len(all))/elapsed.Seconds(), unit)
+	b.ReportMetric(float64(all[len(all)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
+	// CPU per operation is steadier than wall-clock rates on a shared, noisy
+	// machine: this process (application + load generator) and redis-server.
+	b.ReportMetric(float64(app.Microseconds())/float64(len(all)), "app-cpu-µs/op")
+	b.ReportMetric(float64((app+rds).Microseconds())/float64(len(all)), "cpu-µs/op")
+}
+
+// cpuNow is the CPU time used so far by this process and by the
+// redis-server processes that are its children (the benchmark's servers).
+func cpuNow(b *testing.B) (self, redis time.Duration) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	pid := strconv.Itoa(os.Getpid())
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		stat, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil || !bytes.Contains(stat, []byte("(redis-server)")) {
+			continue
+		}
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
+		if len(f) < 13 || f[1] != pid { // f[1] is the parent pid
+			continue
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		redis += time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ = 100
+	}
+	return self, redis
+}
+
+// BenchmarkHTTP measures requests/s of one Echo route over real loopback
+// HTTP (keep-alive, 16 concurrent clients), without and with the middleware,
+// in the same run. Each request carries one of 100k user ids.
+func BenchmarkHTTP(b *testing.B) {
+	srv := redistest.Start(b)
+	rdb := benchClient(b, srv)
+	l := benchLimiter(b, rdb, 0)
+	x, err := ParseIPSource("direct", "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	mw, err := MiddlewareConfig{Limiter: l, Bucket: "bench", IPExtractor: x,
+		UserID: func(c echo.Context) string { return c.Request().Header.Get("X-User") }}.ToMiddleware()
+	if err != nil {
+		b.Fatal(err)
+	}
+	type status struct {
+		Live    bool   `json:"live"`
+		Viewers int    `json:"viewers"`
+		Title   string `json:"title"`
+	}
+	handler := func(c echo.Context) error {
+		return c.JSON(http.StatusOK, status{Live: true, Viewers: 42, Title: "hello"})
+	}
+	// The floor of any limiter that asks Redis on every request: one plain
+	// GET round trip and nothing else.
+	floor := func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			_ = rdb.Get(c.Request().Context(), "floor:"+c.Request().Header.Get("X-User")).Err()
+			return next(c)
+		}
+	}
+	for _, variant := range []string{"without", "with", "redis-get-floor"} {
+		b.Run("middleware="+variant, func(b *testing.B) {
+			e := echo.New()
+			switch variant {
+			case "with":
+				e.GET("/streams/status", handler, mw)
+			case "redis-get-floor":
+				e.GET("/streams/status", handler, floor)
+			default:
+				e.GET("/streams/status", handler)
+			}
+			ts := httptest.NewServer(e)
+			defer ts.Close()
+			const g = 16
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: g, MaxConnsPerHost: g}}
+			defer client.CloseIdleConnections()
+			url := ts.URL + "/streams/status"
+			runConcurrent(b, g, "req/s", func(ctx context.Context, r *rand.Rand) error {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+				req.Header.Set("X-User", strconv.Itoa(r.IntN(benchKeys)))
+				resp, err := client.Do(req)
+				if err != nil {
+					return err
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					return fmt.Errorf("status %d", resp.StatusCode)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// BenchmarkBlockedOffender: a client that has used up its window is refused
+// from the local block cache; the counting client proves no Redis call is
+// made (redis-calls/op must be 0).
+func BenchmarkBlockedOffender(b *testing.B) {
+	srv := redistest.Start(b)
+	counted := &countingClient{Client: benchClient(b, srv)}
+	l, err := New(Config{Client: counted})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := 0; i < 11; i++ {
+		_, _ = l.Allow(ctx, "auth:otp", "ip:192.0.2.66")
+	}
+	before := counted.scripts.Load()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if res, _ := l.Allow(ctx, "auth:otp", "ip:192.0.2.66"); res.Reason != ReasonBlockedLocally {
+				b.Errorf("not blocked locally: %+v", res)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(counted.scripts.Load()-before)/float64(b.N), "redis-calls/op")
+}

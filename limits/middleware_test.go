@@ -1,0 +1,337 @@
+package limits
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/labstack/echo/v4"
+)
+
+func TestWriteHeadersGolden(t *testing.T) {
+	t.Parallel()
+	reset := time.Unix(1767225660, 250_000_000)
+	for _, tc := range []struct {
+		name   string
+		given  Result
+		expect map[string]string // "" = header absent
+	}{
+		{"allowed", Result{Bucket: "streams:status", Allowed: true, Limit: 120, Period: time.Minute, Remaining: 117,
+			Reset: reset, ResetAfter: 41200 * time.Millisecond}, map[string]string{
+			"X-RateLimit-Limit":     "120",
+			"X-RateLimit-Remaining": "117",
+			"X-RateLimit-Reset":     "1767225661", // epoch seconds, rounded up
+			"RateLimit-Policy":      `"streams:status";q=120;w=60`,
+			"RateLimit":             `"streams:status";r=117;t=42`, // delta seconds, rounded up
+			"Retry-After":           "",
+		}},
+		{"denied", Result{Bucket: "auth:otp", Limit: 10, Period: time.Minute, Remaining: 0,
+			Reset: reset, ResetAfter: 41200 * time.Millisecond, RetryAfter: 41200 * time.Millisecond}, map[string]string{
+			"X-RateLimit-Limit":     "10",
+			"X-RateLimit-Remaining": "0",
+			"X-RateLimit-Reset":     "1767225661",
+			"RateLimit-Policy":      `"auth:otp";q=10;w=60`,
+			"RateLimit":             `"auth:otp";r=0;t=42`,
+			"Retry-After":           "42", // integer delay-seconds, never below t
+		}},
+		{"sub-second wait still says 1", Result{Bucket: "default", Limit: 5, Period: 90 * time.Second,
+			Reset: time.Unix(1767225660, 0), ResetAfter: 10 * time.Millisecond, RetryAfter: 10 * time.Millisecond}, map[string]string{
+			"X-RateLimit-Reset": "1767225660",
+			"RateLimit-Policy":  `"default";q=5;w=90`,
+			"RateLimit":         `"default";r=0;t=1`,
+			"Retry-After":       "1",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := http.Header{}
+			WriteHeaders(h, tc.given)
+			for k, v := range tc.expect {
+				if got := h.Get(k); got != v {
+					t.Errorf("%s = %q, want %q", k, got, v)
+				}
+			}
+		})
+	}
+}
+
+// serve runs one request through e from remote with headers.
+func serve(e *echo.Echo, remote string, headers map[string]string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodPost, "/tips/quick", nil)
+	req.RemoteAddr = remote
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	rec := httptest.NewRecorder()
+	e.ServeHTTP(rec, req)
+	return rec
+}
+
+func newEcho(t *testing.T, cfg MiddlewareConfig) *echo.Echo {
+	t.Helper()
+	mw, err := cfg.ToMiddleware()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := echo.New()
+	e.Logger.SetOutput(io.Discard)
+	e.POST("/tips/quick", func(c echo.Context) error { return c.String(http.StatusOK, "ok") }, mw)
+	e.POST("/fails", func(c echo.Context) error { return echo.NewHTTPError(http.StatusBadRequest, "bad") }, mw)
+	return e
+}
+
+func direct(t *testing.T) *IPExtractor {
+	x, err := ParseIPSource("direct", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
+func TestMiddlewareStrictTenthPassesEleventhIs429(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	mw, err := Middleware(b.l, "tips:quick", direct(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := echo.New()
+	e.POST("/tips/quick", func(c echo.Context) error { return c.String(http.StatusOK, "ok") }, mw)
+
+	start := time.Now().Unix()
+	for i := 1; i <= 10; i++ {
+		rec := serve(e, "203.0.113.7:5000", nil)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("request %d: %d %s", i, rec.Code, rec.Body)
+		}
+		want := map[string]string{
+			"X-RateLimit-Limit":     "10",
+			"X-RateLimit-Remaining": strconv.Itoa(10 - i),
+			"RateLimit-Policy":      `"tips:quick";q=10;w=60`,
+			"Retry-After":           "",
+		}
+		for k, v := range want {
+			if got := rec.Header().Get(k); got != v {
+				t.Fatalf("request %d: %s = %q, want %q", i, k, got, v)
+			}
+		}
+	}
+	rec := serve(e, "203.0.113.7:5000", nil)
+	end := time.Now().Unix()
+	if rec.Code != http.StatusTooManyRequests {
+		t.Fatalf("11th: %d", rec.Code)
+	}
+	h := rec.Header()
+	retry, err := strconv.Atoi(h.Get("Retry-After"))
+	if err != nil || retry < 59 || retry > 60 {
+		t.Fatalf("Retry-After = %q: want integer seconds of the 60 s window", h.Get("Retry-After"))
+	}
+	want := map[string]string{
+		"X-RateLimit-Limit":     "10",
+		"X-RateLimit-Remaining": "0",
+		"RateLimit-Policy":      `"tips:quick";q=10;w=60`,
+		"RateLimit":             `"tips:quick";r=0;t=` + strconv.Itoa(retry),
+		"Content-Type":          "application/problem+json",
+	}
+	for k, v := range want {
+		if got := h.Get(k); got != v {
+			t.Errorf("11th: %s = %q, want %q", k, got, v)
+		}
+	}
+	reset, err := strconv.ParseInt(h.Get("X-RateLimit-Reset"), 10, 64)
+	if err != nil || reset < start+59 || reset > end+61 {
+		t.Errorf("X-RateLimit-Reset = %q: want epoch seconds in [%d, %d]", h.Get("X-RateLimit-Reset"), start+59, end+61)
+	}
+	var body map[string]any
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		t.Fatal(err)
+	}
+	if body["status"] != float64(429) || body["type"] != ProblemQuotaExceeded || body["title"] != "Too Many Requests" {
+		t.Errorf("problem body %s", rec.Body)
+	}
+	if vp, _ := body["violated-policies"].([]any); len(vp) != 1 || vp[0] != "tips:quick" {
+		t.Errorf("violated-policies in %s", rec.Body)
+	}
+}
+
+func TestMiddlewarePassesAgainAfterWindow(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *Config) { c.Overrides = map[string]Quota{"auth:otp": {Limit: 1, Period: time.Second}} })
+	e := newEcho(t, MiddlewareConfig{Limiter: b.l, Bucket: "auth:otp", IPExtractor: direct(t)})
+	if rec := serve(e, "203.0.113.7:1", nil); rec.Code != http.StatusOK {
+		t.Fatalf("first: %d", rec.Code)
+	}
+	rec := serve(e, "203.0.113.7:1", nil)
+	if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") != "1" {
+		t.Fatalf("second: %d Retry-After %q", rec.Code, rec.Header().Get("Retry-After"))
+	}
+	<-time.After(time.Second) // the Retry-After the client was given
+	if rec := serve(e, "203.0.113.7:1", nil); rec.Code != http.StatusOK {
+		t.Fatalf("after the window: %d", rec.Code)
+	}
+}
+
+func TestMiddlewareSpoofedHeadersDoNotChangeIdentity(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, mode, trusted, remote string
+		header                      func(i int) map[string]string
+	}{
+		{"direct, rotating XFF", "direct", "", "203.0.113.7:1", func(i int) map[string]string {
+			return map[string]string{"X-Forwarded-For": "198.18.0." + strconv.Itoa(i), "X-Real-Ip": "198.19.0." + strconv.Itoa(i)}
+		}},
+		{"xff, untrusted peer rotating XFF", "xff", "10.0.0.0/8", "203.0.113.7:1", func(i int) map[string]string {
+			return map[string]string{"X-Forwarded-For": "198.18.0." + strconv.Itoa(i)}
+		}},
+		{"xff, trusted proxy, client rotating the left part", "xff", "10.0.0.0/8", "10.0.0.1:1", func(i int) map[string]string {
+			return map[string]string{"X-Forwarded-For": "198.18.0." + strconv.Itoa(i) + ", 203.0.113.7"}
+		}},
+		{"cloudflare, direct caller forging CF-Connecting-IP", "cloudflare", "173.245.48.0/20", "203.0.113.7:1", func(i int) map[string]string {
+			return map[string]string{"CF-Connecting-IP": "198.18.0." + strconv.Itoa(i)}
+		}},
+		{"x-real-ip, untrusted peer forging", "x-real-ip", "10.0.0.1", "203.0.113.7:1", func(i int) map[string]string {
+			return map[string]string{"X-Real-IP": "198.18.0." + strconv.Itoa(i)}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, nil)
+			x, err := ParseIPSource(tc.mode, tc.trusted)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := newEcho(t, MiddlewareConfig{Limiter: b.l, Bucket: "auth:login", IPExtractor: x})
+			for i := 1; i <= 11; i++ {
+				rec := serve(e, tc.remote, tc.header(i))
+				if want := map[bool]int{true: 200, false: 429}[i <= 10]; rec.Code != want {
+					t.Fatalf("request %d: %d, want %d (spoofed header changed the identity)", i, rec.Code, want)
+				}
+			}
+			if keys := allKeys(t, b.rdb); len(keys) != 1 {
+				t.Fatalf("%d counters for one client: %v", len(keys), keys)
+			}
+		})
+	}
+}
+
+func TestMiddlewareUserIDIsTheIdentity(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *Config) { c.Overrides = map[string]Quota{"messages:send": {Limit: 2, Period: time.Minute}} })
+	e := newEcho(t, MiddlewareConfig{Limiter: b.l, Bucket: "messages:send", IPExtractor: direct(t),
+		UserID: func(c echo.Context) string { return c.Request().Header.Get("X-Test-User") }})
+	for _, tc := range []struct {
+		user   string
+		expect int
+	}{
+		{"alice", 200}, {"alice", 200}, {"alice", 429},
+		{"bob", 200}, {"bob", 200}, {"bob", 429}, // same IP, own bucket
+		{"", 200}, {"", 200}, {"", 429}, // anonymous: the IP
+	} {
+		if rec := serve(e, "203.0.113.7:1", map[string]string{"X-Test-User": tc.user}); rec.Code != tc.expect {
+			t.Fatalf("user %q: %d, want %d", tc.user, rec.Code, tc.expect)
+		}
+	}
+}
+
+func TestMiddlewareDegraded(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name       string
+		failClosed []string
+		expect     int
+	}{
+		{"fails open by default", nil, http.StatusOK},
+		{"strict configured to fail closed", []string{TierStrict}, http.StatusServiceUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, func(c *Config) { c.FailClosed = tc.failClosed })
+			e := newEcho(t, MiddlewareConfig{Limiter: b.l, Bucket: "tips:quick", IPExtractor: direct(t)})
+			b.srv.Stop()
+			rec := serve(e, "203.0.113.7:1", nil)
+			if rec.Code != tc.expect {
+				t.Fatalf("code %d, want %d", rec.Code, tc.expect)
+			}
+			if rec.Header().Get("X-RateLimit-Limit") != "10" {
+				t.Fatalf("headers missing on degraded answer: %v", rec.Header())
+			}
+			if tc.expect == http.StatusServiceUnavailable {
+				var body map[string]any
+				_ = json.Unmarshal(rec.Body.Bytes(), &body)
+				if rec.Header().Get("Retry-After") != "1" || body["type"] != ProblemReducedCapacity {
+					t.Fatalf("503: Retry-After %q body %s", rec.Header().Get("Retry-After"), rec.Body)
+				}
+			}
+		})
+	}
+}
+
+func TestMiddlewareHeadersOnEveryResponse(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	e := newEcho(t, MiddlewareConfig{Limiter: b.l, IPExtractor: direct(t),
+		Skipper: func(c echo.Context) bool { return c.Request().Header.Get("X-Skip") != "" }})
+	req := httptest.NewRequest(http.MethodPost, "/fails", nil)
+	rec := httptest.NewRecorder()
+	e.ServeHTTP(rec, req)
+	if rec.Code != http.StatusBadRequest || rec.Header().Get("RateLimit") != `"default";r=59;t=60` {
+		t.Fatalf("handler error response: %d %v", rec.Code, rec.Header())
+	}
+	if rec := serve(e, "203.0.113.7:1", map[string]string{"X-Skip": "1"}); rec.Header().Get("RateLimit") != "" {
+		t.Fatal("skipped request was limited")
+	}
+}
+
+func TestMiddlewareErrors(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	var got error
+	e := newEcho(t, MiddlewareConfig{Limiter: b.l, IPExtractor: direct(t),
+		BucketFunc: BucketByRoute(map[string]string{"/fails": "no-such-bucket"}),
+		ErrorHandler: func(c echo.Context, err error) error {
+			got = err
+			return c.NoContent(http.StatusTeapot)
+		}})
+	if rec := serve(e, "not-an-address", nil); rec.Code != http.StatusTeapot || !errors.Is(got, ErrNoClientIP) {
+		t.Fatalf("bad peer: %d %v", rec.Code, got)
+	}
+	req := httptest.NewRequest(http.MethodPost, "/fails", nil)
+	rec := httptest.NewRecorder()
+	e.ServeHTTP(rec, req)
+	if rec.Code != http.StatusTeapot || !errors.Is(got, ErrUnknownBucket) {
+		t.Fatalf("unknown bucket: %d %v", rec.Code, got)
+	}
+	// The default error handler answers problem+json without internals.
+	e2 := newEcho(t, MiddlewareConfig{Limiter: b.l, IPExtractor: direct(t)})
+	if rec := serve(e2, "not-an-address", nil); rec.Code != http.StatusInternalServerError || rec.Header().Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("default error handler: %d %v", rec.Code, rec.Header())
+	}
+}
+
+func TestMiddlewareConfigValidation(t *testing.T) {
+	t.Parallel()
+	l, err := New(Config{Client: &countingClient{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  MiddlewareConfig
+	}{
+		{"no limiter", MiddlewareConfig{IPExtractor: direct(t)}},
+		{"no identity source", MiddlewareConfig{Limiter: l}},
+		{"unknown bucket", MiddlewareConfig{Limiter: l, Bucket: "nope", IPExtractor: direct(t)}},
+	} {
+		if _, err := tc.cfg.ToMiddleware(); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+	if _, err := Middleware(l, "", direct(t)); err != nil {
+		t.Errorf("shortcut with default bucket: %v", err)
+	}
+}

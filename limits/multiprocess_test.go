@@ -1,0 +1,188 @@
+package limits
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/digis/jobworker/internal/redistest"
+)
+
+// helperEnv selects the helper mode of the test binary: TestMain runs
+// helperMain instead of the tests (the TestHelperProcess pattern).
+const helperEnv = "JOBWORKER_LIMITS_HELPER"
+
+const (
+	mpLimit      = 20
+	mpPeriod     = time.Second
+	mpProcesses  = 3
+	mpGoroutines = 4
+	mpRun        = 2500 * time.Millisecond
+)
+
+// TestProcessesNeverExceedLimitPerWindow runs three OS processes, each with
+// its own Limiter and several goroutines, hammering one bucket and identifier
+// on one redis-server, and checks the bound the algorithm promises:
+//   - per window at most Limit admissions (all processes together);
+//   - in any interval of one Period at most 2×Limit.
+//
+// Each admission reports its window's end and the Redis server time of the
+// decision, so windows are told apart by the server's clock alone.
+func TestProcessesNeverExceedLimitPerWindow(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		outs [][]byte
+	)
+	for i := 0; i < mpProcesses; i++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), helperEnv+"=1", "REDIS_ADDR="+srv.Addr())
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := cmd.Wait()
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				t.Errorf("helper process: %v\n%s", err, stderr.Bytes())
+			}
+			outs = append(outs, stdout.Bytes())
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+
+	type admission struct{ reset, at int64 } // Unix ms, server clock
+	var adm []admission
+	perProcess := make([]int, 0, mpProcesses)
+	for _, out := range outs {
+		n := 0
+		sc := bufio.NewScanner(bytes.NewReader(out))
+		for sc.Scan() {
+			f := strings.Fields(sc.Text())
+			if len(f) != 3 || f[0] != "A" {
+				t.Fatalf("helper line %q", sc.Text())
+			}
+			r, _ := strconv.ParseInt(f[1], 10, 64)
+			a, _ := strconv.ParseInt(f[2], 10, 64)
+			adm = append(adm, admission{r, a})
+			n++
+		}
+		perProcess = append(perProcess, n)
+	}
+
+	// Per window: admissions of one window share its end (to within the
+	// millisecond rounding of TIME vs PTTL); windows are ≥ one period apart.
+	sort.Slice(adm, func(i, j int) bool { return adm[i].reset < adm[j].reset })
+	var windows []int
+	for i, a := range adm {
+		if i == 0 || a.reset-adm[i-1].reset > mpPeriod.Milliseconds()/2 {
+			windows = append(windows, 0)
+		}
+		windows[len(windows)-1]++
+	}
+	full := 0
+	for i, n := range windows {
+		if n > mpLimit {
+			t.Errorf("window %d admitted %d requests, limit %d", i, n, mpLimit)
+		}
+		if n == mpLimit {
+			full++
+		}
+	}
+	// Sliding: any interval of one period holds at most 2×limit.
+	sort.Slice(adm, func(i, j int) bool { return adm[i].at < adm[j].at })
+	worst := 0
+	for i, j := 0, 0; i < len(adm); i++ {
+		for j < len(adm) && adm[j].at < adm[i].at+mpPeriod.Milliseconds() {
+			j++
+		}
+		worst = max(worst, j-i)
+	}
+	if worst > 2*mpLimit {
+		t.Errorf("%d admissions within one period, bound is %d", worst, 2*mpLimit)
+	}
+	// The test only proves something if the processes really competed.
+	if full < 2 {
+		t.Errorf("only %d of %d windows were filled; processes did not contend (per process %v)", full, len(windows), perProcess)
+	}
+	for i, n := range perProcess {
+		if n == 0 {
+			t.Errorf("process %d never got a request in: the run did not overlap", i)
+		}
+	}
+	t.Logf("windows %v, admissions per process %v, worst sliding period %d", windows, perProcess, worst)
+}
+
+// helperMain is one hammering process. It prints "A <resetMs> <serverNowMs>"
+// per admission.
+func helperMain() int {
+	rdb := redis.NewClient(&redis.Options{Addr: os.Getenv("REDIS_ADDR"), ContextTimeoutEnabled: true, PoolSize: mpGoroutines})
+	defer rdb.Close()
+	l, err := New(Config{
+		Client:         rdb,
+		Overrides:      map[string]Quota{DefaultBucket: {Limit: mpLimit, Period: mpPeriod}},
+		Timeout:        2 * time.Second, // a degraded decision would not prove anything here
+		LocalCacheSize: -1,              // every attempt goes to Redis: maximum contention
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		out  = bufio.NewWriter(os.Stdout)
+		fail error
+	)
+	deadline := time.Now().Add(mpRun)
+	for g := 0; g < mpGoroutines; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				res, err := l.Allow(context.Background(), DefaultBucket, "ip:192.0.2.1")
+				if err == nil && res.Reason == ReasonDegraded {
+					err = res.Err
+				}
+				mu.Lock()
+				if err != nil {
+					fail = err
+				} else if res.Allowed {
+					fmt.Fprintf(out, "A %d %d\n", res.Reset.UnixMilli(), res.Reset.Add(-res.ResetAfter).UnixMilli())
+				}
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	_ = out.Flush()
+	if fail != nil {
+		fmt.Fprintln(os.Stderr, fail)
+		return 1
+	}
+	return 0
+}

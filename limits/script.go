@@ -1,0 +1,117 @@
+package limits
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// windowScript decides one request in one round trip: a fixed window that
+// starts at the first admitted request of an identifier and ends when the
+// counter key expires.
+//
+// KEYS[1]  the counter key of one (tier, bucket, identifier), hash-tagged
+// ARGV[1]  limit: requests admitted per window (integer ≥ 1)
+// ARGV[2]  period in milliseconds (integer ≥ 1000)
+// ARGV[3]  cost of this request (integer ≥ 0; 0 reads without consuming)
+//
+// Returns an array of four integers:
+//
+//	[1] 1 when admitted, 0 when denied
+//	[2] requests used in the current window after this call
+//	[3] milliseconds until the window ends (the key's PTTL)
+//	[4] the Redis server's clock in Unix milliseconds (TIME)
+//
+// Why it is shaped like this:
+//   - A denied request writes nothing, so it never consumes quota.
+//   - Every write leaves the key with an expiry: SET … PX opens a window, and a
+//     counter found without one (written by hand or by an older release) gets
+//     it back, so no key outlives its window.
+//   - Window boundaries are the server's key expiry, so the application
+//     servers' clocks never enter the decision. A key in its last millisecond
+//     (PTTL 0) still exists but counts as expired, so windows are the period
+//     long; a client that waits the reported Retry-After is admitted once
+//     Redis's cached clock has caught up (within a few milliseconds).
+//   - TIME is read after the writes: servers older than 5.0 that replicate
+//     scripts verbatim reject writes after a non-deterministic command, and
+//     calling redis.replicate_commands() is rejected by Upstash.
+//   - All numbers are converted with tonumber: comparing a number with an
+//     unconverted ARGV string is always false in Lua, the bug that left
+//     another library's keys without a TTL.
+const windowScript = `
+local limit = tonumber(ARGV[1])
+local period = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local ttl = period
+if used > 0 then
+  ttl = redis.call('PTTL', KEYS[1])
+  if ttl == 0 then
+    used = 0
+    ttl = period
+  elseif ttl < 0 then
+    ttl = period
+    redis.call('PEXPIRE', KEYS[1], period)
+  end
+end
+local allowed = 0
+if used + cost <= limit then
+  allowed = 1
+  if cost > 0 then
+    if used == 0 then
+      redis.call('SET', KEYS[1], cost, 'PX', period)
+      used = cost
+    else
+      used = redis.call('INCRBY', KEYS[1], cost)
+    end
+  end
+end
+local t = redis.call('TIME')
+return {allowed, used, ttl, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}
+`
+
+var window = redis.NewScript(windowScript)
+
+// Client is the part of a go-redis client the limiter uses. *redis.Client,
+// *redis.ClusterClient, *redis.Ring and redis.UniversalClient all satisfy it.
+type Client interface {
+	redis.Scripter
+	Del(ctx context.Context, keys ...string) *redis.IntCmd
+	Pipeline() redis.Pipeliner
+}
+
+// reply is the decoded script answer.
+type reply struct {
+	allowed bool
+	used    int64
+	ttl     time.Duration
+	now     time.Time // Redis server clock
+}
+
+func runWindow(ctx context.Context, c Client, key string, q Quota, cost int) (reply, error) {
+	return parseReply(window.Run(ctx, c, []string{key}, q.Limit, q.Period.Milliseconds(), cost).Result())
+}
+
+func parseReply(v interface{}, err error) (reply, error) {
+	if err != nil {
+		return reply{}, err
+	}
+	a, ok := v.([]interface{})
+	if !ok || len(a) != 4 {
+		return reply{}, fmt.Errorf("limits: unexpected script reply %T", v)
+	}
+	var n [4]int64
+	for i, x := range a {
+		if n[i], ok = x.(int64); !ok {
+			return reply{}, fmt.Errorf("limits: unexpected script reply element %T", x)
+		}
+	}
+	return reply{
+		allowed: n[0] == 1,
+		used:    n[1],
+		ttl:     time.Duration(n[2]) * time.Millisecond,
+		now:     time.UnixMilli(n[3]),
+	}, nil
+}

@@ -1,0 +1,202 @@
+package qstashdev_test
+
+import (
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/digis/jobworker/qstashdev"
+)
+
+// All benchmarks run on loopback only, bounded in count. Reproduce the
+// figures in docs/benchmarks.md with:
+//
+//	go test -run '^$' -bench . -benchtime 20000x ./qstashdev/   (throughput)
+//	go test -run '^$' -bench 'Lateness|Memory' -benchtime 5x ./qstashdev/
+
+func benchServer(b *testing.B) (*qstashdev.Server, string) {
+	b.Helper()
+	srv, err := qstashdev.New(qstashdev.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	api := httptest.NewServer(srv.Handler())
+	b.Cleanup(func() { api.Close(); srv.Close() })
+	return srv, api.URL
+}
+
+func benchClient() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	return &http.Client{Transport: tr}
+}
+
+func publishRaw(b *testing.B, c *http.Client, url, body string, header map[string]string) {
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+qstashdev.DevToken)
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		b.Error(err)
+		return
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b.Errorf("publish: %d", resp.StatusCode)
+	}
+}
+
+// BenchmarkPublishDeliver measures end-to-end throughput: b.N messages
+// published by 8 concurrent clients, each delivered (signed) to a no-op
+// destination. One op = one publish + one delivery.
+func BenchmarkPublishDeliver(b *testing.B) {
+	var got atomic.Int64
+	all := make(chan struct{})
+	target := int64(b.N)
+	dst := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if got.Add(1) == target {
+			close(all)
+		}
+	}))
+	defer dst.Close()
+	_, api := benchServer(b)
+	url := api + "/v2/publish/" + dst.URL + "/noop"
+	c := benchClient()
+	const publishers = 8
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for p := range publishers {
+		n := b.N / publishers
+		if p < b.N%publishers {
+			n++
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range n {
+				publishRaw(b, c, url, `{"job":"noop"}`, map[string]string{"Content-Type": "application/json"})
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case <-all:
+	case <-time.After(60 * time.Second):
+		b.Fatalf("delivered %d of %d", got.Load(), b.N)
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+}
+
+// BenchmarkDelayedLateness publishes 200 messages per op with delays spread
+// over 100–500 ms and measures arrival minus due time (due = the client's
+// clock just before publishing + delay, so the figure includes publish
+// latency and slightly overstates the real lateness).
+func BenchmarkDelayedLateness(b *testing.B) {
+	const perOp = 200
+	var mu sync.Mutex
+	var lateness []time.Duration
+	var arrived atomic.Int64
+	round := make(chan struct{}, 1)
+	dst := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		now := time.Now()
+		body, _ := io.ReadAll(r.Body)
+		due, _ := strconv.ParseInt(string(body), 10, 64)
+		mu.Lock()
+		lateness = append(lateness, now.Sub(time.Unix(0, due)))
+		mu.Unlock()
+		if arrived.Add(1)%perOp == 0 {
+			round <- struct{}{}
+		}
+	}))
+	defer dst.Close()
+	_, api := benchServer(b)
+	url := api + "/v2/publish/" + dst.URL + "/late"
+	c := benchClient()
+	b.ResetTimer()
+	for range b.N {
+		var wg sync.WaitGroup
+		for w := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range perOp / 4 {
+					delay := time.Duration(100+rand.IntN(401)) * time.Millisecond
+					due := time.Now().Add(delay)
+					publishRaw(b, c, url, strconv.FormatInt(due.UnixNano(), 10), map[string]string{"Upstash-Delay": fmt.Sprintf("%dms", delay.Milliseconds())})
+				}
+				_ = w
+			}()
+		}
+		wg.Wait()
+		select {
+		case <-round:
+		case <-time.After(10 * time.Second):
+			b.Fatalf("only %d deliveries arrived", arrived.Load())
+		}
+	}
+	b.StopTimer()
+	mu.Lock()
+	defer mu.Unlock()
+	slices.Sort(lateness)
+	q := func(p float64) float64 {
+		return float64(lateness[int(p*float64(len(lateness)-1))]) / float64(time.Millisecond)
+	}
+	if lateness[0] < 0 {
+		b.Errorf("a message arrived %v before its due time", -lateness[0])
+	}
+	b.ReportMetric(q(0.50), "p50-ms")
+	b.ReportMetric(q(0.99), "p99-ms")
+	b.ReportMetric(q(1), "max-ms")
+}
+
+// BenchmarkMemoryPerQueuedMessage publishes 20,000 messages delayed by an
+// hour (256-byte body, one forwarded header) into a fresh server and
+// reports the live heap they add, per message.
+func BenchmarkMemoryPerQueuedMessage(b *testing.B) {
+	const n = 20_000
+	body := strings.Repeat("x", 256)
+	var perMsg float64
+	for range b.N {
+		srv, err := qstashdev.New(qstashdev.Config{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		h := srv.Handler()
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for i := range n {
+			req := httptest.NewRequest("POST", "/v2/publish/http://127.0.0.1:1/jobs/"+strconv.Itoa(i), strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+qstashdev.DevToken)
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Upstash-Forward-X-Tenant", "t-1")
+			req.Header.Set("Upstash-Delay", "1h")
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != 200 {
+				b.Fatalf("publish: %d %s", rec.Code, rec.Body)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		perMsg = float64(after.HeapAlloc-before.HeapAlloc) / n
+		runtime.KeepAlive(srv)
+		srv.Close()
+	}
+	b.ReportMetric(perMsg, "B/msg")
+}

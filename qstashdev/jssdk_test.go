@@ -1,0 +1,63 @@
+package qstashdev_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/digis/jobworker/qstashdev"
+	"github.com/digis/jobworker/qstashdev/qstashdevtest"
+)
+
+// TestJSSDK runs testdata/jssdk/check.mjs: the official @upstash/qstash
+// client publishes to us (also in its dev mode, which probes GET /v2/keys)
+// and its Receiver.verify accepts what we deliver. Without node or the
+// installed node_modules it skips, except under CI=true, where it fails.
+// Prepare with: npm ci --prefix qstashdev/testdata/jssdk
+func TestJSSDK(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join("testdata", "jssdk")
+	ci := os.Getenv("CI") == "true"
+	node, err := exec.LookPath("node")
+	if err != nil {
+		if ci {
+			t.Fatal("node not found in PATH (CI=true requires it for the JS SDK test)")
+		}
+		t.Skip("node not found in PATH; install Node.js >= 18 to run the JS SDK test")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@upstash", "qstash", "package.json")); err != nil {
+		if ci {
+			t.Fatalf("%s/node_modules missing (CI=true): run `npm ci --prefix qstashdev/testdata/jssdk`", dir)
+		}
+		t.Skipf("%s/node_modules missing; run `npm ci --prefix qstashdev/testdata/jssdk` to enable the JS SDK test", dir)
+	}
+	srv := qstashdevtest.Start(t, qstashdev.Config{})
+	port := srv.URL[strings.LastIndexByte(srv.URL, ':')+1:]
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "check.mjs")
+	cmd.Dir = dir
+	for _, kv := range os.Environ() {
+		// The script must see our server only, not a developer's QStash.
+		if !strings.HasPrefix(kv, "QSTASH_") && !strings.HasPrefix(kv, "NODE_ENV=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cur, next := srv.SigningKeys()
+	cmd.Env = append(cmd.Env,
+		"QSTASH_URL="+srv.URL, "QSTASH_TOKEN="+srv.Config().Token, "QSTASH_DEV_PORT="+port,
+		"QSTASH_CURRENT_SIGNING_KEY="+cur, "QSTASH_NEXT_SIGNING_KEY="+next, "NODE_ENV=test")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node check.mjs: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), `{"ok":true`) {
+		t.Fatalf("unexpected output:\n%s", out)
+	}
+	t.Logf("%s", out)
+}
