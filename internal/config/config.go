@@ -60,67 +60,8 @@ type Common struct {
 	LogFormat string
 }
 
-// API is the configuration of cmd/api.
-type API struct {
-	Common
-	// QStashURL is the QStash base URL (QSTASH_URL). Defaults to
-	// https://qstash.upstash.io.
-	QStashURL string
-	// QStashToken authenticates publishes (QSTASH_TOKEN). Required.
-	QStashToken string
-	// WorkerPublicURL is where QStash delivers jobs (WORKER_PUBLIC_URL).
-	// Required.
-	WorkerPublicURL string
-}
-
-// Worker is the configuration of cmd/worker.
-type Worker struct {
-	Common
-	// PublicURL is the base URL QStash and Stripe call this worker at
-	// (WORKER_PUBLIC_URL). QStash signs the exact URL it delivers to, so it
-	// must be configured, never guessed from Host headers. Required.
-	PublicURL string
-	// QStashCurrentSigningKey and QStashNextSigningKey verify deliveries
-	// (QSTASH_CURRENT_SIGNING_KEY, QSTASH_NEXT_SIGNING_KEY). Both required:
-	// an empty key would make a verifier accept forgeries.
-	QStashCurrentSigningKey string
-	QStashNextSigningKey    string
-	// StripeWebhookSecrets verify Stripe events (STRIPE_WEBHOOK_SECRET,
-	// comma-separated to allow rotation: new,old). Required.
-	StripeWebhookSecrets []string
-	// JobDedupeTTL is how long a finished message id is remembered
-	// (JOB_DEDUPE_TTL). It must outlive QStash's retry horizon: about
-	// 33 min with the default 3 retries, 31 h with 5. Defaults to 48h.
-	JobDedupeTTL time.Duration
-}
-
 // Getenv looks up one variable; os.Getenv fits.
 type Getenv func(string) string
-
-// LoadAPI reads the API configuration.
-func LoadAPI(getenv Getenv) (API, error) {
-	r := reader{getenv: getenv}
-	cfg := API{Common: r.common(DefaultAPIPort)}
-	cfg.QStashURL = r.url("QSTASH_URL", "https://qstash.upstash.io")
-	cfg.QStashToken = r.secret("QSTASH_TOKEN")
-	cfg.WorkerPublicURL = r.url("WORKER_PUBLIC_URL", "")
-	return cfg, r.err
-}
-
-// LoadWorker reads the worker configuration.
-func LoadWorker(getenv Getenv) (Worker, error) {
-	r := reader{getenv: getenv}
-	cfg := Worker{Common: r.common(DefaultWorkerPort)}
-	cfg.PublicURL = r.url("WORKER_PUBLIC_URL", "")
-	cfg.QStashCurrentSigningKey = r.secret("QSTASH_CURRENT_SIGNING_KEY")
-	cfg.QStashNextSigningKey = r.secret("QSTASH_NEXT_SIGNING_KEY")
-	cfg.StripeWebhookSecrets = r.secretList("STRIPE_WEBHOOK_SECRET")
-	cfg.JobDedupeTTL = r.duration("JOB_DEDUPE_TTL", 48*time.Hour)
-	if cfg.JobDedupeTTL < 24*time.Hour && r.err == nil {
-		r.fail("JOB_DEDUPE_TTL", "must be at least 24h: QStash may redeliver a message that long after it ran")
-	}
-	return cfg, r.err
-}
 
 // reader keeps the first error so loaders read straight through.
 type reader struct {
