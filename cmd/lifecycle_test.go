@@ -33,6 +33,7 @@ var binaries = []binary{
 			"REDIS_URL=" + redisURL, "WORKER_PUBLIC_URL=http://127.0.0.1:2",
 			"QSTASH_CURRENT_SIGNING_KEY=sig_current", "QSTASH_NEXT_SIGNING_KEY=sig_next",
 			"STRIPE_WEBHOOK_SECRET=whsec_test", "LOG_FORMAT=text",
+			"QSTASH_URL=http://127.0.0.1:1", "QSTASH_TOKEN=test-token",
 		}
 	}},
 }
@@ -105,6 +106,9 @@ func TestBadConfigExits(t *testing.T) {
 		{binaries[1], "STRIPE_WEBHOOK_SECRET= ", "STRIPE_WEBHOOK_SECRET"},
 		{binaries[1], "REDIS_URL=memcached://x:1", "REDIS_URL"},
 		{binaries[1], "WORKER_PUBLIC_URL=worker.local", "WORKER_PUBLIC_URL"},
+		{binaries[1], "QSTASH_TOKEN=", "QSTASH_TOKEN"},
+		{binaries[1], "STRIPE_DEDUPE_TTL=24h", "STRIPE_DEDUPE_TTL"},
+		{binaries[1], "JOB_DEDUPE_TTL=1h", "JOB_DEDUPE_TTL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.bin.name+"/"+tt.wantVar, func(t *testing.T) {

@@ -35,14 +35,18 @@ func main() {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "qstash-dev:", err)
 		}
+		if errors.Is(err, errUnhealthy) {
+			os.Exit(1) // what container health checks read as "unhealthy"
+		}
 		os.Exit(2)
 	}
 }
 
 // options are the command's settings after flags and environment.
 type options struct {
-	cfg      qstashdev.Config
-	logLevel slog.Level
+	cfg         qstashdev.Config
+	logLevel    slog.Level
+	healthcheck bool
 }
 
 func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
@@ -62,6 +66,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	scale := fs.String("time-scale", envOr("QSTASH_DEV_TIME_SCALE", "1"), "multiplier for waits between delivery attempts, e.g. 0.01 (env QSTASH_DEV_TIME_SCALE)")
 	maxBody := fs.String("max-body", envOr("QSTASH_DEV_MAX_BODY", "1MiB"), "largest message body: bytes or with KiB/MiB suffix (env QSTASH_DEV_MAX_BODY)")
 	anyToken := fs.Bool("allow-any-token", envOr("QSTASH_DEV_ALLOW_ANY_TOKEN", "") == "true", "accept any bearer token (env QSTASH_DEV_ALLOW_ANY_TOKEN=true)")
+	health := fs.Bool("healthcheck", false, "probe a running server on -addr (GET /v2/keys with the token) and exit 0 when it answers; for container health checks")
 	level := fs.String("log-level", envOr("QSTASH_DEV_LOG_LEVEL", "info"), "debug, info, warn or error (env QSTASH_DEV_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
@@ -103,7 +108,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	if err := cfg.Validate(); err != nil {
 		return options{}, err
 	}
-	return options{cfg: cfg, logLevel: lvl}, nil
+	return options{cfg: cfg, logLevel: lvl, healthcheck: *health}, nil
 }
 
 func flagSet(fs *flag.FlagSet, name string) bool {
@@ -137,6 +142,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	opts, err := parseOptions(args, getenv, stderr)
 	if err != nil {
 		return err
+	}
+	if opts.healthcheck {
+		return probe(ctx, opts.cfg)
 	}
 	opts.cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: opts.logLevel}))
 	srv, err := qstashdev.New(opts.cfg)
@@ -180,4 +188,35 @@ Retry waits are scaled by %v. Try:
 		err = errors.Join(err, serr)
 	}
 	return err
+}
+
+// errUnhealthy is a failed -healthcheck probe.
+var errUnhealthy = errors.New("healthcheck failed")
+
+// probe asks a running server on cfg.Addr for its keys. A wildcard listen
+// address (a container's 0.0.0.0) is probed on loopback.
+func probe(ctx context.Context, cfg qstashdev.Config) error {
+	host, port, err := net.SplitHostPort(cfg.Addr)
+	if err != nil {
+		return err
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/v2/keys", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+cfg.Token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUnhealthy, err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("%w: /v2/keys answered %d", errUnhealthy, res.StatusCode)
+	}
+	return nil
 }

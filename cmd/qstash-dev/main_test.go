@@ -110,6 +110,11 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(body), qstashdev.DevNextSigningKey) {
 		t.Fatalf("keys: %d %s", resp.StatusCode, body)
 	}
+	// -healthcheck probes the running server.
+	addr := strings.TrimPrefix(base, "http://")
+	if err := run(ctx, []string{"-addr", addr, "-healthcheck"}, func(string) string { return "" }, io.Discard, io.Discard); err != nil {
+		t.Fatalf("-healthcheck against a running server: %v", err)
+	}
 	cancel()
 	select {
 	case err := <-done:

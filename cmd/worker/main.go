@@ -5,13 +5,17 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 
+	"github.com/digis/jobworker/cache"
 	"github.com/digis/jobworker/internal/appjobs"
 	"github.com/digis/jobworker/internal/config"
 	"github.com/digis/jobworker/internal/server"
+	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/internal/workerapp"
+	"github.com/digis/jobworker/jobs"
 )
 
 func main() {
@@ -29,7 +33,18 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	p, err := workerapp.Build(cfg, appjobs.Register)
+	st, closeStore, err := store.Open(context.Background(), store.Config{DatabaseURL: cfg.DatabaseURL})
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	defer closeStore()
+	p, err := workerapp.Build(cfg, func(reg *jobs.Registry, p *server.Process) error {
+		c, err := cache.New(p.Redis, cache.Config{Prefix: cfg.KeyPrefix, Logger: p.Log, Registerer: p.Registry})
+		if err != nil {
+			return err
+		}
+		return appjobs.Register(reg, appjobs.Deps{Log: p.Log, Store: st, Cache: c})
+	})
 	if err != nil {
 		return err
 	}

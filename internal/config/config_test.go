@@ -16,6 +16,7 @@ func env(over map[string]string) config.Getenv {
 		"REDIS_URL":                  "redis://127.0.0.1:6379",
 		"WORKER_PUBLIC_URL":          "https://worker.example.com/",
 		"QSTASH_TOKEN":               "tok",
+		"QSTASH_URL":                 "http://127.0.0.1:8080",
 		"QSTASH_CURRENT_SIGNING_KEY": "sig_current",
 		"QSTASH_NEXT_SIGNING_KEY":    "sig_next",
 		"STRIPE_WEBHOOK_SECRET":      "whsec_new,whsec_old",

@@ -17,6 +17,19 @@ type Worker struct {
 	// StripeWebhookSecrets verify Stripe events (STRIPE_WEBHOOK_SECRET,
 	// comma-separated to allow rotation: new,old). Required.
 	StripeWebhookSecrets []string
+	// QStashURL and QStashToken publish the jobs the worker hands work to
+	// (the stripe.event job): QSTASH_URL (defaults to
+	// https://qstash.upstash.io) and QSTASH_TOKEN (required).
+	QStashURL   string
+	QStashToken string
+	// StripeDedupeTTL is how long a Stripe event id is remembered
+	// (STRIPE_DEDUPE_TTL): longer than Stripe's 3-day retry window.
+	// Defaults to 7 days (168h).
+	StripeDedupeTTL time.Duration
+	// DatabaseURL is the PostgreSQL the job handlers write to
+	// (DATABASE_URL). Empty selects an in-memory store, for the local stack
+	// only.
+	DatabaseURL string
 	// JobDedupeTTL is how long a finished message id is remembered
 	// (JOB_DEDUPE_TTL). It must outlive QStash's retry horizon: about
 	// 33 min with the default 3 retries, 31 h with 5. Defaults to 48h.
@@ -31,6 +44,13 @@ func LoadWorker(getenv Getenv) (Worker, error) {
 	cfg.QStashCurrentSigningKey = r.secret("QSTASH_CURRENT_SIGNING_KEY")
 	cfg.QStashNextSigningKey = r.secret("QSTASH_NEXT_SIGNING_KEY")
 	cfg.StripeWebhookSecrets = r.secretList("STRIPE_WEBHOOK_SECRET")
+	cfg.QStashURL = r.url("QSTASH_URL", "https://qstash.upstash.io")
+	cfg.QStashToken = r.secret("QSTASH_TOKEN")
+	cfg.StripeDedupeTTL = r.duration("STRIPE_DEDUPE_TTL", 7*24*time.Hour)
+	if cfg.StripeDedupeTTL <= 73*time.Hour && r.err == nil {
+		r.fail("STRIPE_DEDUPE_TTL", "must be more than 73h: Stripe retries an event for up to 3 days")
+	}
+	cfg.DatabaseURL = r.str("DATABASE_URL", "")
 	cfg.JobDedupeTTL = r.duration("JOB_DEDUPE_TTL", 48*time.Hour)
 	if cfg.JobDedupeTTL < 24*time.Hour && r.err == nil {
 		r.fail("JOB_DEDUPE_TTL", "must be at least 24h: QStash may redeliver a message that long after it ran")

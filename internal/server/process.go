@@ -50,7 +50,10 @@ func NewProcess(name string, c config.Common) (*Process, error) {
 }
 
 // Run serves until SIGINT/SIGTERM, then shuts down and closes Redis.
-func (p *Process) Run() error {
+func (p *Process) Run() error { return p.RunContext(SignalContext()) }
+
+// RunContext serves until ctx is done, then shuts down and closes Redis.
+func (p *Process) RunContext(ctx context.Context) error {
 	defer p.Redis.Close()
-	return p.Server.Run(SignalContext())
+	return p.Server.Run(ctx)
 }

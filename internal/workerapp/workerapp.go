@@ -4,10 +4,13 @@
 package workerapp
 
 import (
+	"context"
 	"fmt"
-	"log/slog"
+
+	"github.com/labstack/echo/v4"
 
 	"github.com/digis/jobworker/idempotency"
+	"github.com/digis/jobworker/internal/appjobs"
 	"github.com/digis/jobworker/internal/config"
 	"github.com/digis/jobworker/internal/server"
 	"github.com/digis/jobworker/jobs"
@@ -20,11 +23,14 @@ const (
 	JobsRoute = jobs.PathPrefix + ":name"
 	// FailureCallbackPath receives QStash failure callbacks for dead jobs.
 	FailureCallbackPath = "/qstash/failed"
+	// StripePath receives Stripe webhook events.
+	StripePath = "/webhooks/stripe"
 )
 
 // Build creates the worker process with its routes. register adds the job
-// handlers to the registry (the reference application's jobs, or a test's).
-func Build(cfg config.Worker, register func(*jobs.Registry, *slog.Logger) error) (*server.Process, error) {
+// handlers to the registry (the reference application's jobs, or a test's);
+// it gets the process for its logger, Redis client and metrics registry.
+func Build(cfg config.Worker, register func(*jobs.Registry, *server.Process) error) (*server.Process, error) {
 	p, err := server.NewProcess("worker", cfg.Common)
 	if err != nil {
 		return nil, err
@@ -36,13 +42,13 @@ func Build(cfg config.Worker, register func(*jobs.Registry, *slog.Logger) error)
 	return p, nil
 }
 
-func wire(p *server.Process, cfg config.Worker, register func(*jobs.Registry, *slog.Logger) error) error {
+func wire(p *server.Process, cfg config.Worker, register func(*jobs.Registry, *server.Process) error) error {
 	reg, err := jobs.NewRegistry(jobs.RegistryConfig{Registerer: p.Registry})
 	if err != nil {
 		return err
 	}
 	if register != nil {
-		if err := register(reg, p.Log); err != nil {
+		if err := register(reg, p); err != nil {
 			return fmt.Errorf("registering jobs: %w", err)
 		}
 	}
@@ -84,10 +90,66 @@ func wire(p *server.Process, cfg config.Worker, register func(*jobs.Registry, *s
 	if err != nil {
 		return err
 	}
+	stripeHandler, err := stripeRoute(p, cfg)
+	if err != nil {
+		return err
+	}
+	verifyStripe, err := webhooks.VerifyStripeConfig{Verifier: stripeHandler.verifier, MaxBodyBytes: cfg.BodyLimit}.ToMiddleware()
+	if err != nil {
+		return err
+	}
 	// Draining comes first: a delivery refused during shutdown is retried
 	// by QStash on a live instance, before any work or Redis call.
 	drain := p.Server.RejectWhileDraining()
 	p.Server.Echo.POST(JobsRoute, deliveries, drain, verify)
 	p.Server.Echo.POST(FailureCallbackPath, failed, drain, verify)
+	p.Server.Echo.POST(StripePath, stripeHandler.handle, drain, verifyStripe)
 	return nil
+}
+
+type stripeWiring struct {
+	verifier *webhooks.StripeVerifier
+	handle   echo.HandlerFunc
+}
+
+// stripeRoute builds POST /webhooks/stripe: verify, dedupe on the event id,
+// publish a stripe.event job (deduplicated by the event id), answer 200.
+func stripeRoute(p *server.Process, cfg config.Worker) (stripeWiring, error) {
+	sv, err := webhooks.NewStripeVerifier(webhooks.StripeConfig{
+		Secrets: cfg.StripeWebhookSecrets, Logger: p.Log, Registerer: p.Registry,
+	})
+	if err != nil {
+		return stripeWiring{}, err
+	}
+	client, err := jobs.NewClient(jobs.ClientConfig{
+		QStashURL: cfg.QStashURL, Token: cfg.QStashToken, WorkerPublicURL: cfg.PublicURL,
+		Logger: p.Log, Registerer: p.Registry,
+	})
+	if err != nil {
+		return stripeWiring{}, err
+	}
+	dedupe, err := idempotency.NewStore(p.Redis, idempotency.StoreConfig{
+		Prefix: cfg.KeyPrefix, Namespace: "stripe", ResultTTL: cfg.StripeDedupeTTL, Timeout: cfg.Redis.Timeout,
+	})
+	if err != nil {
+		return stripeWiring{}, err
+	}
+	failureCallback := cfg.PublicURL + FailureCallbackPath
+	h, err := webhooks.StripeEventsConfig{
+		Store: dedupe, Logger: p.Log, Registerer: p.Registry,
+		Forward: func(ctx context.Context, ev webhooks.StripeEvent) error {
+			job, err := appjobs.StripeJob(ev)
+			if err != nil {
+				// The handler sees what could be read and decides; Stripe
+				// retrying a payload it will always send the same way helps nobody.
+				p.Log.WarnContext(ctx, "stripe event object not as expected", "event_id", ev.ID, "type", ev.Type, "error", err.Error())
+			}
+			_, err = client.Enqueue(ctx, job, jobs.WithFailureCallback(failureCallback))
+			return err
+		},
+	}.Handler()
+	if err != nil {
+		return stripeWiring{}, err
+	}
+	return stripeWiring{verifier: sv, handle: h}, nil
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -23,6 +22,7 @@ import (
 	"github.com/digis/jobworker/internal/config"
 	"github.com/digis/jobworker/internal/proctest"
 	"github.com/digis/jobworker/internal/redistest"
+	"github.com/digis/jobworker/internal/server"
 	"github.com/digis/jobworker/internal/workerapp"
 	"github.com/digis/jobworker/jobs"
 	"github.com/digis/jobworker/qstashdev"
@@ -116,7 +116,7 @@ func (e *effects) waitStarted(t *testing.T) {
 	}
 }
 
-func (e *effects) register(reg *jobs.Registry, _ *slog.Logger) error {
+func (e *effects) register(reg *jobs.Registry, _ *server.Process) error {
 	return errors.Join(
 		jobs.Register(reg, func(_ context.Context, j *jobs.Job[countJob]) error {
 			e.record(j.Args.ID, true)
@@ -145,6 +145,10 @@ func (e *effects) register(reg *jobs.Registry, _ *slog.Logger) error {
 }
 
 type bundle struct {
+	// qstashURL, when set before setupWith, maps qstashdev's URL to the
+	// QSTASH_URL the worker publishes to.
+	qstashURL func(string) string
+
 	redis   *redistest.Server
 	qstash  *qstashdevtest.Server
 	url     string // the worker's public URL
@@ -153,26 +157,47 @@ type bundle struct {
 }
 
 // setup runs the worker in-process with the production wiring, a private
-// redis-server and a qstashdev whose retries are 1000× faster.
+// redis-server and a qstashdev whose retries are 1000× faster, with the
+// test jobs registered.
 func setup(t *testing.T) *bundle {
 	t.Helper()
-	b := &bundle{redis: redistest.Start(t), effects: newEffects()}
+	b := &bundle{effects: newEffects()}
+	return setupWith(t, b, b.effects.register, nil)
+}
+
+// setupWith is setup with the caller's job registration and extra
+// environment; b.qstashURL, when set, is where the worker publishes (e.g.
+// a proxy in front of qstashdev).
+func setupWith(t *testing.T, b *bundle, register func(*jobs.Registry, *server.Process) error, env map[string]string) *bundle {
+	t.Helper()
+	if b.effects == nil {
+		b.effects = newEffects()
+	}
+	b.redis = redistest.Start(t)
 	b.qstash = qstashdevtest.Start(t, qstashdev.Config{TimeScale: 0.001})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	b.url = "http://" + ln.Addr().String()
-	cfg, err := config.LoadWorker(envMap(map[string]string{
+	vars := map[string]string{
 		"REDIS_URL": b.redis.URL(), "REDIS_TIMEOUT": "300ms", "WORKER_PUBLIC_URL": b.url,
 		"QSTASH_CURRENT_SIGNING_KEY": qstashdev.DevCurrentSigningKey,
 		"QSTASH_NEXT_SIGNING_KEY":    qstashdev.DevNextSigningKey,
 		"STRIPE_WEBHOOK_SECRET":      "whsec_test", "LOG_LEVEL": os.Getenv("TEST_LOG_LEVEL"),
-	}))
+		"QSTASH_URL": b.qstash.URL, "QSTASH_TOKEN": qstashdev.DevToken,
+	}
+	if b.qstashURL != nil {
+		vars["QSTASH_URL"] = b.qstashURL(b.qstash.URL)
+	}
+	for k, v := range env {
+		vars[k] = v
+	}
+	cfg, err := config.LoadWorker(envMap(vars))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := workerapp.Build(cfg, b.effects.register)
+	p, err := workerapp.Build(cfg, register)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -588,6 +613,7 @@ func startHelperWorker(t *testing.T, redisURL string, drain time.Duration) *proc
 		"QSTASH_CURRENT_SIGNING_KEY="+qstashdev.DevCurrentSigningKey,
 		"QSTASH_NEXT_SIGNING_KEY="+qstashdev.DevNextSigningKey,
 		"STRIPE_WEBHOOK_SECRET=whsec_test", "LOG_LEVEL=warn", "LOG_FORMAT=text",
+		"QSTASH_URL=http://127.0.0.1:1", "QSTASH_TOKEN=unused",
 		"SHUTDOWN_DRAIN_DELAY="+drain.String())
 	w.WaitHealthy(t)
 	return w
@@ -618,7 +644,7 @@ func TestHelperWorker(t *testing.T) {
 		os.Exit(2)
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: strings.TrimPrefix(cfg.Redis.URL, "redis://")})
-	p, err := workerapp.Build(cfg, func(reg *jobs.Registry, _ *slog.Logger) error {
+	p, err := workerapp.Build(cfg, func(reg *jobs.Registry, _ *server.Process) error {
 		return errors.Join(
 			jobs.Register(reg, func(ctx context.Context, j *jobs.Job[redisCountJob]) error {
 				time.Sleep(50 * time.Millisecond) // widen the race window

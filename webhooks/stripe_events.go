@@ -1,0 +1,135 @@
+package webhooks
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/digis/jobworker/idempotency"
+	"github.com/digis/jobworker/internal/problem"
+)
+
+// StripeEventsConfig configures the handler behind VerifyStripe that
+// acknowledges Stripe events fast: it dedupes on the event id and hands the
+// event on (Forward: publish a job) before answering 200. The work itself
+// runs later as a job with QStash's retries behind it; Stripe only waits for
+// the hand-off.
+//
+// Answers, decided in one place (see answerStripe):
+//
+//	handed on, or an event already handed on  → 200
+//	the same event being handed on elsewhere  → 409 (Stripe retries later)
+//	Forward failed (lease released)           → 503: never acknowledge work that was not handed on
+//	Redis unavailable                         → 503; nothing is handed on
+//
+// Bodies are problem+json without detail an attacker could use.
+type StripeEventsConfig struct {
+	// Store dedupes on the event id. Required. Its ResultTTL must outlive
+	// Stripe's retry window of 3 days.
+	Store *idempotency.Store
+	// Forward hands the verified event on, e.g. publishes a job whose
+	// deduplication id is the event id. Required. An error makes Stripe
+	// deliver the event again.
+	Forward func(ctx context.Context, ev StripeEvent) error
+	// Logger receives a line per failed or duplicate event (event id and
+	// type only). Defaults to discarding.
+	Logger *slog.Logger
+	// Registerer receives jobworker_stripe_webhooks_total{outcome}.
+	// Defaults to nil.
+	Registerer prometheus.Registerer
+}
+
+// Stripe hand-off outcomes, the values of the outcome label.
+const (
+	stripeForwarded     = "forwarded"
+	stripeDuplicate     = "duplicate"
+	stripeInProgress    = "in_progress"
+	stripeForwardFailed = "forward_failed"
+	stripeUnavailable   = "unavailable"
+	stripeUnverified    = "unverified"
+)
+
+// stripeMinResultTTL is Stripe's retry window (3 days) plus a margin.
+const stripeMinResultTTL = 72*time.Hour + time.Hour
+
+// Handler validates the configuration and returns the POST /webhooks/stripe
+// handler. Mount it behind VerifyStripe; an unverified request is refused.
+func (cfg StripeEventsConfig) Handler() (echo.HandlerFunc, error) {
+	if cfg.Store == nil || cfg.Forward == nil {
+		return nil, errors.New("webhooks: StripeEventsConfig needs Store and Forward")
+	}
+	if ttl := cfg.Store.Config().ResultTTL; ttl < stripeMinResultTTL {
+		return nil, errors.New("webhooks: the Stripe dedupe store's ResultTTL must exceed Stripe's 3-day retry window")
+	}
+	log := discardIfNil(cfg.Logger)
+	total := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "jobworker_stripe_webhooks_total",
+		Help: "Verified Stripe webhooks by outcome (forwarded, duplicate, in_progress, forward_failed, unavailable, unverified).",
+	}, []string{"outcome"})
+	if cfg.Registerer != nil {
+		var err error
+		if total, err = register(cfg.Registerer, total); err != nil {
+			return nil, err
+		}
+	}
+	return func(c echo.Context) error {
+		ev, ok := StripeEventFrom(c)
+		outcome := stripeUnverified
+		if ok {
+			outcome = cfg.handOff(context.WithoutCancel(c.Request().Context()), ev, log)
+		}
+		total.WithLabelValues(outcome).Inc()
+		return answerStripe(c, outcome)
+	}, nil
+}
+
+// handOff dedupes and forwards one event. It runs detached from the request
+// so a Stripe disconnect cannot leave a half-recorded hand-off.
+func (cfg StripeEventsConfig) handOff(ctx context.Context, ev StripeEvent, log *slog.Logger) string {
+	res, err := cfg.Store.Acquire(ctx, ev.ID, "")
+	switch {
+	case err != nil:
+		log.WarnContext(ctx, "stripe event not deduped: store unavailable", "event_id", ev.ID, "type", ev.Type, "error", err.Error())
+		return stripeUnavailable
+	case res.Outcome == idempotency.Done:
+		log.InfoContext(ctx, "duplicate stripe event", "event_id", ev.ID, "type", ev.Type)
+		return stripeDuplicate
+	case res.Outcome == idempotency.InProgress:
+		return stripeInProgress
+	}
+	lease := res.Lease
+	if err := cfg.Forward(ctx, ev); err != nil {
+		log.ErrorContext(ctx, "stripe event not handed on; Stripe will retry", "event_id", ev.ID, "type", ev.Type, "error", err.Error())
+		if rerr := lease.Release(ctx); rerr != nil && !errors.Is(rerr, idempotency.ErrLeaseLost) {
+			log.WarnContext(ctx, "releasing stripe event lease failed", "event_id", ev.ID, "error", rerr.Error())
+		}
+		return stripeForwardFailed
+	}
+	if err := lease.Complete(ctx, nil); err != nil {
+		// Handed on already: a redelivery would be published again, and the
+		// job's deduplication id (the event id) and the ledger's unique
+		// constraint absorb it.
+		log.WarnContext(ctx, "stripe event handed on but not marked done", "event_id", ev.ID, "error", err.Error())
+	}
+	return stripeForwarded
+}
+
+// answerStripe is the one place a hand-off outcome becomes an HTTP answer.
+func answerStripe(c echo.Context, outcome string) error {
+	switch outcome {
+	case stripeForwarded, stripeDuplicate:
+		return c.JSON(http.StatusOK, map[string]bool{"received": true})
+	case stripeInProgress:
+		return problem.Respond(c, http.StatusConflict, "")
+	case stripeUnverified:
+		return problem.Respond(c, http.StatusBadRequest, "")
+	default: // forward_failed, unavailable
+		c.Response().Header().Set("Retry-After", "10")
+		return problem.Respond(c, http.StatusServiceUnavailable, "")
+	}
+}
