@@ -1,0 +1,200 @@
+package workerapp_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/digis/jobworker/internal/config"
+	"github.com/digis/jobworker/internal/redistest"
+	"github.com/digis/jobworker/internal/server"
+	"github.com/digis/jobworker/internal/workerapp"
+	"github.com/digis/jobworker/jobs"
+	"github.com/digis/jobworker/qstashdev"
+	"github.com/digis/jobworker/webhooks/webhookstest"
+)
+
+type noopJob struct {
+	N int `json:"n"`
+}
+
+func (noopJob) Kind() string { return "bench.noop" }
+
+// BenchmarkDeliveries drives the worker's full production path (shared
+// middleware and access log, QStash signature check, dedupe lease + done
+// marker in Redis, dispatch of a no-op job) with 16 and 64 concurrent
+// senders over loopback HTTP, and in the same run a baseline: a bare Echo
+// handler doing one Redis SET NX per request. b.N is the number of
+// deliveries per side. Signatures are made before the clock starts, so the
+// load generator spends its CPU on HTTP only.
+//
+//	go test -run '^$' -bench Deliveries -benchtime 20000x ./internal/workerapp
+func BenchmarkDeliveries(b *testing.B) {
+	rs := redistest.Start(b)
+	prodURL := startBenchWorker(b, rs.URL())
+	baseURL := startBaseline(b, rs)
+	body := []byte(`{"n":1}`)
+	for _, senders := range []int{16, 64} {
+		b.Run("senders="+strconv.Itoa(senders), func(b *testing.B) {
+			prodReqs := signedRequests(b, prodURL, body, b.N, "p"+strconv.Itoa(senders))
+			baseReqs := signedRequests(b, baseURL, body, b.N, "b"+strconv.Itoa(senders))
+			b.ResetTimer()
+			base := load(b, baseReqs, senders)
+			prod := load(b, prodReqs, senders)
+			b.StopTimer()
+			b.ReportMetric(prod.perSecond, "deliveries/s")
+			b.ReportMetric(base.perSecond, "baseline-req/s")
+			b.ReportMetric(prod.perSecond/base.perSecond, "ratio")
+			b.ReportMetric(prod.p50.Seconds()*1000, "p50-ms")
+			b.ReportMetric(prod.p99.Seconds()*1000, "p99-ms")
+			b.ReportMetric(base.p99.Seconds()*1000, "baseline-p99-ms")
+		})
+	}
+}
+
+type loadResult struct {
+	perSecond float64
+	p50, p99  time.Duration
+}
+
+// load sends every request with `senders` concurrent clients and fails the
+// benchmark on any non-200 answer.
+func load(b *testing.B, reqs []benchRequest, senders int) loadResult {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: senders, MaxConnsPerHost: senders}}
+	lat := make([]time.Duration, len(reqs))
+	var next atomic.Int64
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for s := 0; s < senders; s++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(reqs) {
+					return
+				}
+				r := reqs[i]
+				req, _ := http.NewRequest(http.MethodPost, r.url, strings.NewReader(string(r.body)))
+				req.Header = r.header
+				t0 := time.Now()
+				res, err := client.Do(req)
+				lat[i] = time.Since(t0)
+				if err != nil || res.StatusCode != 200 {
+					failed.Add(1)
+				}
+				if res != nil {
+					res.Body.Close()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if n := failed.Load(); n > 0 {
+		b.Fatalf("%d of %d requests failed", n, len(reqs))
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	return loadResult{
+		perSecond: float64(len(reqs)) / elapsed.Seconds(),
+		p50:       lat[len(lat)/2],
+		p99:       lat[len(lat)*99/100],
+	}
+}
+
+type benchRequest struct {
+	url    string
+	header http.Header
+	body   []byte
+}
+
+func signedRequests(b *testing.B, base string, body []byte, n int, idPrefix string) []benchRequest {
+	url := base + "/jobs/bench.noop"
+	out := make([]benchRequest, n)
+	now := time.Now()
+	for i := range out {
+		sig, err := webhookstest.QStashSignature(qstashdev.DevCurrentSigningKey, url, body, now)
+		if err != nil {
+			b.Fatal(err)
+		}
+		h := http.Header{}
+		h.Set("Content-Type", "application/json")
+		h.Set("Upstash-Signature", sig)
+		h.Set("Upstash-Message-Id", fmt.Sprintf("msg_%s_%d_%d", idPrefix, now.UnixNano(), i))
+		h.Set("Upstash-Retried", "0")
+		out[i] = benchRequest{url: url, header: h, body: body}
+	}
+	return out
+}
+
+// startBenchWorker runs the production wiring with access logging at info
+// (to /dev/null, so the cost of writing log lines is still paid).
+func startBenchWorker(b *testing.B, redisURL string) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String()
+	cfg, err := config.LoadWorker(envMap(map[string]string{
+		"REDIS_URL": redisURL, "WORKER_PUBLIC_URL": url,
+		"QSTASH_CURRENT_SIGNING_KEY": qstashdev.DevCurrentSigningKey,
+		"QSTASH_NEXT_SIGNING_KEY":    qstashdev.DevNextSigningKey,
+		"STRIPE_WEBHOOK_SECRET":      "whsec_bench", "QSTASH_TOKEN": "unused",
+	}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	devNull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	stderr := os.Stderr
+	os.Stderr = devNull // the process logger writes to os.Stderr
+	p, err := workerapp.Build(cfg, func(reg *jobs.Registry, _ *server.Process) error {
+		return jobs.Register(reg, func(context.Context, *jobs.Job[noopJob]) error { return nil })
+	})
+	os.Stderr = stderr
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Server.Serve(ctx, ln) }()
+	b.Cleanup(func() { cancel(); <-done; _ = p.Redis.Close(); devNull.Close() })
+	return url
+}
+
+// startBaseline is the floor a dedupe-on-Redis handler cannot beat: Echo
+// with no middleware and one SET NX per request.
+func startBaseline(b *testing.B, rs *redistest.Server) string {
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
+	e := echo.New()
+	e.POST("/jobs/:name", func(c echo.Context) error {
+		ok, err := rdb.SetNX(c.Request().Context(), "base:"+c.Request().Header.Get("Upstash-Message-Id"), 1, time.Hour).Result()
+		if err != nil || !ok {
+			return c.NoContent(http.StatusInternalServerError)
+		}
+		return c.NoContent(http.StatusOK)
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	hs := &http.Server{Handler: e}
+	go func() { _ = hs.Serve(ln) }()
+	b.Cleanup(func() { _ = hs.Close(); _ = rdb.Close() })
+	return "http://" + ln.Addr().String()
+}
