@@ -21,11 +21,14 @@ type binary struct {
 	env       func(redisURL string) []string
 }
 
+const apiJWTSecret = "lifecycle-test-secret-0123456789abcdef"
+
 var binaries = []binary{
 	{"api", "github.com/digis/jobworker/cmd/api", func(redisURL string) []string {
 		return []string{
 			"REDIS_URL=" + redisURL, "QSTASH_URL=http://127.0.0.1:1", "QSTASH_TOKEN=test-token",
 			"WORKER_PUBLIC_URL=http://127.0.0.1:2", "LOG_FORMAT=text",
+			"AUTH_JWT_SECRET=" + apiJWTSecret, "RATE_LIMIT_IP_SOURCE=direct",
 		}
 	}},
 	{"worker", "github.com/digis/jobworker/cmd/worker", func(redisURL string) []string {
@@ -82,7 +85,7 @@ func TestBinariesLifecycle(t *testing.T) {
 			if !strings.Contains(out, "stopped") {
 				t.Fatalf("no clean shutdown logged:\n%s", out)
 			}
-			for _, secret := range []string{"test-token", "sig_current", "sig_next", "whsec_test"} {
+			for _, secret := range []string{"test-token", "sig_current", "sig_next", "whsec_test", apiJWTSecret} {
 				if strings.Contains(out, secret) {
 					t.Fatalf("secret %q in logs:\n%s", secret, out)
 				}
@@ -101,6 +104,9 @@ func TestBadConfigExits(t *testing.T) {
 		{binaries[0], "REDIS_URL=", "REDIS_URL"},
 		{binaries[0], "QSTASH_TOKEN=", "QSTASH_TOKEN"},
 		{binaries[0], "PORT=http", "PORT"},
+		{binaries[0], "AUTH_JWT_SECRET=short", "AUTH_JWT_SECRET"},
+		{binaries[0], "RATE_LIMIT_IP_SOURCE=", "RATE_LIMIT_IP_SOURCE"},
+		{binaries[0], "RATE_LIMIT_IP_SOURCE=xff", "RATE_LIMIT_TRUSTED_PROXIES"},
 		{binaries[1], "QSTASH_CURRENT_SIGNING_KEY=   ", "QSTASH_CURRENT_SIGNING_KEY"},
 		{binaries[1], "QSTASH_NEXT_SIGNING_KEY=", "QSTASH_NEXT_SIGNING_KEY"},
 		{binaries[1], "STRIPE_WEBHOOK_SECRET= ", "STRIPE_WEBHOOK_SECRET"},

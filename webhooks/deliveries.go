@@ -41,8 +41,10 @@ type JobsConfig struct {
 	// outlive QStash's retry horizon for the retries configured (about
 	// 33 min with the default 3 retries, 31 h with 5).
 	Store *idempotency.Store
-	// InProgressRetryAfter is the Retry-After sent while the same message
-	// runs elsewhere. Defaults to 10s.
+	// InProgressRetryAfter is the least Retry-After sent while the same
+	// message runs elsewhere; the other holder's remaining lease time is
+	// sent when longer, so QStash's retries are not spent before a dead
+	// holder's lease lapses. Defaults to 10s.
 	InProgressRetryAfter time.Duration
 	// UnavailableRetryAfter is the Retry-After sent when Redis is
 	// unreachable. Defaults to 5s.
@@ -127,8 +129,9 @@ func (cfg JobsConfig) Handler() (echo.HandlerFunc, error) {
 
 // result is what happened to one delivery; answer turns it into HTTP.
 type result struct {
-	outcome string
-	err     error // the handler's error for retry/panic/permanent
+	outcome    string
+	err        error         // the handler's error for retry/panic/permanent
+	retryAfter time.Duration // in_progress: when the other holder's lease ends at the latest
 }
 
 func (h *jobsHandler) serve(c echo.Context) error {
@@ -179,7 +182,9 @@ func (h *jobsHandler) run(c echo.Context, name string) (result, jobs.Delivery) {
 	case acq.Outcome == idempotency.Done:
 		return result{outcome: outcomeDuplicate}, d
 	case acq.Outcome == idempotency.InProgress:
-		return result{outcome: outcomeInProgress}, d
+		// Not before the holder's lease could have lapsed: if it died, the
+		// retry finds the key free; if it lives, it renews and we answer again.
+		return result{outcome: outcomeInProgress, retryAfter: max(h.cfg.InProgressRetryAfter, acq.TTL)}, d
 	}
 
 	lease := acq.Lease
@@ -222,7 +227,7 @@ func (h *jobsHandler) answer(c echo.Context, r result) error {
 	case outcomeUnverified:
 		return problem.Respond(c, http.StatusUnauthorized, "")
 	case outcomeInProgress:
-		hdr.Set("Retry-After", seconds(h.cfg.InProgressRetryAfter))
+		hdr.Set("Retry-After", seconds(r.retryAfter))
 		return problem.Respond(c, http.StatusConflict, "this message is being processed by another worker")
 	case outcomeUnavailable:
 		hdr.Set("Retry-After", seconds(h.cfg.UnavailableRetryAfter))

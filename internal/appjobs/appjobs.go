@@ -9,6 +9,10 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/digis/jobworker/cache"
+	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/jobs"
 )
 
@@ -30,10 +34,25 @@ func (h Hello) Validate() error {
 	return nil
 }
 
+// Deps is what the job handlers use. The worker builds it once at start-up.
+type Deps struct {
+	Log   *slog.Logger
+	Store store.Store
+	// Cache is the Redis cache the API reads through; handlers invalidate
+	// and refresh derived keys in it.
+	Cache *cache.Cache
+	// Registerer receives the handlers' metrics. Defaults to nil: none.
+	Registerer prometheus.Registerer
+}
+
 // Register adds every reference job handler to reg.
-func Register(reg *jobs.Registry, log *slog.Logger) error {
-	return jobs.Register(reg, func(ctx context.Context, j *jobs.Job[Hello]) error {
-		log.InfoContext(ctx, "hello from a job", "job", j.Args.Kind(), "message_id", j.MessageID, "name_len", len(j.Args.Name))
-		return nil
-	})
+func Register(reg *jobs.Registry, d Deps) error {
+	return errors.Join(
+		jobs.Register(reg, func(ctx context.Context, j *jobs.Job[Hello]) error {
+			d.Log.InfoContext(ctx, "hello from a job", "job", j.Args.Kind(), "message_id", j.MessageID, "name_len", len(j.Args.Name))
+			return nil
+		}),
+		registerStripe(reg, d),
+		registerStreamsAndTips(reg, d),
+	)
 }

@@ -1,5 +1,17 @@
 package config
 
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/digis/jobworker/cache"
+	"github.com/digis/jobworker/idempotency"
+	"github.com/digis/jobworker/internal/auth"
+	"github.com/digis/jobworker/internal/store"
+	"github.com/digis/jobworker/limits"
+)
+
 // API is the configuration of cmd/api.
 type API struct {
 	Common
@@ -11,6 +23,62 @@ type API struct {
 	// WorkerPublicURL is where QStash delivers jobs (WORKER_PUBLIC_URL).
 	// Required.
 	WorkerPublicURL string
+
+	// DatabaseURL is the PostgreSQL the routes read and write
+	// (DATABASE_URL). Empty selects the in-memory store, for the local stack
+	// only (logged as a warning at start-up).
+	DatabaseURL string
+	// DatabaseMigrate applies the embedded migrations at start-up
+	// (DATABASE_MIGRATE=true). Concurrent starts are safe (advisory lock).
+	// Defaults to false: run `api -migrate` as a release step instead.
+	DatabaseMigrate bool
+
+	// Auth verifies bearer tokens: exactly one of AUTH_JWT_SECRET (HS256,
+	// at least 32 bytes) and AUTH_JWKS_URL, plus optional AUTH_ISSUER and
+	// AUTH_AUDIENCE. Required.
+	Auth auth.Config
+
+	// TipMaxAmount caps one tip in tokens (TIP_MAX_AMOUNT). Defaults to
+	// 100000.
+	TipMaxAmount int64
+
+	// RateLimit configures the limiter and the client-IP extractor.
+	RateLimit RateLimit
+
+	// IdempotencyResultTTL is how long an Idempotency-Key answer is kept and
+	// replayed (IDEMPOTENCY_RESULT_TTL, a duration or "7d"). Defaults to 24h.
+	IdempotencyResultTTL time.Duration
+
+	// CacheRedisTimeout is the deadline of one cache round trip; past it the
+	// cache computes from the database directly (CACHE_REDIS_TIMEOUT).
+	// Defaults to 100ms.
+	CacheRedisTimeout time.Duration
+	// CacheStatusTTL is how long the public part of a stream status stays
+	// cached (CACHE_STATUS_TTL). Defaults to 10s; at most 1m, since a start
+	// or stop invalidates it but a missed invalidation lasts this long.
+	CacheStatusTTL time.Duration
+}
+
+// RateLimit is the rate-limiting part of the API configuration.
+type RateLimit struct {
+	// IPExtractor finds client addresses for the deployment mode
+	// (RATE_LIMIT_IP_SOURCE: direct, xff, x-real-ip, cloudflare or vercel;
+	// RATE_LIMIT_TRUSTED_PROXIES: comma-separated CIDRs, required by every
+	// mode but direct). Required: there is no safe default.
+	IPExtractor *limits.IPExtractor
+	// Overrides replaces single buckets' quotas (RATE_LIMIT_OVERRIDES,
+	// "bucket=limit/period,…"). Defaults to none.
+	Overrides map[string]limits.Quota
+	// FailClosed lists tiers or buckets refused while Redis is down
+	// (RATE_LIMIT_FAIL_CLOSED, comma-separated). Defaults to none: fail open.
+	FailClosed []string
+	// RedisTimeout is the deadline of one limiter round trip
+	// (RATE_LIMIT_REDIS_TIMEOUT). Defaults to 50ms.
+	RedisTimeout time.Duration
+	// HashKey keys the identifier hash in rate-limit keys
+	// (RATE_LIMIT_HASH_KEY), so keys cannot be reversed to IPs by trying
+	// them all. Optional; every instance must share it.
+	HashKey []byte
 }
 
 // LoadAPI reads the API configuration.
@@ -20,5 +88,135 @@ func LoadAPI(getenv Getenv) (API, error) {
 	cfg.QStashURL = r.url("QSTASH_URL", "https://qstash.upstash.io")
 	cfg.QStashToken = r.secret("QSTASH_TOKEN")
 	cfg.WorkerPublicURL = r.url("WORKER_PUBLIC_URL", "")
+	cfg.DatabaseURL = r.str("DATABASE_URL", "")
+	cfg.DatabaseMigrate = r.boolean("DATABASE_MIGRATE")
+	cfg.Auth = r.auth()
+	cfg.TipMaxAmount = r.tipMax("TIP_MAX_AMOUNT")
+	cfg.RateLimit = r.rateLimit()
+	cfg.IdempotencyResultTTL = r.ttl("IDEMPOTENCY_RESULT_TTL", idempotency.DefaultResultTTL)
+	cfg.CacheRedisTimeout = r.duration("CACHE_REDIS_TIMEOUT", 100*time.Millisecond)
+	cfg.CacheStatusTTL = r.duration("CACHE_STATUS_TTL", 10*time.Second)
+	if cfg.CacheStatusTTL > time.Minute {
+		r.fail("CACHE_STATUS_TTL", "must be at most 1m (stream status is real-time data)")
+	}
+	if r.err == nil {
+		if err := (cache.Config{RedisTimeout: cfg.CacheRedisTimeout}).Validate(); err != nil {
+			r.fail("CACHE_REDIS_TIMEOUT", "%v", err)
+		}
+	}
 	return cfg, r.err
+}
+
+func (r *reader) boolean(name string) bool {
+	v := strings.TrimSpace(r.getenv(name))
+	if v == "" {
+		return false
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		r.fail(name, "%q is not true or false", v)
+	}
+	return b
+}
+
+// auth reads the AUTH_* variables through auth.LoadConfig and names the
+// variable at fault (its errors never contain the secret).
+func (r *reader) auth() auth.Config {
+	cfg, err := auth.LoadConfig(r.getenv)
+	if err == nil {
+		return cfg
+	}
+	name := auth.EnvSecret
+	if r.getenv(auth.EnvSecret) == "" && strings.TrimSpace(r.getenv(auth.EnvJWKSURL)) != "" {
+		name = auth.EnvJWKSURL
+	}
+	reason := strings.TrimPrefix(err.Error(), auth.ErrInvalidConfig.Error()+": ")
+	reason = strings.TrimPrefix(reason, name+" ")
+	r.fail(name, "%s", oneLine(reason))
+	return auth.Config{}
+}
+
+func (r *reader) tipMax(name string) int64 {
+	n, err := store.ParseMaxTipAmount(r.getenv(name))
+	if err != nil {
+		r.fail(name, "must be a whole number of tokens between 1 and %d", store.MaxCreditAmount)
+		return store.DefaultMaxTipAmount
+	}
+	return n
+}
+
+func (r *reader) ttl(name string, def time.Duration) time.Duration {
+	v := strings.TrimSpace(r.getenv(name))
+	if v == "" {
+		return def
+	}
+	d, err := idempotency.ParseTTL(v)
+	if err != nil {
+		r.fail(name, "%q is not a positive duration like 24h or 7d", v)
+		return def
+	}
+	return d
+}
+
+func (r *reader) rateLimit() RateLimit {
+	var rl RateLimit
+	mode := strings.TrimSpace(r.getenv("RATE_LIMIT_IP_SOURCE"))
+	if mode == "" {
+		r.fail("RATE_LIMIT_IP_SOURCE", "required: say how client IPs reach this process (direct, xff, x-real-ip, cloudflare or vercel)")
+	} else {
+		x, err := limits.ParseIPSource(mode, r.getenv("RATE_LIMIT_TRUSTED_PROXIES"))
+		if err != nil {
+			name := "RATE_LIMIT_IP_SOURCE"
+			if strings.Contains(strings.ToLower(err.Error()), "trusted") || strings.Contains(err.Error(), "CIDR") || strings.Contains(err.Error(), "proxy") {
+				name = "RATE_LIMIT_TRUSTED_PROXIES"
+			}
+			r.fail(name, "%s", oneLine(trimLimits(err)))
+		}
+		rl.IPExtractor = x
+	}
+	ov, err := limits.ParseOverrides(r.getenv("RATE_LIMIT_OVERRIDES"))
+	if err != nil {
+		r.fail("RATE_LIMIT_OVERRIDES", "%s", oneLine(trimLimits(err)))
+	}
+	rl.Overrides = ov
+	rl.FailClosed = limits.ParseFailClosed(r.getenv("RATE_LIMIT_FAIL_CLOSED"))
+	rl.RedisTimeout = r.duration("RATE_LIMIT_REDIS_TIMEOUT", limits.DefaultTimeout)
+	if v := r.getenv("RATE_LIMIT_HASH_KEY"); v != "" {
+		rl.HashKey = []byte(r.secret("RATE_LIMIT_HASH_KEY"))
+		if len(rl.HashKey) < 16 {
+			r.fail("RATE_LIMIT_HASH_KEY", "must be at least 16 bytes when set")
+		}
+	}
+	// The limiter checks bucket names and quotas against its policy; check
+	// here too so a typo in RATE_LIMIT_OVERRIDES stops start-up with the
+	// variable's name rather than later in the wiring.
+	if r.err == nil && len(rl.Overrides) > 0 {
+		known := limits.DefaultBuckets()
+		for _, b := range APIBuckets {
+			known[b] = limits.TierModerate
+		}
+		for b := range rl.Overrides {
+			if _, ok := known[b]; !ok {
+				r.fail("RATE_LIMIT_OVERRIDES", "unknown bucket %q", b)
+				break
+			}
+		}
+	}
+	return rl
+}
+
+// APIBuckets are the rate-limit buckets the API adds to the limits
+// package's defaults (both in the moderate tier).
+var APIBuckets = []string{"streams:start", "streams:stop"}
+
+func trimLimits(err error) string {
+	s := err.Error()
+	for _, p := range []string{limits.ErrInvalidConfig.Error() + ": ", "limits: "} {
+		s = strings.TrimPrefix(s, p)
+	}
+	return s
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
 }

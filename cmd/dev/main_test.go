@@ -1,0 +1,95 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/digis/jobworker/internal/proctest"
+	"github.com/digis/jobworker/qstashdev"
+)
+
+// TestLocalStack runs `go run ./cmd/dev` as a real process with nothing
+// else around (no REDIS_URL, no DATABASE_URL), enqueues the demo job the way
+// the printed curl line does, sees the worker run it, uses the API, and
+// stops the whole stack with SIGINT.
+func TestLocalStack(t *testing.T) {
+	t.Parallel()
+	bin := proctest.Build(t, "github.com/digis/jobworker/cmd/dev")
+	addr := func() string { return "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t)) }
+	apiAddr, workerAddr, qstashAddr := addr(), addr(), addr()
+	p := proctest.Start(t, bin, []string{"-api", apiAddr, "-worker", workerAddr, "-qstash", qstashAddr, "-time-scale", "0.01"},
+		"PORT="+strings.Split(apiAddr, ":")[1])
+	waitFor(t, p, "jobworker local stack is up")
+	waitOK(t, "http://"+workerAddr+"/readyz")
+	waitOK(t, "http://"+apiAddr+"/readyz")
+
+	// The printed curl line, as an HTTP request.
+	url := "http://" + qstashAddr + "/v2/publish/http://" + workerAddr + "/jobs/demo.hello"
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(`{"name":"world"}`))
+	req.Header.Set("Authorization", "Bearer "+qstashdev.DevToken)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !strings.Contains(string(body), "messageId") {
+		t.Fatalf("publish: %d %s", res.StatusCode, body)
+	}
+	waitFor(t, p, "hello from a job")
+
+	res, err = http.Get("http://" + apiAddr + "/api/streams/status?username=democreator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !strings.Contains(string(body), `"live":true`) {
+		t.Fatalf("status: %d %s", res.StatusCode, body)
+	}
+
+	if err := p.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.Wait(t, 20*time.Second); code != 0 {
+		t.Fatalf("exit %d\n%s", code, p.Output())
+	}
+	if !strings.Contains(p.Output(), "local stack stopped") {
+		t.Fatalf("no clean stop:\n%s", p.Output())
+	}
+}
+
+func waitFor(t *testing.T, p *proctest.Proc, text string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(p.Output(), text) {
+		if time.Now().After(deadline) {
+			t.Fatalf("never saw %q:\n%s", text, p.Output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func waitOK(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		res, err := http.Get(url)
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never answered 200 (%v)", url, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,219 @@
+package apiapp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/digis/jobworker/cache"
+	"github.com/digis/jobworker/idempotency"
+	"github.com/digis/jobworker/internal/auth"
+	"github.com/digis/jobworker/internal/config"
+	"github.com/digis/jobworker/internal/server"
+	"github.com/digis/jobworker/internal/store"
+	"github.com/digis/jobworker/internal/workerapp"
+	"github.com/digis/jobworker/jobs"
+	"github.com/digis/jobworker/limits"
+)
+
+// Routes the API serves.
+const (
+	StatusRoute    = "/api/streams/status"
+	StartRoute     = "/api/streams/start"
+	StopRoute      = "/api/streams/stop"
+	QuickTipRoute  = "/api/tips/quick"
+	jsonBodyLimit  = 16 << 10 // the JSON bodies here are a few dozen bytes
+	publishTimeout = 5 * time.Second
+)
+
+// Rate-limit buckets of the routes. streams:status and tips:quick are the
+// limits package's defaults; the stream controls are added in the moderate
+// tier (see config.APIBuckets).
+const (
+	BucketStatus = "streams:status"
+	BucketStart  = "streams:start"
+	BucketStop   = "streams:stop"
+	BucketTip    = "tips:quick"
+)
+
+// Deps are the parts Build does not create itself.
+type Deps struct {
+	// Store is the database. Required. cmd/api opens it with store.Open;
+	// cmd/dev shares one in-memory store with the worker.
+	Store store.Store
+}
+
+// app holds what the handlers use.
+type app struct {
+	log        *slog.Logger
+	store      store.Store
+	cache      *cache.Cache
+	jobs       *jobs.Client
+	failureURL string // QStash failure callback: dead jobs are recorded by the worker
+	statusTTL  time.Duration
+	tipMax     int64
+}
+
+// Build creates the API process: the shared server with the reference
+// routes, rate limits, idempotency, cache, auth and the jobs client. The
+// caller runs it (p.Run, or p.Server.Serve in tests) and closes the store.
+func Build(cfg config.API, deps Deps) (*server.Process, error) {
+	if deps.Store == nil {
+		return nil, errors.New("apiapp: Deps.Store is required")
+	}
+	if cfg.RateLimit.IPExtractor == nil {
+		return nil, errors.New("apiapp: the rate-limit IP extractor is required (RATE_LIMIT_IP_SOURCE)")
+	}
+	p, err := server.NewProcess("api", cfg.Common)
+	if err != nil {
+		return nil, err
+	}
+	if err := wire(p, cfg, deps); err != nil {
+		_ = p.Redis.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func wire(p *server.Process, cfg config.API, deps Deps) error {
+	e := p.Server.Echo
+	// c.RealIP() anywhere in the app sees what the limiter sees.
+	e.IPExtractor = cfg.RateLimit.IPExtractor.EchoIPExtractor()
+	p.Server.AddReadinessCheck("store", deps.Store.Ping)
+
+	buckets := limits.DefaultBuckets()
+	for _, b := range config.APIBuckets {
+		buckets[b] = limits.TierModerate
+	}
+	limiter, err := limits.New(limits.Config{
+		Client:     p.Redis,
+		Prefix:     cfg.KeyPrefix,
+		Buckets:    buckets,
+		Overrides:  cfg.RateLimit.Overrides,
+		FailClosed: cfg.RateLimit.FailClosed,
+		Timeout:    cfg.RateLimit.RedisTimeout,
+		HashKey:    cfg.RateLimit.HashKey,
+		Registerer: p.Registry,
+		Logger:     p.Log,
+	})
+	if err != nil {
+		return err
+	}
+	idemStore, err := idempotency.NewStore(p.Redis, idempotency.StoreConfig{
+		Prefix:    cfg.KeyPrefix,
+		Namespace: "http",
+		ResultTTL: cfg.IdempotencyResultTTL,
+		Timeout:   cfg.Redis.Timeout,
+	})
+	if err != nil {
+		return err
+	}
+	idemCfg := idempotency.DefaultMiddlewareConfig
+	idemCfg.Store = idemStore
+	idemCfg.Principal = userID
+	idemCfg.MaxBodyBytes = jsonBodyLimit
+	idemCfg.Logger = p.Log
+	idemCfg.Registerer = p.Registry
+	idem, err := idemCfg.ToMiddleware()
+	if err != nil {
+		return err
+	}
+	c, err := cache.New(p.Redis, cache.Config{
+		Prefix:       cfg.KeyPrefix,
+		Logger:       p.Log,
+		Registerer:   p.Registry,
+		RedisTimeout: cfg.CacheRedisTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	authCfg := cfg.Auth
+	authCfg.Logger, authCfg.Registerer = p.Log, p.Registry
+	authn, err := auth.New(authCfg)
+	if err != nil {
+		return err
+	}
+	jc, err := jobs.NewClient(jobs.ClientConfig{
+		QStashURL:       cfg.QStashURL,
+		Token:           cfg.QStashToken,
+		WorkerPublicURL: cfg.WorkerPublicURL,
+		Timeout:         publishTimeout,
+		Logger:          p.Log,
+		Registerer:      p.Registry,
+	})
+	if err != nil {
+		authn.Close()
+		return err
+	}
+	statusTTL := cfg.CacheStatusTTL
+	if statusTTL <= 0 {
+		statusTTL = 10 * time.Second
+	}
+	a := &app{
+		log: p.Log, store: deps.Store, cache: c, jobs: jc,
+		failureURL: cfg.WorkerPublicURL + workerapp.FailureCallbackPath,
+		statusTTL:  statusTTL, tipMax: cfg.TipMaxAmount,
+	}
+	if a.tipMax <= 0 {
+		a.tipMax = store.DefaultMaxTipAmount
+	}
+
+	limit := func(bucket string) (echo.MiddlewareFunc, error) {
+		return limits.MiddlewareConfig{
+			Limiter: limiter, Bucket: bucket, IPExtractor: cfg.RateLimit.IPExtractor, UserID: userID,
+		}.ToMiddleware()
+	}
+	bodyLimit := middleware.BodyLimit(fmt.Sprintf("%dB", jsonBodyLimit))
+	routes := []struct {
+		method, path, bucket string
+		h                    echo.HandlerFunc
+		optionalAuth, idem   bool
+	}{
+		{http.MethodGet, StatusRoute, BucketStatus, a.status, true, false},
+		{http.MethodPost, StartRoute, BucketStart, a.start, false, false},
+		{http.MethodPost, StopRoute, BucketStop, a.stop, false, false},
+		{http.MethodPost, QuickTipRoute, BucketTip, a.quickTip, false, true},
+	}
+	for _, r := range routes {
+		lm, err := limit(r.bucket)
+		if err != nil {
+			authn.Close()
+			return err
+		}
+		var mw []echo.MiddlewareFunc
+		if r.method == http.MethodPost {
+			mw = append(mw, bodyLimit)
+		}
+		if r.optionalAuth {
+			mw = append(mw, authn.Optional())
+		} else {
+			mw = append(mw, authn.Required())
+		}
+		mw = append(mw, lm)
+		if r.idem {
+			mw = append(mw, idem)
+		}
+		e.Add(r.method, r.path, r.h, mw...)
+	}
+	return nil
+}
+
+// userID is the verified subject, "" for anonymous requests: the
+// rate-limit identity and the idempotency principal.
+func userID(c echo.Context) string {
+	id, _ := auth.UserID(c)
+	return id
+}
+
+// detached keeps the request's values but not its cancellation, bounded by
+// d: work that must happen once the database changed (invalidation,
+// enqueueing the follow-up) is not abandoned because the client left.
+func detached(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), d)
+}

@@ -1,0 +1,92 @@
+package apiapp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/digis/jobworker/internal/server"
+	"github.com/digis/jobworker/internal/store"
+)
+
+// storeError maps a store error to the HTTP answer, the one place this
+// mapping lives. The server's error handler renders the *echo.HTTPError as
+// problem+json; 5xx details are never shown.
+func (a *app) storeError(c echo.Context, err error) *echo.HTTPError {
+	switch {
+	case errors.Is(err, store.ErrInvalid):
+		return echo.NewHTTPError(http.StatusBadRequest, invalidDetail(err))
+	case errors.Is(err, store.ErrNotFound):
+		return echo.NewHTTPError(http.StatusNotFound, "no such stream")
+	case errors.Is(err, store.ErrNotCreator):
+		return echo.NewHTTPError(http.StatusForbidden, "only the stream's creator may do this")
+	case errors.Is(err, store.ErrInsufficientFunds):
+		return echo.NewHTTPError(http.StatusPaymentRequired, "your balance is too low for this tip")
+	case errors.Is(err, store.ErrStreamNotLive):
+		return echo.NewHTTPError(http.StatusConflict, "the stream is not live")
+	case errors.Is(err, store.ErrSelfTip):
+		return echo.NewHTTPError(http.StatusUnprocessableEntity, "you cannot tip your own stream")
+	case errors.Is(err, store.ErrIdempotencyKeyReused):
+		return echo.NewHTTPError(http.StatusUnprocessableEntity,
+			"this Idempotency-Key was already used for a different tip; use a new key")
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		c.Response().Header().Set(echo.HeaderRetryAfter, "1")
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "the database did not answer in time; retry")
+	}
+	a.log.ErrorContext(c.Request().Context(), "store call failed",
+		"request_id", server.RequestIDOf(c), "route", c.Path(), "error", err.Error())
+	return echo.NewHTTPError(http.StatusInternalServerError).SetInternal(err)
+}
+
+// invalidDetail is the store's validation message without its prefix
+// ("store: invalid argument: amount must be ..." → "amount must be ...").
+func invalidDetail(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, store.ErrInvalid.Error()+": "); i >= 0 {
+		return msg[i+len(store.ErrInvalid.Error())+2:]
+	}
+	return "invalid request"
+}
+
+// decodeJSON reads exactly one JSON object into v, refusing unknown fields,
+// so a misspelt field is a 400 instead of a silently ignored value.
+func decodeJSON(c echo.Context, v any) error {
+	dec := json.NewDecoder(c.Request().Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return echo.ErrStatusRequestEntityTooLarge
+		}
+		return badRequest("the body must be one JSON object: " + jsonProblem(err))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return badRequest("the body must be one JSON object with nothing after it")
+	}
+	return nil
+}
+
+func jsonProblem(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.Is(err, io.EOF):
+		return "the body is empty"
+	case errors.As(err, &syn):
+		return "malformed JSON"
+	case errors.As(err, &typ):
+		return "field " + typ.Field + " has the wrong type (want " + typ.Type.String() + ")"
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return strings.TrimPrefix(err.Error(), "json: ")
+	}
+	return "malformed JSON"
+}
+
+func badRequest(detail string) *echo.HTTPError {
+	return echo.NewHTTPError(http.StatusBadRequest, detail)
+}

@@ -1,0 +1,88 @@
+package apiapp
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/digis/jobworker/idempotency"
+	"github.com/digis/jobworker/internal/appjobs"
+	"github.com/digis/jobworker/internal/store"
+	"github.com/digis/jobworker/jobs"
+)
+
+// QuickTipRequest is the body of POST /api/tips/quick. Amount is in tokens
+// (minor units), a whole number.
+type QuickTipRequest struct {
+	Amount   *int64 `json:"amount"`
+	StreamID *int64 `json:"streamId"`
+}
+
+// TipResponse is the answer of a tip. It leaves out the tipper's id: the
+// caller knows who they are, and the answer is stored in Redis for replays.
+type TipResponse struct {
+	ID        int64     `json:"id"`
+	StreamID  int64     `json:"streamId"`
+	CreatorID string    `json:"creatorId"`
+	Amount    int64     `json:"amount"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+func (a *app) quickTip(c echo.Context) error {
+	var req QuickTipRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	}
+	switch {
+	case req.Amount == nil || req.StreamID == nil:
+		return badRequest("amount and streamId are required")
+	case *req.Amount <= 0 || *req.Amount > a.tipMax:
+		return badRequest("amount must be a whole number of tokens between 1 and " + strconv.FormatInt(a.tipMax, 10))
+	case *req.StreamID <= 0:
+		return badRequest("streamId must be a positive integer")
+	}
+	ctx := c.Request().Context()
+	key, ok := idempotency.DownstreamKey(ctx)
+	if !ok { // the route is wired without the Idempotency-Key middleware
+		return errors.New("apiapp: quick tip without an idempotency key")
+	}
+	tip, err := a.store.Tip(ctx, store.TipRequest{
+		TipperID: userID(c), StreamID: *req.StreamID, Amount: *req.Amount, IdempotencyKey: key,
+	})
+	if err != nil {
+		// The tip row and its key commit with the money or not at all, so
+		// whatever happened the same key is safe to run again: release it
+		// rather than record this answer (see the package doc).
+		return idempotency.NoSideEffect(a.storeError(c, err))
+	}
+	if tip.Replayed {
+		// The Redis record was lost; the database remembered the key.
+		c.Response().Header().Set(idempotency.HeaderReplayed, "true")
+		a.log.InfoContext(ctx, "tip replayed from the database", "tip_id", tip.ID)
+	}
+	a.enqueueTipJobs(c, tip)
+	return c.JSON(http.StatusCreated, TipResponse{
+		ID: tip.ID, StreamID: tip.StreamID, CreatorID: tip.CreatorID, Amount: tip.Amount, CreatedAt: tip.CreatedAt,
+	})
+}
+
+// enqueueTipJobs publishes the tip's side effects in one QStash call. They
+// are deduplicated per tip, so a replay enqueues them again harmlessly (and
+// repairs a publish that failed the first time). A failure is logged, not
+// answered: the money moved, and an error would invite a retry with a new
+// key.
+func (a *app) enqueueTipJobs(c echo.Context, tip store.Tip) {
+	ctx, cancel := detached(c.Request().Context(), publishTimeout)
+	defer cancel()
+	cb := jobs.WithFailureCallback(a.failureURL)
+	_, err := a.jobs.EnqueueBatch(ctx, []jobs.EnqueueRequest{
+		{Args: appjobs.TipCreated{TipID: tip.ID, StreamID: tip.StreamID, CreatorID: tip.CreatorID, Amount: tip.Amount}, Options: []jobs.EnqueueOption{cb}},
+		{Args: appjobs.RefreshTipCount{CreatorID: tip.CreatorID, TipID: tip.ID}, Options: []jobs.EnqueueOption{cb}},
+	})
+	if err != nil {
+		a.log.ErrorContext(ctx, "could not enqueue the tip's follow-up jobs", "tip_id", tip.ID, "error", err.Error())
+	}
+}

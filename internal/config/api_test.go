@@ -1,0 +1,126 @@
+package config_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/digis/jobworker/internal/config"
+	"github.com/digis/jobworker/limits"
+)
+
+const apiSecret = "an-hs256-secret-that-is-at-least-32-bytes"
+
+// apiEnv is a valid API environment plus over.
+func apiEnv(over map[string]string) config.Getenv {
+	base := map[string]string{
+		"REDIS_URL":            "redis://127.0.0.1:6379",
+		"WORKER_PUBLIC_URL":    "https://worker.example.com",
+		"QSTASH_TOKEN":         "tok",
+		"AUTH_JWT_SECRET":      apiSecret,
+		"RATE_LIMIT_IP_SOURCE": "direct",
+	}
+	for k, v := range over {
+		base[k] = v
+	}
+	return func(k string) string { return base[k] }
+}
+
+func TestAPIDefaults(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.LoadAPI(apiEnv(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DatabaseURL != "" || cfg.DatabaseMigrate || string(cfg.Auth.HS256Secret) != apiSecret ||
+		cfg.TipMaxAmount != 100_000 || cfg.IdempotencyResultTTL != 24*time.Hour ||
+		cfg.CacheRedisTimeout != 100*time.Millisecond || cfg.CacheStatusTTL != 10*time.Second {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+	rl := cfg.RateLimit
+	if rl.IPExtractor == nil || rl.IPExtractor.Source() != limits.IPSourceDirect || len(rl.Overrides) != 0 ||
+		len(rl.FailClosed) != 0 || rl.RedisTimeout != limits.DefaultTimeout || rl.HashKey != nil {
+		t.Fatalf("rate-limit defaults: %+v", rl)
+	}
+}
+
+func TestAPIOverrides(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.LoadAPI(apiEnv(map[string]string{
+		"DATABASE_URL": "postgres://db/app", "DATABASE_MIGRATE": "true", "TIP_MAX_AMOUNT": "5000",
+		"RATE_LIMIT_IP_SOURCE": "xff", "RATE_LIMIT_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.1",
+		"RATE_LIMIT_OVERRIDES": "tips:quick=5/1m,streams:start=3/10s", "RATE_LIMIT_FAIL_CLOSED": "strict",
+		"RATE_LIMIT_REDIS_TIMEOUT": "80ms", "RATE_LIMIT_HASH_KEY": "0123456789abcdef",
+		"IDEMPOTENCY_RESULT_TTL": "7d", "CACHE_REDIS_TIMEOUT": "40ms", "CACHE_STATUS_TTL": "5s",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DatabaseURL != "postgres://db/app" || !cfg.DatabaseMigrate || cfg.TipMaxAmount != 5000 ||
+		cfg.IdempotencyResultTTL != 7*24*time.Hour || cfg.CacheRedisTimeout != 40*time.Millisecond || cfg.CacheStatusTTL != 5*time.Second {
+		t.Fatalf("%+v", cfg)
+	}
+	rl := cfg.RateLimit
+	if rl.IPExtractor.Source() != limits.IPSourceXFF || rl.Overrides["tips:quick"] != limits.PerMinute(5) ||
+		rl.Overrides["streams:start"] != (limits.Quota{Limit: 3, Period: 10 * time.Second}) ||
+		len(rl.FailClosed) != 1 || rl.RedisTimeout != 80*time.Millisecond || string(rl.HashKey) != "0123456789abcdef" {
+		t.Fatalf("%+v", rl)
+	}
+}
+
+func TestAPIJWKS(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.LoadAPI(apiEnv(map[string]string{"AUTH_JWT_SECRET": "", "AUTH_JWKS_URL": "https://idp.example.com/jwks.json"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Auth.JWKSURL != "https://idp.example.com/jwks.json" || cfg.Auth.HS256Secret != nil {
+		t.Fatalf("%+v", cfg.Auth)
+	}
+}
+
+func TestAPIBadValuesNameTheVariable(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		given   map[string]string
+		wantVar string
+	}{
+		{"no auth", map[string]string{"AUTH_JWT_SECRET": ""}, "AUTH_JWT_SECRET"},
+		{"short secret", map[string]string{"AUTH_JWT_SECRET": "hunter2"}, "AUTH_JWT_SECRET"},
+		{"both auth modes", map[string]string{"AUTH_JWKS_URL": "https://idp.example.com/jwks.json"}, "AUTH_JWT_SECRET"},
+		{"jwks over http", map[string]string{"AUTH_JWT_SECRET": "", "AUTH_JWKS_URL": "http://idp.example.com/jwks"}, "AUTH_JWKS_URL"},
+		{"no ip source", map[string]string{"RATE_LIMIT_IP_SOURCE": ""}, "RATE_LIMIT_IP_SOURCE"},
+		{"unknown ip source", map[string]string{"RATE_LIMIT_IP_SOURCE": "guess"}, "RATE_LIMIT_IP_SOURCE"},
+		{"xff without proxies", map[string]string{"RATE_LIMIT_IP_SOURCE": "xff"}, "RATE_LIMIT_TRUSTED_PROXIES"},
+		{"bad proxy", map[string]string{"RATE_LIMIT_IP_SOURCE": "xff", "RATE_LIMIT_TRUSTED_PROXIES": "10.0.0.0/99"}, "RATE_LIMIT_TRUSTED_PROXIES"},
+		{"bad override", map[string]string{"RATE_LIMIT_OVERRIDES": "tips:quick=lots"}, "RATE_LIMIT_OVERRIDES"},
+		{"unknown bucket", map[string]string{"RATE_LIMIT_OVERRIDES": "tips:slow=5/1m"}, "RATE_LIMIT_OVERRIDES"},
+		{"bad limiter timeout", map[string]string{"RATE_LIMIT_REDIS_TIMEOUT": "soon"}, "RATE_LIMIT_REDIS_TIMEOUT"},
+		{"short hash key", map[string]string{"RATE_LIMIT_HASH_KEY": "abc"}, "RATE_LIMIT_HASH_KEY"},
+		{"bad migrate flag", map[string]string{"DATABASE_MIGRATE": "yes please"}, "DATABASE_MIGRATE"},
+		{"zero tip max", map[string]string{"TIP_MAX_AMOUNT": "0"}, "TIP_MAX_AMOUNT"},
+		{"text tip max", map[string]string{"TIP_MAX_AMOUNT": "ten"}, "TIP_MAX_AMOUNT"},
+		{"bad idempotency ttl", map[string]string{"IDEMPOTENCY_RESULT_TTL": "-1h"}, "IDEMPOTENCY_RESULT_TTL"},
+		{"bad cache timeout", map[string]string{"CACHE_REDIS_TIMEOUT": "0s"}, "CACHE_REDIS_TIMEOUT"},
+		{"long status ttl", map[string]string{"CACHE_STATUS_TTL": "1h"}, "CACHE_STATUS_TTL"},
+		{"missing token", map[string]string{"QSTASH_TOKEN": ""}, "QSTASH_TOKEN"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := config.LoadAPI(apiEnv(tt.given))
+			var ce *config.Error
+			if !errors.As(err, &ce) || ce.Var != tt.wantVar {
+				t.Fatalf("err = %v, want a config error naming %s", err, tt.wantVar)
+			}
+			if !strings.HasPrefix(err.Error(), "config: "+tt.wantVar+": ") || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("message %q is not one line naming the variable", err)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("the secret leaked into %q", err)
+			}
+		})
+	}
+}
