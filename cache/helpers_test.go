@@ -6,9 +6,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/digis/jobworker/internal/redistest"
+	"github.com/digis/jobworker/internal/metrictest"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/digis/jobworker/internal/redistest"
 )
 
 // testBundle is one Redis server and a first cache instance on it.
@@ -50,34 +53,16 @@ func (b *testBundle) instance(t *testing.T, cfg Config) (*Cache, *prometheus.Reg
 	return c, reg
 }
 
-// counter reads one sample of a counter from a registry.
+// counter reads one sample of a counter from a registry (label pairs as
+// name, value, ...); 0 when absent.
 func counter(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatalf("gather: %v", err)
+	want := map[string]string{}
+	for i := 0; i+1 < len(labels); i += 2 {
+		want[labels[i]] = labels[i+1]
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				found := false
-				for _, lp := range m.GetLabel() {
-					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
-						found = true
-					}
-				}
-				if !found {
-					continue next
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
+	v, _ := metrictest.Value(t, reg, name, want)
+	return v
 }
 
 func outcomes(t *testing.T, reg *prometheus.Registry) map[Outcome]int {

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digis/jobworker/internal/metrictest"
+
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -143,23 +145,8 @@ func (g *gate) signal() { g.open() }
 
 func counter(t *testing.T, reg *prometheus.Registry, outcome string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "jobworker_idempotency_requests_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "outcome" && l.GetValue() == outcome {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
+	v, _ := metrictest.Value(t, reg, "jobworker_idempotency_requests_total", map[string]string{"outcome": outcome})
+	return v
 }
 
 func expectProblem(t *testing.T, r reply, status int) {

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digis/jobworker/internal/metrictest"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -43,28 +45,8 @@ func (strictArgs) Kind() string { return "test.strict" }
 // metricValue reads one sample from reg; 0 when absent.
 func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if want, ok := labels[lp.GetName()]; ok && want != lp.GetValue() {
-					continue metrics
-				}
-			}
-			if c := m.GetCounter(); c != nil {
-				return c.GetValue()
-			}
-			return float64(m.GetHistogram().GetSampleCount())
-		}
-	}
-	return 0
+	v, _ := metrictest.Value(t, reg, name, labels)
+	return v
 }
 
 func TestRegister(t *testing.T) {

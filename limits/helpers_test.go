@@ -5,8 +5,9 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/digis/jobworker/internal/metrictest"
+
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/digis/jobworker/internal/redistest"
@@ -91,39 +92,8 @@ func (b *testBundle) metric(t *testing.T, name string, labels map[string]string)
 
 func gather(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for k, v := range labels {
-				if !hasLabel(m, k, v) {
-					continue next
-				}
-			}
-			if c := m.GetCounter(); c != nil {
-				return c.GetValue()
-			}
-			if h := m.GetHistogram(); h != nil {
-				return float64(h.GetSampleCount())
-			}
-		}
-	}
-	return 0
-}
-
-func hasLabel(m *dto.Metric, k, v string) bool {
-	for _, lp := range m.GetLabel() {
-		if lp.GetName() == k && lp.GetValue() == v {
-			return true
-		}
-	}
-	return false
+	v, _ := metrictest.Value(t, reg, name, labels)
+	return v
 }
 
 // allKeys lists every key of a single server.

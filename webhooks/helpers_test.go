@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/digis/jobworker/internal/metrictest"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -23,26 +25,8 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 // counter returns the value of the series name{labels}, or -1 if absent.
 func counter(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			if len(m.GetLabel()) != len(labels) {
-				continue
-			}
-			for _, l := range m.GetLabel() {
-				if labels[l.GetName()] != l.GetValue() {
-					continue series
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
+	if v, ok := metrictest.Value(t, reg, name, labels); ok {
+		return v
 	}
 	return -1
 }

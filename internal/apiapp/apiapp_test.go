@@ -1,7 +1,6 @@
 package apiapp_test
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/digis/jobworker/internal/metrictest"
 
 	"github.com/digis/jobworker/cache"
 	"github.com/digis/jobworker/internal/apiapp"
@@ -253,20 +254,7 @@ func (b *bundle) balance(t *testing.T, user string) int64 {
 // metric reads one sample from a /metrics page, 0 when absent.
 func metric(t *testing.T, base, series string) float64 {
 	t.Helper()
-	res, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	sc := bufio.NewScanner(res.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
-		}
-	}
-	return 0
+	return metrictest.Scrape(t, base, series)
 }
 
 // waitJob waits until the worker ran a job of kind n times.

@@ -1,7 +1,6 @@
 package workerapp_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/digis/jobworker/internal/metrictest"
 
 	"github.com/redis/go-redis/v9"
 	qstash "github.com/upstash/qstash-go"
@@ -253,20 +254,7 @@ func post(t *testing.T, url string, body []byte, hdr map[string]string) (int, ht
 // metric reads one sample from a /metrics page, 0 when absent.
 func metric(t *testing.T, base, series string) float64 {
 	t.Helper()
-	res, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	sc := bufio.NewScanner(res.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
-		}
-	}
-	return 0
+	return metrictest.Scrape(t, base, series)
 }
 
 // waitMetric polls a series until it reaches want: the worker counts a
