@@ -28,7 +28,7 @@ var binaries = []binary{
 		return []string{
 			"REDIS_URL=" + redisURL, "QSTASH_URL=http://127.0.0.1:1", "QSTASH_TOKEN=test-token",
 			"WORKER_PUBLIC_URL=http://127.0.0.1:2", "LOG_FORMAT=text",
-			"AUTH_JWT_SECRET=" + apiJWTSecret, "RATE_LIMIT_IP_SOURCE=direct",
+			"AUTH_JWT_SECRET=" + apiJWTSecret, "RATE_LIMIT_IP_SOURCE=direct", "DATABASE_URL=memory",
 		}
 	}},
 	{"worker", "github.com/digis/jobworker/cmd/worker", func(redisURL string) []string {
@@ -36,7 +36,7 @@ var binaries = []binary{
 			"REDIS_URL=" + redisURL, "WORKER_PUBLIC_URL=http://127.0.0.1:2",
 			"QSTASH_CURRENT_SIGNING_KEY=sig_current", "QSTASH_NEXT_SIGNING_KEY=sig_next",
 			"STRIPE_WEBHOOK_SECRET=whsec_test", "LOG_FORMAT=text",
-			"QSTASH_URL=http://127.0.0.1:1", "QSTASH_TOKEN=test-token",
+			"QSTASH_URL=http://127.0.0.1:1", "QSTASH_TOKEN=test-token", "DATABASE_URL=memory",
 		}
 	}},
 }
@@ -113,6 +113,8 @@ func TestBadConfigExits(t *testing.T) {
 		{binaries[1], "REDIS_URL=memcached://x:1", "REDIS_URL"},
 		{binaries[1], "WORKER_PUBLIC_URL=worker.local", "WORKER_PUBLIC_URL"},
 		{binaries[1], "QSTASH_TOKEN=", "QSTASH_TOKEN"},
+		{binaries[1], "DATABASE_URL=", "DATABASE_URL"},
+		{binaries[0], "DATABASE_URL=", "DATABASE_URL"},
 		{binaries[1], "STRIPE_DEDUPE_TTL=24h", "STRIPE_DEDUPE_TTL"},
 		{binaries[1], "JOB_DEDUPE_TTL=1h", "JOB_DEDUPE_TTL"},
 	}

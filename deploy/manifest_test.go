@@ -207,8 +207,9 @@ func TestManifestsParse(t *testing.T) {
 	t.Parallel()
 	files := manifestFiles(t)
 	want := []string{
-		"compose.yaml", "cloudrun/api.yaml", "cloudrun/worker.yaml", "lambda/template.yaml",
-		"kubernetes/api.yaml", "kubernetes/worker.yaml", "kubernetes/kustomization.yaml",
+		"compose.yaml", "cloudrun/api.yaml", "cloudrun/worker.yaml", "cloudrun/migrate.yaml", "lambda/template.yaml",
+		"kubernetes/base/api.yaml", "kubernetes/base/worker.yaml", "kubernetes/base/kustomization.yaml",
+		"kubernetes/base/namespace.yaml", "kubernetes/secret.example.yaml",
 		"kubernetes/dev/kustomization.yaml", "kubernetes/dev/qstash-dev.yaml",
 	}
 	for _, w := range want {

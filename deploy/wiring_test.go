@@ -22,12 +22,22 @@ func TestComposeReferencesExist(t *testing.T) {
 	t.Parallel()
 	doc := load(t, "compose.yaml")[0]
 	services := mapping(doc, "services")
-	for _, want := range []string{"redis", "postgres", "qstash-dev", "worker", "api"} {
+	for _, want := range []string{"redis", "postgres", "qstash-dev", migrateContainer, "worker", "api"} {
 		if services[want] == nil {
 			t.Errorf("service %s is missing", want)
 		}
 	}
 	volumes := mapping(doc, "volumes")
+	// One-shot services are waited for with service_completed_successfully;
+	// they exit instead of becoming healthy.
+	oneShot := map[string]bool{}
+	for _, svc := range services {
+		for dep, spec := range mapping(svc, "depends_on") {
+			if str(spec, "condition") == "service_completed_successfully" {
+				oneShot[dep] = true
+			}
+		}
+	}
 	for name, svc := range services {
 		deps := mapping(svc, "depends_on")
 		for _, d := range list(svc, "depends_on") { // short form
@@ -51,7 +61,12 @@ func TestComposeReferencesExist(t *testing.T) {
 				}
 			}
 		}
-		if get(svc, "healthcheck") == nil {
+		if oneShot[name] {
+			// A restart policy would run it again after it exited 0.
+			if str(svc, "restart") != "no" {
+				t.Errorf("%s runs once (others wait for it to complete); its restart is %q, want \"no\"", name, str(svc, "restart"))
+			}
+		} else if get(svc, "healthcheck") == nil {
 			t.Errorf("%s has no healthcheck", name)
 		}
 		build := mapping(svc, "build")
@@ -68,16 +83,65 @@ func TestComposeReferencesExist(t *testing.T) {
 			t.Errorf("%s builds target %q, which %s does not define", name, str(build, "target"), df)
 			continue
 		}
+		if get(svc, "read_only") != "true" {
+			t.Errorf("%s: read_only is not true", name)
+		}
+		if oneShot[name] {
+			continue
+		}
 		// Distroless has no curl: the health check runs the image's own binary.
 		ep := st.entrypoint()
 		hc := list(svc, "healthcheck", "test")
 		if len(ep) == 0 || len(hc) != 3 || hc[0] != "CMD" || hc[1] != ep[0] || hc[2] != "-healthcheck" {
 			t.Errorf("%s healthcheck is %v, want [CMD %v -healthcheck]", name, hc, ep)
 		}
-		if get(svc, "read_only") != "true" {
-			t.Errorf("%s: read_only is not true", name)
+	}
+}
+
+// TestComposeMigratesFirst: everything that uses the database starts only
+// after the one-shot `api -migrate` service completed.
+func TestComposeMigratesFirst(t *testing.T) {
+	t.Parallel()
+	var migrate string
+	for _, w := range workloads(t) {
+		if strings.HasPrefix(w.where, "compose.yaml ") && w.mode() == "api -migrate" {
+			migrate = strings.TrimPrefix(w.where, "compose.yaml services.")
 		}
 	}
+	if migrate == "" {
+		t.Fatal("compose.yaml has no service running `/api -migrate`")
+	}
+	services := mapping(load(t, "compose.yaml")[0], "services")
+	for name, svc := range services {
+		if name == migrate || !hasEnv(get(svc, "environment"), "DATABASE_URL") {
+			continue
+		}
+		if str(svc, "depends_on", migrate, "condition") != "service_completed_successfully" {
+			t.Errorf("%s uses DATABASE_URL but does not wait for %s with condition service_completed_successfully", name, migrate)
+		}
+	}
+}
+
+func hasEnv(env any, name string) bool {
+	switch env := env.(type) {
+	case map[string]any:
+		_, ok := env[name]
+		return ok
+	case []any:
+		for _, e := range env {
+			if k, _, _ := strings.Cut(e.(string), "="); k == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// isSecretEnv says whether a variable's value is a credential that must come
+// from the platform's secret store rather than a literal in a manifest.
+func isSecretEnv(name string) bool {
+	return strings.Contains(name, "SECRET") || strings.Contains(name, "TOKEN") ||
+		strings.HasSuffix(name, "_KEY") || name == "REDIS_URL" || name == "DATABASE_URL"
 }
 
 // byKind indexes Kubernetes documents of a set of files by kind and name.
@@ -115,10 +179,10 @@ func envOf(c any) map[string]any {
 
 func TestKubernetesWiring(t *testing.T) {
 	t.Parallel()
-	kust := load(t, "kubernetes/kustomization.yaml")[0]
+	kust := load(t, "kubernetes/base/kustomization.yaml")[0]
 	var files []string
 	for _, r := range list(kust, "resources") {
-		f := "kubernetes/" + r.(string)
+		f := "kubernetes/base/" + r.(string)
 		if _, err := os.Stat(f); err != nil {
 			t.Errorf("kustomization resource %s: %v", r, err)
 			continue
@@ -149,26 +213,44 @@ func TestKubernetesWiring(t *testing.T) {
 		if get(spec, "securityContext", "runAsNonRoot") != "true" {
 			t.Errorf("%s: runAsNonRoot is not true", name)
 		}
-		for _, c := range list(spec, "containers") {
+		inits := list(spec, "initContainers")
+		for _, c := range append(append([]any(nil), inits...), list(spec, "containers")...) {
 			sc := get(c, "securityContext")
 			if get(sc, "readOnlyRootFilesystem") != "true" || get(sc, "allowPrivilegeEscalation") != "false" ||
 				len(list(sc, "capabilities", "drop")) != 1 || str(sc, "capabilities", "drop", 0) != "ALL" {
-				t.Errorf("%s: container securityContext %v is not locked down", name, sc)
+				t.Errorf("%s: container %s securityContext %v is not locked down", name, str(c, "name"), sc)
 			}
+			if get(c, "resources", "requests", "memory") == nil || get(c, "resources", "limits", "memory") == nil {
+				t.Errorf("%s: container %s: memory request and limit are required", name, str(c, "name"))
+			}
+			for n, e := range envOf(c) {
+				ref := get(e, "valueFrom", "secretKeyRef")
+				if ref != nil && (str(ref, "name") != "jobworker" || secret[str(ref, "key")] == nil) {
+					t.Errorf("%s: %s refers to secret %s key %s, which secret.example.yaml does not define", name, n, str(ref, "name"), str(ref, "key"))
+				}
+				if ref == nil && isSecretEnv(n) {
+					t.Errorf("%s: %s must come from the Secret (secretKeyRef), not a literal", name, n)
+				}
+			}
+		}
+		// The schema must exist before a container that uses the database
+		// starts: an init container runs `/api -migrate` (idempotent, under
+		// an advisory lock, so every pod may run it).
+		migrated := false
+		for _, c := range inits {
+			migrated = migrated || (str(c, "name") == migrateContainer && str(c, "image") == "jobworker-api" &&
+				len(list(c, "args")) == 1 && str(c, "args", 0) == "-migrate" && envOf(c)["DATABASE_URL"] != nil)
+		}
+		for _, c := range list(spec, "containers") {
+			if envOf(c)["DATABASE_URL"] != nil && !migrated {
+				t.Errorf("%s: container %s uses DATABASE_URL but no init container %q runs jobworker-api with args [-migrate]", name, str(c, "name"), migrateContainer)
+			}
+		}
+		for _, c := range list(spec, "containers") {
 			if str(c, "readinessProbe", "httpGet", "path") != "/readyz" || str(c, "livenessProbe", "httpGet", "path") != "/healthz" {
 				t.Errorf("%s: want readiness on /readyz and liveness on /healthz", name)
 			}
-			if get(c, "resources", "requests", "memory") == nil || get(c, "resources", "limits", "memory") == nil {
-				t.Errorf("%s: memory request and limit are required", name)
-			}
 			env := envOf(c)
-			for n, e := range env {
-				if ref := get(e, "valueFrom", "secretKeyRef"); ref != nil {
-					if str(ref, "name") != "jobworker" || secret[str(ref, "key")] == nil {
-						t.Errorf("%s: %s refers to secret %s key %s, which secret.example.yaml does not define", name, n, str(ref, "name"), str(ref, "key"))
-					}
-				}
-			}
 			// The kubelet kills at the grace period; drain and in-flight
 			// requests must both fit inside it.
 			drain := parseDur(t, str(env["SHUTDOWN_DRAIN_DELAY"], "value"))
@@ -195,6 +277,40 @@ func TestKubernetesWiring(t *testing.T) {
 			}
 			if kind == "PodDisruptionBudget" && str(o, "spec", "minAvailable") != "1" {
 				t.Errorf("PDB %s: minAvailable is not 1", name)
+			}
+		}
+	}
+}
+
+// TestKustomizeLayout checks what `kubectl apply -k` would refuse: a file
+// resource outside the kustomization's directory (the default load
+// restrictor) and a directory resource that contains the kustomization
+// itself (kustomize reports a cycle when a base contains its overlay).
+func TestKustomizeLayout(t *testing.T) {
+	t.Parallel()
+	for _, f := range manifestFiles(t) {
+		if filepath.Base(f) != "kustomization.yaml" {
+			continue
+		}
+		dir := filepath.Dir(f)
+		for _, r := range list(load(t, filepath.ToSlash(f))[0], "resources") {
+			p := filepath.Join(dir, filepath.FromSlash(r.(string)))
+			fi, err := os.Stat(p)
+			if err != nil {
+				t.Errorf("%s: resource %s: %v", f, r, err)
+				continue
+			}
+			if !fi.IsDir() {
+				if rel, err := filepath.Rel(dir, p); err != nil || strings.HasPrefix(rel, "..") {
+					t.Errorf("%s: file resource %s is outside the kustomization's directory", f, r)
+				}
+				continue
+			}
+			if _, err := os.Stat(filepath.Join(p, "kustomization.yaml")); err != nil {
+				t.Errorf("%s: directory resource %s has no kustomization.yaml", f, r)
+			}
+			if rel, err := filepath.Rel(p, dir); err == nil && !strings.HasPrefix(rel, "..") {
+				t.Errorf("%s: resource %s contains this kustomization; kustomize refuses the cycle (keep overlays beside their base)", f, r)
 			}
 		}
 	}
@@ -234,12 +350,35 @@ func TestCloudRunServices(t *testing.T) {
 			if ref := get(e, "valueFrom", "secretKeyRef"); ref != nil && (str(ref, "name") == "" || str(ref, "key") == "") {
 				t.Errorf("%s: %s secretKeyRef needs the secret name and version", f, n)
 			}
-			if strings.Contains(n, "SECRET") || strings.Contains(n, "TOKEN") || strings.HasSuffix(n, "SIGNING_KEY") || n == "REDIS_URL" || n == "DATABASE_URL" {
-				if get(e, "valueFrom", "secretKeyRef") == nil {
-					t.Errorf("%s: %s must come from Secret Manager", f, n)
-				}
+			if isSecretEnv(n) && get(e, "valueFrom", "secretKeyRef") == nil {
+				t.Errorf("%s: %s must come from Secret Manager", f, n)
 			}
 		}
+	}
+}
+
+// TestCloudRunMigrateJob: the release step is a Cloud Run job running the
+// api image as `/api -migrate` with DATABASE_URL from Secret Manager.
+func TestCloudRunMigrateJob(t *testing.T) {
+	t.Parallel()
+	doc := load(t, "cloudrun/migrate.yaml")[0]
+	if str(doc, "kind") != "Job" || !strings.HasPrefix(str(doc, "apiVersion"), "run.googleapis.com/") {
+		t.Fatalf("cloudrun/migrate.yaml is a %s %s, want a Cloud Run Job", str(doc, "apiVersion"), str(doc, "kind"))
+	}
+	task := get(doc, "spec", "template", "spec", "template", "spec")
+	cs := list(task, "containers")
+	if len(cs) != 1 {
+		t.Fatalf("%d containers, want 1", len(cs))
+	}
+	c := cs[0]
+	if !strings.Contains(str(c, "image"), "/api:") || len(list(c, "args")) != 1 || str(c, "args", 0) != "-migrate" {
+		t.Errorf("container runs %s %v, want the api image with args [-migrate]", str(c, "image"), list(c, "args"))
+	}
+	if get(envOf(c)["DATABASE_URL"], "valueFrom", "secretKeyRef") == nil {
+		t.Error("DATABASE_URL must come from Secret Manager")
+	}
+	if str(task, "maxRetries") == "" || str(task, "timeoutSeconds") == "" {
+		t.Error("set maxRetries and timeoutSeconds: a migration that hangs on a lock must end")
 	}
 }
 
@@ -268,8 +407,14 @@ func TestLambdaTemplate(t *testing.T) {
 		if str(res, "Properties", "FunctionUrlConfig", "AuthType") == "" {
 			t.Errorf("%s has no Function URL", name)
 		}
-		for k, v := range mapping(res, "Properties", "Environment", "Variables") {
-			if strings.Contains(k, "SECRET") || strings.Contains(k, "TOKEN") || strings.HasSuffix(k, "SIGNING_KEY") {
+		vars := map[string]any{}
+		for _, m := range []map[string]any{global, mapping(res, "Properties", "Environment", "Variables")} {
+			for k, v := range m {
+				vars[k] = v
+			}
+		}
+		for k, v := range vars {
+			if isSecretEnv(k) {
 				tv, ok := v.(tagged)
 				if !ok || !strings.Contains(tv.val.(string), "{{resolve:secretsmanager:") {
 					t.Errorf("%s: %s must be a Secrets Manager dynamic reference", name, k)

@@ -42,10 +42,10 @@ func (l *Lease) Renew(ctx context.Context) error {
 	return nil
 }
 
-// KeepAlive renews the lease every LeaseTTL/3 in a goroutine until stop is
-// called or the lease is completed or released. Renewal deliberately ignores
-// ctx's cancellation: a handler still running after its client went away
-// must keep the key, or a retry would run the work a second time.
+// KeepAlive renews the lease every LeaseTTL/3 until stop is called or the
+// lease is completed or released. Renewal deliberately ignores ctx's
+// cancellation: a handler still running after its client went away must keep
+// the key, or a retry would run the work a second time.
 //
 // The returned context derives from ctx and is cancelled with cause
 // ErrLeaseLost (see context.Cause) when the lease is lost: the owner check
@@ -53,10 +53,18 @@ func (l *Lease) Renew(ctx context.Context) error {
 // after which another caller may claim the key. Run the work under it.
 //
 // stop ends renewal, cancels the returned context and reports ErrLeaseLost
-// if the lease was lost at any point; it is idempotent.
+// if the lease was lost at any point; it is idempotent. When it returns, no
+// renewal is in flight any more, so a following Complete or Release never
+// races one.
 func (l *Lease) KeepAlive(ctx context.Context) (context.Context, func() error) {
 	kctx, cancel := context.WithCancelCause(ctx)
-	k := &keepAlive{stopCh: make(chan struct{}), done: make(chan struct{}), cancel: cancel}
+	k := &keepAlive{lease: l, cancel: cancel, validFrom: time.Now()}
+	// A timer instead of a goroutine + ticker per lease: most work ends
+	// long before the first renewal is due, and then nothing but this
+	// timer was ever created (measured on the worker's delivery path).
+	k.mu.Lock()
+	k.timer = time.AfterFunc(l.store.cfg.LeaseTTL/3, k.renew)
+	k.mu.Unlock()
 	l.mu.Lock()
 	prev := l.keep
 	l.keep = k
@@ -64,7 +72,6 @@ func (l *Lease) KeepAlive(ctx context.Context) (context.Context, func() error) {
 	if prev != nil {
 		_ = prev.stop()
 	}
-	go k.run(l)
 	return kctx, k.stop
 }
 
@@ -110,50 +117,53 @@ func (l *Lease) stopKeepAlive() {
 }
 
 type keepAlive struct {
-	stopCh chan struct{}
-	done   chan struct{}
+	lease  *Lease
 	cancel context.CancelCauseFunc
-	once   sync.Once
-	lost   error // written by run before done is closed
+
+	// mu is held for a whole renewal, so stop waits for one in flight.
+	mu        sync.Mutex
+	timer     *time.Timer
+	stopped   bool
+	lost      error
+	validFrom time.Time // the lease is known to last until validFrom+LeaseTTL
 }
 
 func (k *keepAlive) stop() error {
-	k.once.Do(func() {
-		close(k.stopCh)
-		<-k.done
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if !k.stopped {
+		k.stopped = true
+		k.timer.Stop()
 		k.cancel(context.Canceled)
-	})
+	}
 	return k.lost
 }
 
-func (k *keepAlive) run(l *Lease) {
-	defer close(k.done)
-	ttl := l.store.cfg.LeaseTTL
-	t := time.NewTicker(ttl / 3)
-	defer t.Stop()
-	// The lease is known to last until validFrom+ttl: validFrom is taken
-	// before each successful renewal was sent.
-	validFrom := time.Now()
-	for {
-		select {
-		case <-k.stopCh:
-			return
-		case <-t.C:
-		}
-		sent := time.Now()
-		err := l.Renew(context.Background())
-		switch {
-		case err == nil:
-			validFrom = sent
-			continue
-		case errors.Is(err, ErrLeaseLost):
-			k.lost = ErrLeaseLost
-		case time.Since(validFrom) >= ttl:
-			k.lost = fmt.Errorf("%w: no renewal for %s: %w", ErrLeaseLost, ttl, err)
-		default:
-			continue // transient: the lease is still valid, try again next tick
-		}
+// renew runs on the timer's goroutine and re-arms the timer until the lease
+// is stopped or lost.
+func (k *keepAlive) renew() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.stopped {
+		return
+	}
+	ttl := k.lease.store.cfg.LeaseTTL
+	// validFrom is taken before each successful renewal was sent.
+	sent := time.Now()
+	err := k.lease.Renew(context.Background())
+	switch {
+	case err == nil:
+		k.validFrom = sent
+	case errors.Is(err, ErrLeaseLost):
+		k.lost = ErrLeaseLost
+	case time.Since(k.validFrom) >= ttl:
+		k.lost = fmt.Errorf("%w: no renewal for %s: %w", ErrLeaseLost, ttl, err)
+	}
+	if k.lost != nil {
+		k.stopped = true
 		k.cancel(k.lost)
 		return
 	}
+	// Transient errors keep trying: the lease is still valid.
+	k.timer.Reset(ttl / 3)
 }

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -77,6 +78,40 @@ type jobsHandler struct {
 	total    *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	redeliv  *prometheus.CounterVec
+	// perJob caches the children of the common path per job label
+	// (registered names and "_unknown", so bounded): WithLabelValues
+	// hashes the labels and takes a lock on every call.
+	perJob sync.Map // label → *jobMetrics
+}
+
+type jobMetrics struct {
+	done, duplicate prometheus.Counter
+	duration        prometheus.Observer
+	redeliv         prometheus.Counter
+}
+
+func (h *jobsHandler) metricsFor(label string) *jobMetrics {
+	if m, ok := h.perJob.Load(label); ok {
+		return m.(*jobMetrics)
+	}
+	m, _ := h.perJob.LoadOrStore(label, &jobMetrics{
+		done:      h.total.WithLabelValues(label, outcomeDone),
+		duplicate: h.total.WithLabelValues(label, outcomeDuplicate),
+		duration:  h.duration.WithLabelValues(label),
+		redeliv:   h.redeliv.WithLabelValues(label),
+	})
+	return m.(*jobMetrics)
+}
+
+func (m *jobMetrics) count(h *jobsHandler, label, outcome string) {
+	switch outcome {
+	case outcomeDone:
+		m.done.Inc()
+	case outcomeDuplicate:
+		m.duplicate.Inc()
+	default:
+		h.total.WithLabelValues(label, outcome).Inc()
+	}
 }
 
 // Handler validates the configuration and returns the POST /jobs/:name
@@ -138,33 +173,35 @@ func (h *jobsHandler) serve(c echo.Context) error {
 	start := time.Now()
 	name := c.Param("name")
 	label := name
-	if _, known := h.cfg.Registry.Timeout(name); !known {
+	_, known := h.cfg.Registry.Timeout(name)
+	if !known {
 		label = "_unknown" // bounded label values
 	}
-	res, delivery := h.run(c, name)
-	h.total.WithLabelValues(label, res.outcome).Inc()
-	h.duration.WithLabelValues(label).Observe(time.Since(start).Seconds())
+	res, delivery := h.run(c, name, known)
+	m := h.metricsFor(label)
+	m.count(h, label, res.outcome)
+	m.duration.Observe(time.Since(start).Seconds())
 	if delivery.Retried > 0 {
-		h.redeliv.WithLabelValues(label).Inc()
+		m.redeliv.Inc()
 	}
 	h.logResult(c, name, delivery, res)
 	return h.answer(c, res)
 }
 
-func (h *jobsHandler) run(c echo.Context, name string) (result, jobs.Delivery) {
+func (h *jobsHandler) run(c echo.Context, name string, known bool) (result, jobs.Delivery) {
 	req := c.Request()
 	d := jobs.DeliveryFromHeader(req.Header)
 	if _, ok := QStashClaimsFrom(c); !ok {
 		return result{outcome: outcomeUnverified}, d
 	}
-	if _, known := h.cfg.Registry.Timeout(name); !known {
+	if !known {
 		return result{outcome: outcomeUnknownJob, err: jobs.Permanent(jobs.ErrUnknownJob)}, d
 	}
 	if d.MessageID == "" || len(d.MessageID) > 256 {
 		// Every QStash delivery carries one; without it nothing can dedupe.
 		return result{outcome: outcomePermanent, err: jobs.Permanent(errors.New("missing or oversized Upstash-Message-Id"))}, d
 	}
-	body, err := io.ReadAll(req.Body) // already read and capped by VerifyQStash
+	body, err := readVerifiedBody(req)
 	if err != nil {
 		return result{outcome: outcomeRetry, err: err}, d
 	}
@@ -222,8 +259,10 @@ func (h *jobsHandler) run(c echo.Context, name string) (result, jobs.Delivery) {
 func (h *jobsHandler) answer(c echo.Context, r result) error {
 	hdr := c.Response().Header()
 	switch r.outcome {
-	case outcomeDone, outcomeDuplicate:
-		return c.JSON(http.StatusOK, map[string]string{"status": r.outcome})
+	case outcomeDone:
+		return c.JSONBlob(http.StatusOK, answerDone)
+	case outcomeDuplicate:
+		return c.JSONBlob(http.StatusOK, answerDuplicate)
 	case outcomeUnverified:
 		return problem.Respond(c, http.StatusUnauthorized, "")
 	case outcomeInProgress:
@@ -252,12 +291,45 @@ func (h *jobsHandler) answer(c echo.Context, r result) error {
 	return problem.Respond(c, status, detail)
 }
 
+// The 200 bodies, encoded once.
+var (
+	answerDone      = []byte(`{"status":"done"}`)
+	answerDuplicate = []byte(`{"status":"duplicate"}`)
+)
+
+// readVerifiedBody reads the body VerifyQStash already read, capped and put
+// back, into one buffer of the known size instead of io.ReadAll's growing
+// ones.
+func readVerifiedBody(req *http.Request) ([]byte, error) {
+	if n := req.ContentLength; n >= 0 && n <= DefaultMaxBodyBytes {
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(req.Body, buf); err != nil {
+			return nil, err
+		}
+		// Anything past the declared length means it was not the body
+		// VerifyQStash put back: read it all rather than cut it.
+		var probe [1]byte
+		if k, _ := req.Body.Read(probe[:]); k == 0 {
+			return buf, nil
+		}
+		rest, err := io.ReadAll(req.Body)
+		if err != nil {
+			return nil, err
+		}
+		return append(append(buf, probe[0]), rest...), nil
+	}
+	return io.ReadAll(req.Body)
+}
+
 func (h *jobsHandler) logResult(c echo.Context, name string, d jobs.Delivery, r result) {
+	ctx := c.Request().Context()
+	if r.outcome == outcomeDone && !h.log.Enabled(ctx, slog.LevelDebug) {
+		return // the common case: no line, so build no attributes either
+	}
 	attrs := []any{"job", name, "message_id", d.MessageID, "retried", d.Retried, "outcome", r.outcome}
 	if r.err != nil {
 		attrs = append(attrs, "error", r.err.Error())
 	}
-	ctx := c.Request().Context()
 	switch r.outcome {
 	case outcomeDone:
 		h.log.DebugContext(ctx, "job done", attrs...)

@@ -45,7 +45,7 @@ func TestMigrateFlag(t *testing.T) {
 func TestStartUpFailsWithoutIPSourceOrAuth(t *testing.T) {
 	t.Parallel()
 	bin := proctest.Build(t, "github.com/digis/jobworker/cmd/api")
-	base := []string{"REDIS_URL=redis://127.0.0.1:1", "QSTASH_TOKEN=t", "WORKER_PUBLIC_URL=http://127.0.0.1:2"}
+	base := []string{"REDIS_URL=redis://127.0.0.1:1", "QSTASH_TOKEN=t", "WORKER_PUBLIC_URL=http://127.0.0.1:2", "DATABASE_URL=memory"}
 	for _, tt := range []struct {
 		env     []string
 		wantVar string

@@ -105,6 +105,9 @@ func run(ctx context.Context, o options, getenv func(string) string, out io.Writ
 		"LOG_FORMAT": "text", "LOG_LEVEL": getenv("LOG_LEVEL"),
 		"QSTASH_URL": qstashURL, "QSTASH_TOKEN": qstashdev.DevToken, "WORKER_PUBLIC_URL": workerURL,
 		"SHUTDOWN_TIMEOUT": "10s",
+		// The store is opened above and shared; the binaries' configs only
+		// need to know it is deliberately not a database of theirs.
+		"DATABASE_URL": config.MemoryStore,
 	}
 	workerCfg, err := config.LoadWorker(envOf(common, map[string]string{
 		"PORT":                       port(o.workerAddr),

@@ -33,17 +33,22 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	st, closeStore, err := store.Open(context.Background(), store.Config{DatabaseURL: cfg.DatabaseURL})
-	if err != nil {
-		return fmt.Errorf("store: %w", err)
-	}
-	defer closeStore()
+	closeStore := func() {}
+	defer func() { closeStore() }()
 	p, err := workerapp.Build(cfg, func(reg *jobs.Registry, p *server.Process) error {
+		st, closeFn, err := store.Open(context.Background(), store.Config{
+			DatabaseURL: cfg.DatabaseURL, Options: store.Options{Logger: p.Log},
+		})
+		if err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
+		closeStore = closeFn
+		p.Server.AddReadinessCheck("database", st.Ping)
 		c, err := cache.New(p.Redis, cache.Config{Prefix: cfg.KeyPrefix, Logger: p.Log, Registerer: p.Registry})
 		if err != nil {
 			return err
 		}
-		return appjobs.Register(reg, appjobs.Deps{Log: p.Log, Store: st, Cache: c})
+		return appjobs.Register(reg, appjobs.Deps{Log: p.Log, Store: st, Cache: c, Registerer: p.Registry})
 	})
 	if err != nil {
 		return err

@@ -109,6 +109,7 @@ func setup(t testing.TB, env map[string]string) *bundle {
 		"QSTASH_NEXT_SIGNING_KEY":    qstashdev.DevNextSigningKey,
 		"QSTASH_URL":                 b.qstash.URL, "QSTASH_TOKEN": qstashdev.DevToken,
 		"STRIPE_WEBHOOK_SECRET": "whsec_test", "LOG_LEVEL": logLevel(),
+		"DATABASE_URL": "memory", // the test passes its PostgreSQL store in directly
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +131,7 @@ func setup(t testing.TB, env map[string]string) *bundle {
 		"QSTASH_URL": b.qstash.URL, "QSTASH_TOKEN": qstashdev.DevToken, "WORKER_PUBLIC_URL": b.worker,
 		"AUTH_JWT_SECRET": testSecret, "RATE_LIMIT_IP_SOURCE": "direct",
 		"RATE_LIMIT_OVERRIDES": "tips:quick=1000/1m", "TIP_MAX_AMOUNT": "500",
-		"LOG_LEVEL": logLevel(),
+		"LOG_LEVEL": logLevel(), "DATABASE_URL": "memory", // the store is passed in directly
 	}
 	for k, v := range env {
 		b.env[k] = v

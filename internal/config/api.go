@@ -25,8 +25,9 @@ type API struct {
 	WorkerPublicURL string
 
 	// DatabaseURL is the PostgreSQL the routes read and write
-	// (DATABASE_URL). Empty selects the in-memory store, for the local stack
-	// only (logged as a warning at start-up).
+	// (DATABASE_URL, required). The value "memory" selects the in-memory
+	// store (DatabaseURL is then empty), for the local stack only (logged
+	// as a warning at start-up).
 	DatabaseURL string
 	// DatabaseMigrate applies the embedded migrations at start-up
 	// (DATABASE_MIGRATE=true). Concurrent starts are safe (advisory lock).
@@ -88,7 +89,7 @@ func LoadAPI(getenv Getenv) (API, error) {
 	cfg.QStashURL = r.url("QSTASH_URL", "https://qstash.upstash.io")
 	cfg.QStashToken = r.secret("QSTASH_TOKEN")
 	cfg.WorkerPublicURL = r.url("WORKER_PUBLIC_URL", "")
-	cfg.DatabaseURL = r.str("DATABASE_URL", "")
+	cfg.DatabaseURL = r.databaseURL()
 	cfg.DatabaseMigrate = r.boolean("DATABASE_MIGRATE")
 	cfg.Auth = r.auth()
 	cfg.TipMaxAmount = r.tipMax("TIP_MAX_AMOUNT")

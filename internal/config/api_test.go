@@ -20,6 +20,7 @@ func apiEnv(over map[string]string) config.Getenv {
 		"QSTASH_TOKEN":         "tok",
 		"AUTH_JWT_SECRET":      apiSecret,
 		"RATE_LIMIT_IP_SOURCE": "direct",
+		"DATABASE_URL":         "memory",
 	}
 	for k, v := range over {
 		base[k] = v

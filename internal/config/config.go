@@ -101,6 +101,23 @@ func (r *reader) common(defaultPort int) Common {
 	return c
 }
 
+// MemoryStore is the DATABASE_URL value that selects the in-memory store.
+// It must be asked for by name: an unset DATABASE_URL is an error, so a
+// deployment that loses the variable cannot quietly keep money in memory.
+const MemoryStore = "memory"
+
+// databaseURL reads DATABASE_URL; MemoryStore gives "" (the in-memory store).
+func (r *reader) databaseURL() string {
+	v := r.str("DATABASE_URL", "")
+	switch {
+	case v == "":
+		r.fail("DATABASE_URL", "required: a postgres:// URL, or %q for the in-memory store of the local stack", MemoryStore)
+	case v == MemoryStore:
+		return ""
+	}
+	return v
+}
+
 func (r *reader) str(name, def string) string {
 	if v := strings.TrimSpace(r.getenv(name)); v != "" {
 		return v

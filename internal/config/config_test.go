@@ -18,6 +18,7 @@ func env(over map[string]string) config.Getenv {
 		"QSTASH_TOKEN":               "tok",
 		"AUTH_JWT_SECRET":            "test-secret-test-secret-test-secret-0123",
 		"RATE_LIMIT_IP_SOURCE":       "direct",
+		"DATABASE_URL":               "memory",
 		"QSTASH_CURRENT_SIGNING_KEY": "sig_current",
 		"QSTASH_NEXT_SIGNING_KEY":    "sig_next",
 		"STRIPE_WEBHOOK_SECRET":      "whsec_new,whsec_old",

@@ -27,8 +27,8 @@ type Worker struct {
 	// Defaults to 7 days (168h).
 	StripeDedupeTTL time.Duration
 	// DatabaseURL is the PostgreSQL the job handlers write to
-	// (DATABASE_URL). Empty selects an in-memory store, for the local stack
-	// only.
+	// (DATABASE_URL, required). The value "memory" selects the in-memory
+	// store (DatabaseURL is then empty), for the local stack only.
 	DatabaseURL string
 	// JobDedupeTTL is how long a finished message id is remembered
 	// (JOB_DEDUPE_TTL). It must outlive QStash's retry horizon: about
@@ -50,7 +50,7 @@ func LoadWorker(getenv Getenv) (Worker, error) {
 	if cfg.StripeDedupeTTL <= 73*time.Hour && r.err == nil {
 		r.fail("STRIPE_DEDUPE_TTL", "must be more than 73h: Stripe retries an event for up to 3 days")
 	}
-	cfg.DatabaseURL = r.str("DATABASE_URL", "")
+	cfg.DatabaseURL = r.databaseURL()
 	cfg.JobDedupeTTL = r.duration("JOB_DEDUPE_TTL", 48*time.Hour)
 	if cfg.JobDedupeTTL < 24*time.Hour && r.err == nil {
 		r.fail("JOB_DEDUPE_TTL", "must be at least 24h: QStash may redeliver a message that long after it ran")

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -15,11 +16,58 @@ type httpMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	inflight prometheus.Gauge
+
+	// children caches the series of each (route, method, status) seen with
+	// a standard method: WithLabelValues hashes and locks on every call,
+	// and strconv.Itoa allocates. Routes are templates, so this is bounded.
+	mu       sync.RWMutex
+	children map[seriesKey]series
+}
+
+type seriesKey struct {
+	route, method string
+	code          int
+}
+
+type series struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+func (m *httpMetrics) series(route, method string, code int) series {
+	k := seriesKey{route, method, code}
+	m.mu.RLock()
+	s, ok := m.children[k]
+	m.mu.RUnlock()
+	if ok {
+		return s
+	}
+	s = series{
+		requests: m.requests.WithLabelValues(route, method, strconv.Itoa(code)),
+		duration: m.duration.WithLabelValues(route, method),
+	}
+	if standardMethod(method) {
+		m.mu.Lock()
+		m.children[k] = s
+		m.mu.Unlock()
+	}
+	return s
+}
+
+// standardMethod keeps client-chosen method names out of the cache.
+func standardMethod(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+		http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return true
+	}
+	return false
 }
 
 func newHTTPMetrics(reg prometheus.Registerer, name string) (*httpMetrics, error) {
 	constLabels := prometheus.Labels{"server": name}
 	m := &httpMetrics{
+		children: make(map[seriesKey]series),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jobworker_http_requests_total", Help: "HTTP requests by route, method and status code.",
 			ConstLabels: constLabels,
@@ -65,8 +113,9 @@ func accessLog(log *slog.Logger, m *httpMetrics) echo.MiddlewareFunc {
 			}
 			req, res := c.Request(), c.Response()
 			elapsed := time.Since(start)
-			m.requests.WithLabelValues(route, req.Method, strconv.Itoa(res.Status)).Inc()
-			m.duration.WithLabelValues(route, req.Method).Observe(elapsed.Seconds())
+			ser := m.series(route, req.Method, res.Status)
+			ser.requests.Inc()
+			ser.duration.Observe(elapsed.Seconds())
 			level := slog.LevelInfo
 			if res.Status >= 500 {
 				level = slog.LevelWarn

@@ -3,6 +3,7 @@ package server
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"sync/atomic"
 
 	"github.com/labstack/echo/v4"
 )
@@ -17,15 +18,44 @@ func requestID() echo.MiddlewareFunc {
 		return func(c echo.Context) error {
 			id := c.Request().Header.Get(echo.HeaderXRequestID)
 			if !plainID(id) {
-				var b [12]byte
-				_, _ = rand.Read(b[:])
-				id = hex.EncodeToString(b[:])
+				id = newRequestID()
 			}
 			c.Set(requestIDKey, id)
 			c.Response().Header().Set(echo.HeaderXRequestID, id)
 			return next(c)
 		}
 	}
+}
+
+// Generated ids are a per-process random prefix and a counter: unique
+// across replicas and restarts (48 random bits per process) and without a
+// crypto/rand call per request. A request id is for correlating log lines,
+// not a secret, so being guessable within one process is fine.
+var (
+	requestIDPrefix  = newRequestIDPrefix()
+	requestIDCounter atomic.Uint64
+)
+
+func newRequestIDPrefix() [12]byte {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	var out [12]byte
+	hex.Encode(out[:], b[:])
+	return out
+}
+
+// newRequestID returns 24 hex digits: the process prefix and the low 48
+// bits of the counter.
+func newRequestID() string {
+	const digits = "0123456789abcdef"
+	var b [24]byte
+	copy(b[:12], requestIDPrefix[:])
+	n := requestIDCounter.Add(1)
+	for i := 23; i >= 12; i-- {
+		b[i] = digits[n&0xf]
+		n >>= 4
+	}
+	return string(b[:])
 }
 
 // RequestIDOf returns the request id set by the server's middleware.

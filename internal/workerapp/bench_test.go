@@ -3,6 +3,7 @@ package workerapp_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -104,6 +105,7 @@ func load(b *testing.B, reqs []benchRequest, senders int) loadResult {
 	lat := make([]time.Duration, len(reqs))
 	var next atomic.Int64
 	var failed atomic.Int64
+	var firstFailure atomic.Value
 	var wg sync.WaitGroup
 	start := time.Now()
 	for s := 0; s < senders; s++ {
@@ -122,9 +124,17 @@ func load(b *testing.B, reqs []benchRequest, senders int) loadResult {
 				res, err := client.Do(req)
 				lat[i] = time.Since(t0)
 				if err != nil || res.StatusCode != 200 {
-					failed.Add(1)
+					if failed.Add(1) == 1 {
+						firstFailure.Store(fmt.Sprintf("status %v, error %v", statusOf(res), err))
+					}
 				}
 				if res != nil {
+					// Drain before closing: a body closed unread makes
+					// the transport drop the connection, and the side
+					// that answers with a body (production) would then
+					// pay a TCP dial and accept per request while the
+					// empty-bodied baseline keeps its connections.
+					_, _ = io.Copy(io.Discard, res.Body)
 					res.Body.Close()
 				}
 			}
@@ -133,9 +143,16 @@ func load(b *testing.B, reqs []benchRequest, senders int) loadResult {
 	wg.Wait()
 	elapsed := time.Since(start)
 	if n := failed.Load(); n > 0 {
-		b.Fatalf("%d of %d requests failed", n, len(reqs))
+		b.Fatalf("%d of %d requests failed; first: %v", n, len(reqs), firstFailure.Load())
 	}
 	return loadResult{n: len(reqs), elapsed: elapsed, lat: lat}
+}
+
+func statusOf(res *http.Response) any {
+	if res == nil {
+		return "none"
+	}
+	return res.StatusCode
 }
 
 type benchRequest struct {
@@ -175,7 +192,7 @@ func startBenchWorker(b *testing.B, redisURL string) string {
 		"REDIS_URL": redisURL, "WORKER_PUBLIC_URL": url,
 		"QSTASH_CURRENT_SIGNING_KEY": qstashdev.DevCurrentSigningKey,
 		"QSTASH_NEXT_SIGNING_KEY":    qstashdev.DevNextSigningKey,
-		"STRIPE_WEBHOOK_SECRET":      "whsec_bench", "QSTASH_TOKEN": "unused",
+		"STRIPE_WEBHOOK_SECRET":      "whsec_bench", "QSTASH_TOKEN": "unused", "DATABASE_URL": "memory",
 	}))
 	if err != nil {
 		b.Fatal(err)
