@@ -164,6 +164,8 @@ func (k *keepAlive) renew() {
 		k.cancel(k.lost)
 		return
 	}
-	// Transient errors keep trying: the lease is still valid.
-	k.timer.Reset(ttl / 3)
+	// Transient errors keep trying: the lease is still valid. The next
+	// attempt is due LeaseTTL/3 after this one started, as with a ticker,
+	// so a slow renewal does not push the following one towards expiry.
+	k.timer.Reset(max(0, ttl/3-time.Since(sent)))
 }

@@ -201,7 +201,7 @@ func (h *jobsHandler) run(c echo.Context, name string, known bool) (result, jobs
 		// Every QStash delivery carries one; without it nothing can dedupe.
 		return result{outcome: outcomePermanent, err: jobs.Permanent(errors.New("missing or oversized Upstash-Message-Id"))}, d
 	}
-	body, err := readVerifiedBody(req)
+	body, err := io.ReadAll(req.Body) // already read and capped by VerifyQStash
 	if err != nil {
 		return result{outcome: outcomeRetry, err: err}, d
 	}
@@ -296,30 +296,6 @@ var (
 	answerDone      = []byte(`{"status":"done"}`)
 	answerDuplicate = []byte(`{"status":"duplicate"}`)
 )
-
-// readVerifiedBody reads the body VerifyQStash already read, capped and put
-// back, into one buffer of the known size instead of io.ReadAll's growing
-// ones.
-func readVerifiedBody(req *http.Request) ([]byte, error) {
-	if n := req.ContentLength; n >= 0 && n <= DefaultMaxBodyBytes {
-		buf := make([]byte, n)
-		if _, err := io.ReadFull(req.Body, buf); err != nil {
-			return nil, err
-		}
-		// Anything past the declared length means it was not the body
-		// VerifyQStash put back: read it all rather than cut it.
-		var probe [1]byte
-		if k, _ := req.Body.Read(probe[:]); k == 0 {
-			return buf, nil
-		}
-		rest, err := io.ReadAll(req.Body)
-		if err != nil {
-			return nil, err
-		}
-		return append(append(buf, probe[0]), rest...), nil
-	}
-	return io.ReadAll(req.Body)
-}
 
 func (h *jobsHandler) logResult(c echo.Context, name string, d jobs.Delivery, r result) {
 	ctx := c.Request().Context()

@@ -142,6 +142,9 @@ func load(b *testing.B, reqs []benchRequest, senders int) loadResult {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	// Idle connections of finished rounds would otherwise pile up on both
+	// servers (a goroutine each) for the rest of the run.
+	client.CloseIdleConnections()
 	if n := failed.Load(); n > 0 {
 		b.Fatalf("%d of %d requests failed; first: %v", n, len(reqs), firstFailure.Load())
 	}
