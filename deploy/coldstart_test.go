@@ -1,6 +1,7 @@
 package deploy_test
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digis/jobworker/internal/pgtest"
 	"github.com/digis/jobworker/internal/redistest"
+	"github.com/digis/jobworker/internal/store"
 )
 
 // TestColdStart measures what a serverless platform pays per new instance:
@@ -43,6 +46,11 @@ func TestColdStart(t *testing.T) {
 		t.Fatalf("build hello: %v\n%s", err, out)
 	}
 	rs := redistest.Start(t)
+	// A real, migrated PostgreSQL: readiness pings it, as in production.
+	db := pgtest.Create(t)
+	if err := store.Migrate(context.Background(), db.Pool); err != nil {
+		t.Fatal(err)
+	}
 	targets := []struct {
 		name, bin string
 		env       []string
@@ -50,12 +58,14 @@ func TestColdStart(t *testing.T) {
 		{"hello (baseline)", hello, nil},
 		{"api", bins["api"], []string{
 			"REDIS_URL=" + rs.URL(), "QSTASH_URL=http://127.0.0.1:1", "QSTASH_TOKEN=bench-token",
-			"WORKER_PUBLIC_URL=http://127.0.0.1:2", "LOG_LEVEL=warn",
+			"WORKER_PUBLIC_URL=http://127.0.0.1:2", "LOG_LEVEL=warn", "DATABASE_URL=" + db.URL,
+			"AUTH_JWT_SECRET=bench-secret-bench-secret-bench-secret", "RATE_LIMIT_IP_SOURCE=direct",
 		}},
 		{"worker", bins["worker"], []string{
 			"REDIS_URL=" + rs.URL(), "WORKER_PUBLIC_URL=http://127.0.0.1:2", "LOG_LEVEL=warn",
 			"QSTASH_CURRENT_SIGNING_KEY=sig_bench_current", "QSTASH_NEXT_SIGNING_KEY=sig_bench_next",
-			"STRIPE_WEBHOOK_SECRET=whsec_bench",
+			"STRIPE_WEBHOOK_SECRET=whsec_bench", "QSTASH_URL=http://127.0.0.1:1", "QSTASH_TOKEN=bench-token",
+			"DATABASE_URL=" + db.URL,
 		}},
 	}
 	client := &http.Client{
@@ -111,7 +121,11 @@ func startOnce(t *testing.T, client *http.Client, bin string, env []string, meas
 		t.Fatal(err)
 	}
 	go func() { exited <- cmd.Wait() }()
+	gone := false // the exit was already received below
 	defer func() {
+		if gone {
+			return
+		}
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
@@ -131,6 +145,7 @@ func startOnce(t *testing.T, client *http.Client, bin string, env []string, meas
 		}
 		select {
 		case err := <-exited:
+			gone = true
 			t.Fatalf("%s exited before ready: %v\n%s", bin, err, out.String())
 		default:
 		}
