@@ -180,9 +180,9 @@ jobworker local stack is up (Ctrl-C stops it)
   worker       %[2]s
   QStash (dev) %[3]s   token %[4]s
 
-Development tokens (HS256, 24 h):
-  fan (%[5]s, balance seeded)    FAN=%[6]s
-  creator (%[7]s)                CREATOR=%[8]s
+Development tokens (HS256, 24 h); paste these two lines into your shell:
+  export FAN=%[6]s      # %[5]s, balance seeded
+  export CREATOR=%[8]s  # %[7]s, owns the live stream
 
 Try:
   # enqueue a demo job through QStash; the worker logs "hello from a job"
