@@ -34,9 +34,16 @@
 // owner (by a random token) can renew, complete or release; a lease lives
 // LeaseTTL (default 30 s) unless renewed, so a crashed owner frees the key
 // quickly; a result lives ResultTTL (default 24 h). Redis errors are
-// ErrUnavailable: callers fail closed. StoreConfig.Timeout bounds every call
-// only when the go-redis client has ContextTimeoutEnabled set (otherwise its
-// ReadTimeout applies), so build the client with it.
+// ErrUnavailable: callers fail closed. StoreConfig.Timeout bounds how long
+// every call waits. Build the go-redis client with ContextTimeoutEnabled so
+// the round trip itself is cut off at the deadline too (otherwise the caller
+// stops waiting while the round trip runs on until the client's ReadTimeout).
+//
+// Concurrent calls of one Store share round trips: at most 4 are
+// outstanding, and calls arriving while all are busy leave together as one
+// pipeline (split by slot on Redis Cluster). A lone call is never delayed,
+// and each call is still its own atomic script run, so batching changes no
+// answer; a call whose deadline passes while it is queued is never sent.
 //
 // # The Idempotency-Key middleware
 //

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/digis/jobworker/internal/scriptbatch"
 )
 
 // Sentinel errors. Test them with errors.Is.
@@ -60,6 +62,9 @@ const (
 	DefaultTimeout   = time.Second
 )
 
+// maxInFlight bounds a Store's outstanding round trips (see NewStore).
+const maxInFlight = 4
+
 func (c StoreConfig) withDefaults() StoreConfig {
 	if c.Namespace == "" {
 		c.Namespace = "default"
@@ -99,8 +104,8 @@ func (c StoreConfig) Validate() error {
 // safe for concurrent use. The HTTP middleware, the QStash message dedupe and
 // the Stripe event dedupe all build on it.
 type Store struct {
-	rdb Redis
-	cfg StoreConfig
+	cfg   StoreConfig
+	batch *scriptbatch.Batcher
 }
 
 // NewStore returns a Store on rdb.
@@ -111,7 +116,12 @@ func NewStore(rdb Redis, cfg StoreConfig) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Store{rdb: rdb, cfg: cfg.withDefaults()}, nil
+	cfg = cfg.withDefaults()
+	// Concurrent calls share round trips: at most 4 are outstanding, calls
+	// arriving meanwhile leave together as one pipeline, each still its own
+	// atomic script run. A lone call is never delayed.
+	batch := scriptbatch.New(rdb, scriptbatch.Config{MaxInFlight: maxInFlight, Timeout: cfg.Timeout})
+	return &Store{cfg: cfg, batch: batch}, nil
 }
 
 // Config returns the store's configuration with defaults filled in.
@@ -171,7 +181,7 @@ func (s *Store) Acquire(ctx context.Context, key, fingerprint string) (Result, e
 	rkey := s.redisKey(key)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	raw, err := acquireScript.Run(ctx, s.rdb, []string{rkey}, token, fingerprint, s.cfg.LeaseTTL.Milliseconds()).Slice()
+	raw, err := s.batch.Run(ctx, acquireScript, []string{rkey}, token, fingerprint, s.cfg.LeaseTTL.Milliseconds()).Slice()
 	if err != nil {
 		return Result{}, unavailable(err)
 	}
@@ -196,7 +206,7 @@ func (s *Store) redisKey(key string) string {
 func (s *Store) call(ctx context.Context, script *redis.Script, key string, args ...any) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	n, err := script.Run(ctx, s.rdb, []string{key}, args...).Int64()
+	n, err := s.batch.Run(ctx, script, []string{key}, args...).Int64()
 	if err != nil {
 		return 0, unavailable(err)
 	}

@@ -15,7 +15,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
+
+	"github.com/digis/jobworker/internal/scriptbatch"
 )
 
 // Sentinel errors, for errors.Is.
@@ -187,7 +188,7 @@ func (c Config) policies() (map[string]Policy, error) {
 // safe for concurrent use.
 type Limiter struct {
 	client     Client
-	batch      *batcher
+	batch      *scriptbatch.Batcher
 	timeout    time.Duration
 	degradedRA time.Duration
 	buckets    map[string]*bucket
@@ -237,18 +238,7 @@ func New(cfg Config) (*Limiter, error) {
 		}
 		return sha256.New()
 	}
-	l.batch = &batcher{
-		client:      cfg.Client,
-		timeout:     cfg.Timeout,
-		inline:      respectsDeadlines(cfg.Client),
-		maxInFlight: cfg.MaxInFlight,
-		maxBatch:    defaultMaxBatch,
-		observe:     l.observe,
-	}
-	if cfg.MaxInFlight < 0 {
-		// Unbatched: every decision is its own round trip.
-		l.batch.maxInFlight, l.batch.maxBatch = int(^uint(0)>>1), 1
-	}
+	l.batch = newBatcher(cfg, l.observe)
 	for name, p := range policies {
 		l.buckets[name] = &bucket{
 			Policy:    p,
@@ -394,7 +384,7 @@ func (l *Limiter) key(b *bucket, identifier string) string {
 func (l *Limiter) run(ctx context.Context, key string, q Quota, cost int) (reply, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
-	return l.batch.do(ctx, &call{key: key, q: q, cost: cost})
+	return l.decide(ctx, key, q, cost)
 }
 
 func (l *Limiter) observe(d time.Duration, err error) {
@@ -403,20 +393,6 @@ func (l *Limiter) observe(d time.Duration, err error) {
 		obs = l.metrics.redisErr
 	}
 	obs.Observe(d.Seconds())
-}
-
-// respectsDeadlines reports whether c applies context deadlines to socket
-// I/O, so the limiter's deadline needs no extra goroutine.
-func respectsDeadlines(c Client) bool {
-	switch v := c.(type) {
-	case *redis.Client:
-		return v.Options().ContextTimeoutEnabled
-	case *redis.ClusterClient:
-		return v.Options().ContextTimeoutEnabled
-	case *redis.Ring:
-		return v.Options().ContextTimeoutEnabled
-	}
-	return false
 }
 
 func (b *bucket) result(rep reply) Result {

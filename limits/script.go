@@ -90,10 +90,6 @@ type reply struct {
 	now     time.Time // Redis server clock
 }
 
-func runWindow(ctx context.Context, c Client, key string, q Quota, cost int) (reply, error) {
-	return parseReply(window.Run(ctx, c, []string{key}, q.Limit, q.Period.Milliseconds(), cost).Result())
-}
-
 func parseReply(v interface{}, err error) (reply, error) {
 	if err != nil {
 		return reply{}, err
