@@ -2,11 +2,17 @@ package webhooks
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/digis/jobworker/internal/problem"
 )
 
 // DefaultMaxBodyBytes caps webhook bodies read by the middlewares: 1 MiB,
@@ -80,4 +86,34 @@ func ParseSecrets(s string) ([]string, error) {
 		out = append(out, item)
 	}
 	return out, nil
+}
+
+// signedRequest reads a webhook's one signature header and its capped raw
+// body. When either is unusable it answers the request itself (refuse, or
+// 413 for a body over limit, as a problem without detail), reports the
+// failed check through fail, and returns ok false with the answer's error.
+func signedRequest(c echo.Context, header, source string, limit int64, refuse int,
+	fail func(context.Context, error)) (sig string, body []byte, ok bool, err error) {
+	req := c.Request()
+	ctx := req.Context()
+	sigs := req.Header.Values(header)
+	switch len(sigs) {
+	case 0:
+		fail(ctx, newVerificationError(source, CheckMissing, nil))
+		return "", nil, false, problem.Respond(c, refuse, "")
+	case 1:
+	default: // which one would the sender have meant? Neither.
+		fail(ctx, newVerificationError(source, CheckMalformed, nil))
+		return "", nil, false, problem.Respond(c, refuse, "")
+	}
+	body, rerr := ReadBody(req, limit)
+	if rerr != nil {
+		if errors.Is(rerr, ErrBodyTooLarge) {
+			fail(ctx, newVerificationError(source, CheckBodyTooLarge, nil))
+			return "", nil, false, problem.Respond(c, http.StatusRequestEntityTooLarge, "")
+		}
+		fail(ctx, newVerificationError(source, CheckBodyRead, rerr))
+		return "", nil, false, problem.Respond(c, http.StatusBadRequest, "")
+	}
+	return sigs[0], body, true, nil
 }

@@ -104,28 +104,12 @@ func (config VerifyQStashConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
 			if config.Skipper(c) {
 				return next(c)
 			}
-			req := c.Request()
-			ctx := req.Context()
-			sigs := req.Header.Values(HeaderUpstashSignature)
-			switch len(sigs) {
-			case 0:
-				v.fail(ctx, newVerificationError(sourceQStash, CheckMissing, nil))
-				return problem.Respond(c, http.StatusUnauthorized, "")
-			case 1:
-			default: // which one would QStash have meant? Neither.
-				v.fail(ctx, newVerificationError(sourceQStash, CheckMalformed, nil))
-				return problem.Respond(c, http.StatusUnauthorized, "")
+			sig, body, ok, err := signedRequest(c, HeaderUpstashSignature, sourceQStash,
+				config.MaxBodyBytes, http.StatusUnauthorized, v.fail)
+			if !ok {
+				return err
 			}
-			body, err := ReadBody(req, config.MaxBodyBytes)
-			if err != nil {
-				if errors.Is(err, ErrBodyTooLarge) {
-					v.fail(ctx, newVerificationError(sourceQStash, CheckBodyTooLarge, nil))
-					return problem.Respond(c, http.StatusRequestEntityTooLarge, "")
-				}
-				v.fail(ctx, newVerificationError(sourceQStash, CheckBodyRead, err))
-				return problem.Respond(c, http.StatusBadRequest, "")
-			}
-			claims, err := v.Verify(ctx, sigs[0], expected(c), body)
+			claims, err := v.Verify(c.Request().Context(), sig, expected(c), body)
 			if err != nil {
 				return problem.Respond(c, http.StatusUnauthorized, "")
 			}

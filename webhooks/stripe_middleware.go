@@ -72,28 +72,12 @@ func (config VerifyStripeConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
 			if config.Skipper(c) {
 				return next(c)
 			}
-			req := c.Request()
-			ctx := req.Context()
-			sigs := req.Header.Values(HeaderStripeSignature)
-			switch len(sigs) {
-			case 0:
-				v.fail(ctx, newVerificationError(sourceStripe, CheckMissing, nil))
-				return problem.Respond(c, http.StatusBadRequest, "")
-			case 1:
-			default:
-				v.fail(ctx, newVerificationError(sourceStripe, CheckMalformed, nil))
-				return problem.Respond(c, http.StatusBadRequest, "")
+			sig, body, ok, err := signedRequest(c, HeaderStripeSignature, sourceStripe,
+				config.MaxBodyBytes, http.StatusBadRequest, v.fail)
+			if !ok {
+				return err
 			}
-			body, err := ReadBody(req, config.MaxBodyBytes)
-			if err != nil {
-				if errors.Is(err, ErrBodyTooLarge) {
-					v.fail(ctx, newVerificationError(sourceStripe, CheckBodyTooLarge, nil))
-					return problem.Respond(c, http.StatusRequestEntityTooLarge, "")
-				}
-				v.fail(ctx, newVerificationError(sourceStripe, CheckBodyRead, err))
-				return problem.Respond(c, http.StatusBadRequest, "")
-			}
-			ev, err := v.Verify(ctx, body, sigs[0])
+			ev, err := v.Verify(c.Request().Context(), body, sig)
 			if err != nil {
 				return problem.Respond(c, http.StatusBadRequest, "")
 			}
