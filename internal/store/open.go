@@ -74,7 +74,7 @@ func Open(ctx context.Context, cfg Config) (Store, func(), error) {
 		if warn == nil {
 			warn = slog.Default()
 		}
-		warn.Warn("DATABASE_URL is unset: using the IN-MEMORY store; data is lost on exit and not shared between processes (local development only)")
+		warn.Warn("no database (DATABASE_URL=memory): using the IN-MEMORY store; data is lost on exit and not shared between processes (local development only)")
 		m, err := NewMemory(opts)
 		return m, func() {}, err
 	}
