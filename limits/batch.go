@@ -21,6 +21,6 @@ func newBatcher(cfg Config, observe func(d time.Duration, err error)) *scriptbat
 }
 
 // decide runs the window script for one decision through the batcher.
-func (l *Limiter) decide(ctx context.Context, key string, q Quota, cost int) (reply, error) {
-	return parseReply(l.batch.Run(ctx, window, []string{key}, q.Limit, q.Period.Milliseconds(), cost).Result())
+func (l *Limiter) decide(ctx context.Context, key string, q Quota, cost, want int) (reply, error) {
+	return parseReply(l.batch.Run(ctx, window, []string{key}, q.Limit, q.Period.Milliseconds(), cost, want).Result())
 }

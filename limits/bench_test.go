@@ -34,17 +34,26 @@ import (
 
 const benchKeys = 100_000
 
+// benchLease is the lease of the "leased" variants: a busy identifier's
+// leases double up to it.
+const benchLease = 256
+
 // benchLimiter admits everything (the quota is huge), so every decision is a
-// full script run with a write, the expensive path.
-func benchLimiter(b *testing.B, c Client, maxInFlight int) *Limiter {
+// full script run with a write, the expensive path. lease > 0 turns on
+// leases for the bench bucket.
+func benchLimiter(b *testing.B, c Client, maxInFlight, lease int) *Limiter {
 	b.Helper()
-	l, err := New(Config{
+	cfg := Config{
 		Client:      c,
 		Tiers:       map[string]Quota{"bench": {Limit: 1 << 30, Period: time.Minute}},
 		Buckets:     map[string]string{"bench": "bench"},
 		Timeout:     time.Second,
 		MaxInFlight: maxInFlight,
-	})
+	}
+	if lease > 0 {
+		cfg.Leases = map[string]int{"bench": lease}
+	}
+	l, err := New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -57,19 +66,57 @@ func benchClient(b *testing.B, srv *redistest.Server) *redis.Client {
 	return rdb
 }
 
+// workload picks the identifier of each request. Each goroutine (client)
+// gets its own picker.
+type workload struct {
+	name string
+	// picker returns the identifier picker of goroutine w of g.
+	picker func(w, g int, r *rand.Rand) func() int
+}
+
+// workloads, from the worst case for any local state to the best:
+//   - uniform: every request one of 100k identifiers at random, so an
+//     identifier comes back only every ~100k requests (seconds apart);
+//   - zipf: 100k identifiers with a Zipf(1.1) popularity, the usual shape of
+//     web traffic (a few clients make most requests);
+//   - one-per-client: each goroutine is one client with one identifier, as
+//     in a load test; with 1 goroutine it is redis_rate's own BenchmarkAllow
+//     (one key, a quota never reached).
+var workloads = []workload{
+	{"uniform", func(_, _ int, r *rand.Rand) func() int {
+		return func() int { return r.IntN(benchKeys) }
+	}},
+	{"zipf", func(_, _ int, r *rand.Rand) func() int {
+		z := rand.NewZipf(r, 1.1, 1, benchKeys-1)
+		return func() int { return int(z.Uint64()) }
+	}},
+	{"one-per-client", func(w, _ int, _ *rand.Rand) func() int {
+		return func() int { return w }
+	}},
+}
+
 // BenchmarkDecision compares one decision of this package with
-// go-redis/redis_rate (GCRA) at 1, 16 and 64 concurrent callers, over 100k
-// identifiers. It reports decisions/s and per-decision p50/p99.
+// go-redis/redis_rate (GCRA) at 1, 16 and 64 concurrent callers, for each
+// workload. It reports decisions/s and per-decision p50/p99.
 func BenchmarkDecision(b *testing.B) {
 	srv := redistest.Start(b)
 	rdb := benchClient(b, srv)
-	ours := benchLimiter(b, rdb, 0)
-	unbatched := benchLimiter(b, rdb, -1)
+	exact := benchLimiter(b, rdb, 0, 0)
+	leased := benchLimiter(b, rdb, 0, benchLease)
 	theirs := redis_rate.NewLimiter(rdb)
 	theirLimit := redis_rate.PerMinute(1 << 30)
 	ids := make([]string, benchKeys)
 	for i := range ids {
 		ids[i] = "user:" + strconv.Itoa(i)
+	}
+	ours := func(l *Limiter) func(ctx context.Context, id string) error {
+		return func(ctx context.Context, id string) error {
+			res, err := l.Allow(ctx, "bench", id)
+			if err == nil && !res.Allowed {
+				err = fmt.Errorf("limits refused: %+v", res)
+			}
+			return err
+		}
 	}
 	impls := []struct {
 		name   string
@@ -82,37 +129,32 @@ func BenchmarkDecision(b *testing.B) {
 			}
 			return err
 		}},
-		{"limits", func(ctx context.Context, id string) error {
-			res, err := ours.Allow(ctx, "bench", id)
-			if err == nil && res.Reason != ReasonAllowed {
-				err = fmt.Errorf("limits refused: %+v", res)
-			}
-			return err
-		}},
-		{"limits-unbatched", func(ctx context.Context, id string) error {
-			res, err := unbatched.Allow(ctx, "bench", id)
-			if err == nil && res.Reason != ReasonAllowed {
-				err = fmt.Errorf("limits refused: %+v", res)
-			}
-			return err
-		}},
+		{"limits", ours(exact)},
+		{"limits-leased", ours(leased)},
 	}
-	for _, g := range []int{1, 16, 64} {
-		for _, impl := range impls {
-			b.Run(fmt.Sprintf("goroutines=%d/impl=%s", g, impl.name), func(b *testing.B) {
-				runConcurrent(b, g, "decisions/s", func(ctx context.Context, r *rand.Rand) error {
-					return impl.decide(ctx, ids[r.IntN(len(ids))])
+	for _, wl := range workloads {
+		for _, g := range []int{1, 16, 64} {
+			for _, impl := range impls {
+				b.Run(fmt.Sprintf("ids=%s/goroutines=%d/impl=%s", wl.name, g, impl.name), func(b *testing.B) {
+					runConcurrent(b, g, "decisions/s", func(w int, r *rand.Rand) func(context.Context) error {
+						pick := wl.picker(w, g, r)
+						return func(ctx context.Context) error { return impl.decide(ctx, ids[pick()]) }
+					})
 				})
-			})
+			}
 		}
 	}
 }
 
 // runConcurrent splits b.N calls over g goroutines and reports throughput and
-// latency percentiles.
-func runConcurrent(b *testing.B, g int, unit string, op func(context.Context, *rand.Rand) error) {
+// latency percentiles. newOp builds goroutine w's operation.
+func runConcurrent(b *testing.B, g int, unit string, newOp func(w int, r *rand.Rand) func(context.Context) error) {
 	b.Helper()
 	ctx := context.Background()
+	ops := make([]func(context.Context) error, g)
+	for w := range ops {
+		ops[w] = newOp(w, rand.New(rand.NewPCG(uint64(w), 42)))
+	}
 	app0, redis0 := cpuNow(b)
 	lat := make([][]time.Duration, g)
 	errs := make(chan error, g)
@@ -127,11 +169,11 @@ func runConcurrent(b *testing.B, g int, unit string, op func(context.Context, *r
 		wg.Add(1)
 		go func(w, n int) {
 			defer wg.Done()
-			r := rand.New(rand.NewPCG(uint64(w), 42))
+			op := ops[w]
 			l := make([]time.Duration, 0, n)
 			for i := 0; i < n; i++ {
 				t0 := time.Now()
-				if err := op(ctx, r); err != nil {
+				if err := op(ctx); err != nil {
 					errs <- err
 					return
 				}
@@ -191,20 +233,32 @@ func cpuNow(b *testing.B) (self, redis time.Duration) {
 }
 
 // BenchmarkHTTP measures requests/s of one Echo route over real loopback
-// HTTP (keep-alive, 16 concurrent clients), without and with the middleware,
-// in the same run. Each request carries one of 100k user ids.
+// HTTP (keep-alive, 16 concurrent clients) without the middleware, with it
+// (every request asking Redis, and with leases), with only the headers it
+// writes (fixed values, no limiter), and with a bare Redis GET per request,
+// for each workload, all in the same run. The identity is a user id taken
+// from a request header without canonicalizing its name, standing in for the
+// id an auth middleware has already put on the request.
 func BenchmarkHTTP(b *testing.B) {
 	srv := redistest.Start(b)
 	rdb := benchClient(b, srv)
-	l := benchLimiter(b, rdb, 0)
 	x, err := ParseIPSource("direct", "")
 	if err != nil {
 		b.Fatal(err)
 	}
-	mw, err := MiddlewareConfig{Limiter: l, Bucket: "bench", IPExtractor: x,
-		UserID: func(c echo.Context) string { return c.Request().Header.Get("X-User") }}.ToMiddleware()
-	if err != nil {
-		b.Fatal(err)
+	user := func(c echo.Context) string {
+		if v := c.Request().Header["X-User"]; len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
+	limiter := func(lease int) echo.MiddlewareFunc {
+		mw, err := MiddlewareConfig{Limiter: benchLimiter(b, rdb, 0, lease), Bucket: "bench", IPExtractor: x,
+			UserID: user}.ToMiddleware()
+		if err != nil {
+			b.Fatal(err)
+		}
+		return mw
 	}
 	type status struct {
 		Live    bool   `json:"live"`
@@ -218,42 +272,65 @@ func BenchmarkHTTP(b *testing.B) {
 	// GET round trip and nothing else.
 	floor := func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			_ = rdb.Get(c.Request().Context(), "floor:"+c.Request().Header.Get("X-User")).Err()
+			_ = rdb.Get(c.Request().Context(), "floor:"+user(c)).Err()
 			return next(c)
 		}
 	}
-	for _, variant := range []string{"without", "with", "redis-get-floor"} {
-		b.Run("middleware="+variant, func(b *testing.B) {
-			e := echo.New()
-			switch variant {
-			case "with":
-				e.GET("/streams/status", handler, mw)
-			case "redis-get-floor":
-				e.GET("/streams/status", handler, floor)
-			default:
-				e.GET("/streams/status", handler)
-			}
-			ts := httptest.NewServer(e)
-			defer ts.Close()
-			const g = 16
-			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: g, MaxConnsPerHost: g}}
-			defer client.CloseIdleConnections()
-			url := ts.URL + "/streams/status"
-			runConcurrent(b, g, "req/s", func(ctx context.Context, r *rand.Rand) error {
-				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-				req.Header.Set("X-User", strconv.Itoa(r.IntN(benchKeys)))
-				resp, err := client.Do(req)
-				if err != nil {
-					return err
+	// What the rate-limit headers alone cost (both sides parse and write
+	// them): the same five headers with fixed values, no limiter.
+	fixed := Result{Bucket: "bench", Allowed: true, Limit: 1 << 30, Period: time.Minute,
+		Remaining: 1<<30 - 1, Reset: time.Now().Add(time.Minute), ResetAfter: time.Minute}
+	headersOnly := func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			WriteHeaders(c.Response().Header(), fixed)
+			return next(c)
+		}
+	}
+	users := make([]string, benchKeys)
+	for i := range users {
+		users[i] = strconv.Itoa(i)
+	}
+	const g = 16
+	for _, wl := range workloads {
+		for _, variant := range []string{"without", "with", "with-leases", "headers-only", "redis-get-floor"} {
+			b.Run("ids="+wl.name+"/middleware="+variant, func(b *testing.B) {
+				e := echo.New()
+				switch variant {
+				case "with":
+					e.GET("/streams/status", handler, limiter(0))
+				case "with-leases":
+					e.GET("/streams/status", handler, limiter(benchLease))
+				case "headers-only":
+					e.GET("/streams/status", handler, headersOnly)
+				case "redis-get-floor":
+					e.GET("/streams/status", handler, floor)
+				default:
+					e.GET("/streams/status", handler)
 				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				_ = resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					return fmt.Errorf("status %d", resp.StatusCode)
-				}
-				return nil
+				ts := httptest.NewServer(e)
+				defer ts.Close()
+				client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: g, MaxConnsPerHost: g}}
+				defer client.CloseIdleConnections()
+				url := ts.URL + "/streams/status"
+				runConcurrent(b, g, "req/s", func(w int, r *rand.Rand) func(context.Context) error {
+					pick := wl.picker(w, g, r)
+					return func(ctx context.Context) error {
+						req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+						req.Header.Set("X-User", users[pick()])
+						resp, err := client.Do(req)
+						if err != nil {
+							return err
+						}
+						_, _ = io.Copy(io.Discard, resp.Body)
+						_ = resp.Body.Close()
+						if resp.StatusCode != http.StatusOK {
+							return fmt.Errorf("status %d", resp.StatusCode)
+						}
+						return nil
+					}
+				})
 			})
-		})
+		}
 	}
 }
 

@@ -99,4 +99,28 @@ func TestCluster(t *testing.T) {
 			t.Fatalf("%d keys on %d masters, want 40 on 3", total, mastersWithKeys)
 		}
 	})
+	t.Run("leases", func(t *testing.T) {
+		leased, err := New(Config{Client: cc, Prefix: "lease:",
+			Overrides: map[string]Quota{DefaultBucket: PerMinute(100)},
+			Leases:    map[string]int{DefaultBucket: 10}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		local := 0
+		for i := 1; i <= 101; i++ {
+			res, err := leased.Allow(ctx, DefaultBucket, "user:lease")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Allowed != (i <= 100) || (res.Allowed && res.Remaining != 100-i) {
+				t.Fatalf("request %d: %+v", i, res)
+			}
+			if res.Reason == ReasonAllowedLocally {
+				local++
+			}
+		}
+		if local < 50 {
+			t.Fatalf("only %d of 100 admissions came from leases", local)
+		}
+	})
 }

@@ -1,6 +1,6 @@
 // Package limits rate-limits requests in Redis by named bucket and tier, with
-// one round trip per decision, honest headers and an identity clients cannot
-// spoof.
+// at most one round trip per decision, honest headers and an identity clients
+// cannot spoof.
 //
 // Policy is data: tiers (strict 10/min, moderate 60/min, generous 120/min)
 // carry quotas, buckets ("auth:otp", "tips:quick", "streams:status", …) pick a
@@ -37,7 +37,7 @@
 // and its bound is simple to state and to test:
 //
 //   - per window, at most Limit requests are admitted, across any number of
-//     processes (the script is atomic on one key);
+//     processes (the script is atomic on one key), with or without leases;
 //   - in any interval of one Period, at most 2×Limit (the end of one window
 //     and the start of the next). Windows start at each identifier's first
 //     request, so resets of different clients do not line up.
@@ -52,9 +52,10 @@
 //
 // # Round trips and batching
 //
-// Each decision is one EVALSHA (EVAL once after a NOSCRIPT). At most
-// Config.MaxInFlight (4) round trips per Limiter are outstanding; decisions
-// that arrive while all are busy leave together as one pipeline. A lone
+// Each decision that reaches Redis is one EVALSHA (EVAL once after a
+// NOSCRIPT). At most Config.MaxInFlight (4) round trips per Limiter are
+// outstanding; decisions that arrive while all are busy leave together as
+// one pipeline. A lone
 // caller is never delayed; under load this saves most of the syscalls, which
 // is what a decision costs on a small machine. Each decision is still its own
 // atomic script run on its own key, so batching changes no answer.
@@ -72,6 +73,38 @@
 // limiter remembers the (bucket, identifier) until the window's end and
 // refuses further requests in memory (ReasonBlockedLocally): a repeat
 // offender costs no Redis call. The cache is bounded (Config.LocalCacheSize).
+//
+// # Leases: busy identifiers without a round trip each
+//
+// A round trip per admission is what a decision costs, in latency (one
+// caller cannot go faster than Redis answers) and in CPU on both sides. For
+// buckets listed in Config.Leases an instance takes more than it needs from
+// the window of an identifier it has already seen in that window, and
+// admits the next requests from memory (ReasonAllowedLocally):
+//
+//   - the first request of a window on an instance takes only itself, so an
+//     identifier seen once costs exactly one round trip, as without leases;
+//   - each later trip takes as much again as the instance has taken so far
+//     (the lease doubles while the identifier stays busy), at most the
+//     configured lease and at most half of what is left, so near the limit
+//     instances share the end of a window in ever smaller pieces;
+//   - the script grants a lease only from what is left: admission depends on
+//     the request's own cost, and the counter never passes Limit;
+//   - a lease lives in the local cache until the window's end by this
+//     instance's clock, measured from when the request was sent, so it is
+//     never spent in the next window.
+//
+// What it costs: requests an instance holds are counted as used in Redis.
+// If an identifier's traffic moves to other instances, up to the lease per
+// instance goes unused that window (admitted nowhere); Remaining counts what
+// is left in Redis plus what this instance holds, so it is exact for one
+// instance and may be low by what others hold. An identifier's first
+// requests on each instance still ask Redis, so leases pay off for busy
+// identifiers (tenants, API keys, heavy clients) and do nothing for a crowd
+// of identifiers seen once each. Requests held when Redis fails are still
+// admitted; Reset clears this instance's lease, not other instances'. Leases
+// are off by default: every admission then asks Redis and every header is
+// exact across instances.
 //
 // # Degraded mode
 //
@@ -91,8 +124,8 @@
 //
 // # Configuration from the environment
 //
-// ParseIPSource, ParseOverrides and ParseFailClosed read the proposed
-// variables RATE_LIMIT_IP_SOURCE, RATE_LIMIT_TRUSTED_PROXIES,
-// RATE_LIMIT_OVERRIDES and RATE_LIMIT_FAIL_CLOSED; RATE_LIMIT_REDIS_TIMEOUT is
-// a time.ParseDuration value for Config.Timeout.
+// ParseIPSource, ParseOverrides, ParseFailClosed and ParseLeases read the
+// proposed variables RATE_LIMIT_IP_SOURCE, RATE_LIMIT_TRUSTED_PROXIES,
+// RATE_LIMIT_OVERRIDES, RATE_LIMIT_FAIL_CLOSED and RATE_LIMIT_LEASES;
+// RATE_LIMIT_REDIS_TIMEOUT is a time.ParseDuration value for Config.Timeout.
 package limits

@@ -50,6 +50,42 @@ func ExampleLimiter_Allow() {
 	// false blocked-locally 0 true
 }
 
+func ExampleConfig_leases() {
+	rdb, done := exampleRedis()
+	defer done()
+
+	// An API-key quota of 1000 requests a minute; an instance may hold up
+	// to 50 of a busy key's requests, as RATE_LIMIT_LEASES="api:key=50"
+	// would set.
+	leases, _ := limits.ParseLeases("api:key=50")
+	l, err := limits.New(limits.Config{
+		Client:  rdb,
+		Tiers:   map[string]limits.Quota{"partner": limits.PerMinute(1000)},
+		Buckets: map[string]string{"api:key": "partner"},
+		Leases:  leases,
+		Timeout: time.Second,
+	})
+	if err != nil {
+		panic(err)
+	}
+	ctx := context.Background()
+	reasons := map[limits.Reason]int{}
+	var last limits.Result
+	for i := 0; i < 300; i++ {
+		if last, err = l.Allow(ctx, "api:key", "key:7f3a"); err != nil {
+			panic(err)
+		}
+		reasons[last.Reason]++
+	}
+	fmt.Println("asked Redis:", reasons[limits.ReasonAllowed])
+	fmt.Println("from the lease:", reasons[limits.ReasonAllowedLocally])
+	fmt.Println("remaining:", last.Remaining)
+	// Output:
+	// asked Redis: 11
+	// from the lease: 289
+	// remaining: 700
+}
+
 func ExampleMiddleware() {
 	rdb, done := exampleRedis()
 	defer done()

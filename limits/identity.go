@@ -42,6 +42,11 @@ const (
 // ErrNoClientIP: no usable client address in the request.
 var ErrNoClientIP = errors.New("limits: no client IP")
 
+// ErrTrustedProxies marks configuration errors in the trusted proxy ranges
+// (missing, unwanted or unparsable), next to ErrInvalidConfig, so callers
+// can tell which setting to fix.
+var ErrTrustedProxies = errors.New("trusted proxies")
+
 // IPExtractor finds the client address of a request for one deployment
 // mode. Never use Echo v4's RealIP() without an e.IPExtractor for limiting:
 // it believes the leftmost X-Forwarded-For entry, which the client writes.
@@ -56,11 +61,11 @@ func NewIPExtractor(source IPSource, trusted ...netip.Prefix) (*IPExtractor, err
 	switch source {
 	case IPSourceDirect:
 		if len(trusted) > 0 {
-			return nil, fmt.Errorf("%w: IP source %q takes no trusted proxies", ErrInvalidConfig, source)
+			return nil, fmt.Errorf("%w: %w: IP source %q takes none", ErrInvalidConfig, ErrTrustedProxies, source)
 		}
 	case IPSourceXFF, IPSourceRealIP, IPSourceCloudflare, IPSourceVercel:
 		if len(trusted) == 0 {
-			return nil, fmt.Errorf("%w: IP source %q needs the trusted proxy ranges", ErrInvalidConfig, source)
+			return nil, fmt.Errorf("%w: %w: IP source %q needs the trusted proxy ranges", ErrInvalidConfig, ErrTrustedProxies, source)
 		}
 	case "":
 		return nil, fmt.Errorf("%w: IP source is required (direct, xff, x-real-ip, cloudflare or vercel)", ErrInvalidConfig)
@@ -70,7 +75,7 @@ func NewIPExtractor(source IPSource, trusted ...netip.Prefix) (*IPExtractor, err
 	t := make([]netip.Prefix, len(trusted))
 	for i, p := range trusted {
 		if !p.IsValid() {
-			return nil, fmt.Errorf("%w: invalid trusted prefix %v", ErrInvalidConfig, p)
+			return nil, fmt.Errorf("%w: %w: invalid prefix %v", ErrInvalidConfig, ErrTrustedProxies, p)
 		}
 		t[i] = p.Masked()
 	}
@@ -94,7 +99,7 @@ func ParseIPSource(mode, trustedCIDRs string) (*IPExtractor, error) {
 	for _, s := range splitList(trustedCIDRs) {
 		p, err := parsePrefix(s)
 		if err != nil {
-			return nil, fmt.Errorf("%w: trusted proxy %q: %v", ErrInvalidConfig, s, err)
+			return nil, fmt.Errorf("%w: %w: %q: %v", ErrInvalidConfig, ErrTrustedProxies, s, err)
 		}
 		trusted = append(trusted, p)
 	}

@@ -80,19 +80,23 @@ func TestIPExtractor(t *testing.T) {
 
 func TestParseIPSourceRejects(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct{ mode, trusted string }{
-		{"", ""},               // no mode: start-up must fail
-		{"auto", ""},           // unknown mode
-		{"xff", ""},            // proxies without trusted ranges
-		{"cloudflare", ""},     //
-		{"vercel", ""},         //
-		{"x-real-ip", ""},      //
-		{"direct", "10.0.0.1"}, // direct has no proxies
-		{"xff", "10.0.0.0/33"},
-		{"xff", "example.com"},
+	for _, tc := range []struct {
+		mode, trusted string
+		proxies       bool // the trusted ranges are what is wrong
+	}{
+		{"", "", false},              // no mode: start-up must fail
+		{"auto", "", false},          // unknown mode
+		{"xff", "", true},            // proxies without trusted ranges
+		{"cloudflare", "", true},     //
+		{"vercel", "", true},         //
+		{"x-real-ip", "", true},      //
+		{"direct", "10.0.0.1", true}, // direct has no proxies
+		{"xff", "10.0.0.0/33", true},
+		{"xff", "example.com", true},
 	} {
-		if _, err := ParseIPSource(tc.mode, tc.trusted); !errors.Is(err, ErrInvalidConfig) {
-			t.Errorf("ParseIPSource(%q, %q) = %v, want ErrInvalidConfig", tc.mode, tc.trusted, err)
+		_, err := ParseIPSource(tc.mode, tc.trusted)
+		if !errors.Is(err, ErrInvalidConfig) || errors.Is(err, ErrTrustedProxies) != tc.proxies {
+			t.Errorf("ParseIPSource(%q, %q) = %v, want ErrInvalidConfig (ErrTrustedProxies: %v)", tc.mode, tc.trusted, err, tc.proxies)
 		}
 	}
 }

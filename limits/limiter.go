@@ -41,6 +41,9 @@ const (
 	ReasonAllowed Reason = "allowed"
 	// ReasonDenied: Redis refused it; nothing was consumed.
 	ReasonDenied Reason = "denied"
+	// ReasonAllowedLocally: admitted from requests this instance leased
+	// earlier in the same window (see Config.Leases), no Redis call.
+	ReasonAllowedLocally Reason = "allowed-locally"
 	// ReasonBlockedLocally: refused from the local block cache, no Redis call.
 	ReasonBlockedLocally Reason = "blocked-locally"
 	// ReasonDegraded: Redis failed or missed the deadline; the bucket's
@@ -59,9 +62,11 @@ type Result struct {
 	// Limit and Period are the bucket's quota.
 	Limit  int
 	Period time.Duration
-	// Remaining requests in the current window; never negative. For a
-	// fail-open degraded decision usage is unknown and the full quota minus
-	// this request is reported.
+	// Remaining requests in the current window; never negative. It counts
+	// what is left in Redis plus what this instance holds leased; requests
+	// other instances hold leased are not in it. For a fail-open degraded
+	// decision usage is unknown and the full quota minus this request is
+	// reported.
 	Remaining int
 	// Reset is when the current window ends, by the Redis server's clock.
 	Reset time.Time
@@ -72,6 +77,9 @@ type Result struct {
 	RetryAfter time.Duration
 	// Err is the Redis error behind a degraded decision; nil otherwise.
 	Err error
+
+	// The bucket's constant header values, rendered once by the Limiter.
+	limitValue, policyValue string
 }
 
 // Config configures a Limiter. The zero value of every optional field picks
@@ -92,6 +100,15 @@ type Config struct {
 	// FailClosed lists tier and/or bucket names that deny when Redis cannot
 	// answer (see ParseFailClosed). Defaults to none: every bucket fails open.
 	FailClosed []string
+	// Leases maps tier and/or bucket names (a bucket's entry wins over its
+	// tier's) to the most requests of one identifier's window an instance
+	// may take from Redis ahead of need and then admit from memory (see
+	// ParseLeases and "Leases" in the package doc). It trades up to that
+	// many requests per instance and identifier going unused for far fewer
+	// round trips on busy identifiers; it never admits more than the limit.
+	// Must not exceed the bucket's limit. Defaults to none: every request
+	// of a window with quota left asks Redis.
+	Leases map[string]int
 	// Timeout is the deadline of one Redis round trip. Defaults to 50ms. It
 	// holds with any client; set go-redis's ContextTimeoutEnabled so the
 	// connection is also freed at the deadline (otherwise the call lingers in
@@ -177,7 +194,10 @@ func (c Config) policies() (map[string]Policy, error) {
 	if c.Timeout < 0 || c.DegradedRetryAfter < 0 || c.LogEvery < 0 {
 		return nil, bad("durations must not be negative")
 	}
-	p, err := resolvePolicies(c.Tiers, c.Buckets, c.Overrides, c.FailClosed)
+	if len(c.Leases) > 0 && c.LocalCacheSize < 0 {
+		return nil, bad("Leases need the local cache (LocalCacheSize must not be negative)")
+	}
+	p, err := resolvePolicies(c.Tiers, c.Buckets, c.Overrides, c.FailClosed, c.Leases)
 	if err != nil {
 		return nil, bad("%v", err)
 	}
@@ -192,7 +212,7 @@ type Limiter struct {
 	timeout    time.Duration
 	degradedRA time.Duration
 	buckets    map[string]*bucket
-	cache      *blockCache
+	cache      *localCache
 	hashKey    []byte
 	hashPool   sync.Pool
 	metrics    *metrics
@@ -202,8 +222,10 @@ type Limiter struct {
 
 type bucket struct {
 	Policy
-	keyPrefix string // Prefix + "rl:" + tier + ":" + bucket + ":{"
-	m         *bucketMetrics
+	keyPrefix   string // Prefix + "rl:" + tier + ":" + bucket + ":{"
+	m           *bucketMetrics
+	limitValue  string // X-RateLimit-Limit
+	policyValue string // RateLimit-Policy
 }
 
 // New builds a Limiter from cfg.
@@ -226,7 +248,7 @@ func New(cfg Config) (*Limiter, error) {
 		timeout:    cfg.Timeout,
 		degradedRA: cfg.DegradedRetryAfter,
 		buckets:    make(map[string]*bucket, len(policies)),
-		cache:      newBlockCache(cfg.LocalCacheSize),
+		cache:      newLocalCache(cfg.LocalCacheSize),
 		hashKey:    append([]byte(nil), cfg.HashKey...),
 		metrics:    m,
 		logger:     logger,
@@ -240,11 +262,13 @@ func New(cfg Config) (*Limiter, error) {
 	}
 	l.batch = newBatcher(cfg, l.observe)
 	for name, p := range policies {
-		l.buckets[name] = &bucket{
+		b := &bucket{
 			Policy:    p,
 			keyPrefix: cfg.Prefix + "rl:" + p.Tier + ":" + name + ":{",
 			m:         m.forBucket(p),
 		}
+		b.limitValue, b.policyValue = policyValues(name, p.Quota)
+		l.buckets[name] = b
 	}
 	return l, nil
 }
@@ -277,36 +301,64 @@ func (l *Limiter) AllowN(ctx context.Context, bucketName, identifier string, n i
 		return Result{}, fmt.Errorf("%w: %d for bucket %q with limit %d", ErrInvalidCost, n, bucketName, b.Limit)
 	}
 	start := time.Now()
-	if e, ok := l.cache.get(key, start); ok && n > e.remaining {
+	switch e, out, extra := l.cache.take(key, n, b.Lease, start); out {
+	case spent:
+		b.m.byReason[ReasonAllowedLocally].Inc()
+		return b.local(ReasonAllowedLocally, e, start), nil
+	case blocked:
 		b.m.cacheHits.Inc()
 		b.m.byReason[ReasonBlockedLocally].Inc()
-		wait := e.until.Sub(start)
-		return Result{
-			Bucket: b.Bucket, Tier: b.Tier, Reason: ReasonBlockedLocally,
-			Limit: b.Limit, Period: b.Period, Remaining: e.remaining,
-			Reset: e.reset, ResetAfter: wait, RetryAfter: wait,
-		}, nil
-	}
-	rep, err := l.run(ctx, key, b.Quota, n)
-	if err != nil {
-		if ctx.Err() != nil {
-			return Result{}, ctx.Err()
+		return b.local(ReasonBlockedLocally, e, start), nil
+	default:
+		rep, err := l.run(ctx, key, b.Quota, n, n+extra)
+		if err != nil {
+			l.cache.unask(key, extra)
+			if ctx.Err() != nil {
+				return Result{}, ctx.Err()
+			}
+			return l.degraded(b, n, err), nil
 		}
-		return l.degraded(b, n, err), nil
+		fresh := localEntry{
+			remaining: max(b.Limit-int(rep.used), 0), // 0 if the limit was lowered under a live window
+			until:     start.Add(rep.ttl),
+			reset:     rep.now.Add(rep.ttl),
+		}
+		if rep.allowed {
+			fresh.tokens, fresh.taken = rep.taken-n, rep.taken
+		}
+		// Remember a spent window (later requests are refused without
+		// Redis) and, in a leasing bucket, every window: the lease and how
+		// busy the identifier is here.
+		keep := !rep.allowed || fresh.remaining == 0 || b.Lease > 0
+		e = l.cache.settle(key, fresh, extra, keep, time.Now())
+		res := b.base()
+		res.Allowed, res.Reason, res.Remaining = rep.allowed, ReasonAllowed, e.tokens+e.remaining
+		res.Reset, res.ResetAfter = fresh.reset, rep.ttl
+		if !rep.allowed {
+			res.Reason, res.RetryAfter = ReasonDenied, rep.ttl
+		}
+		b.m.byReason[res.Reason].Inc()
+		return res, nil
 	}
-	res := b.result(rep)
-	if res.Allowed {
-		res.Reason = ReasonAllowed
-	} else {
-		res.Reason = ReasonDenied
+}
+
+// base is a Result with the bucket's constant fields filled in.
+func (b *bucket) base() Result {
+	return Result{
+		Bucket: b.Bucket, Tier: b.Tier, Limit: b.Limit, Period: b.Period,
+		limitValue: b.limitValue, policyValue: b.policyValue,
+	}
+}
+
+// local is a decision answered from e with no Redis call.
+func (b *bucket) local(reason Reason, e localEntry, now time.Time) Result {
+	res := b.base()
+	res.Allowed, res.Reason, res.Remaining = reason == ReasonAllowedLocally, reason, e.tokens+e.remaining
+	res.Reset, res.ResetAfter = e.reset, e.until.Sub(now)
+	if !res.Allowed {
 		res.RetryAfter = res.ResetAfter
 	}
-	b.m.byReason[res.Reason].Inc()
-	if !res.Allowed || res.Remaining == 0 {
-		// The window is spent: later requests are refused without Redis.
-		l.cache.put(key, blockEntry{remaining: res.Remaining, until: start.Add(rep.ttl), reset: res.Reset}, start)
-	}
-	return res, nil
+	return res
 }
 
 // Peek reports identifier's state in bucket without consuming anything:
@@ -316,7 +368,7 @@ func (l *Limiter) Peek(ctx context.Context, bucketName, identifier string) (Resu
 	if err != nil {
 		return Result{}, err
 	}
-	rep, err := l.run(ctx, key, b.Quota, 0)
+	rep, err := l.run(ctx, key, b.Quota, 0, 0)
 	if err != nil {
 		if ctx.Err() != nil {
 			return Result{}, ctx.Err()
@@ -324,6 +376,7 @@ func (l *Limiter) Peek(ctx context.Context, bucketName, identifier string) (Resu
 		return l.degraded(b, 0, err), nil
 	}
 	res := b.result(rep)
+	res.Remaining += l.cache.peek(key, time.Now()).tokens
 	res.Allowed = res.Remaining > 0
 	res.Reason = ReasonAllowed
 	if !res.Allowed {
@@ -334,8 +387,9 @@ func (l *Limiter) Peek(ctx context.Context, bucketName, identifier string) (Resu
 }
 
 // Reset clears identifier's window in bucket (one DEL of one key, never a
-// scan) and forgets the local block. Other instances' local caches keep
-// refusing that identifier until their cached window ends.
+// scan) and forgets this instance's block and lease. Other instances' local
+// caches keep refusing that identifier (or admitting from their lease) until
+// their cached window ends.
 func (l *Limiter) Reset(ctx context.Context, bucketName, identifier string) error {
 	_, key, err := l.prepare(bucketName, identifier)
 	if err != nil {
@@ -381,10 +435,10 @@ func (l *Limiter) key(b *bucket, identifier string) string {
 	return sb.String()
 }
 
-func (l *Limiter) run(ctx context.Context, key string, q Quota, cost int) (reply, error) {
+func (l *Limiter) run(ctx context.Context, key string, q Quota, cost, want int) (reply, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
-	return l.decide(ctx, key, q, cost)
+	return l.decide(ctx, key, q, cost, want)
 }
 
 func (l *Limiter) observe(d time.Duration, err error) {
@@ -400,19 +454,16 @@ func (b *bucket) result(rep reply) Result {
 	if remaining < 0 {
 		remaining = 0 // the limit was lowered under a live window
 	}
-	return Result{
-		Bucket: b.Bucket, Tier: b.Tier, Allowed: rep.allowed,
-		Limit: b.Limit, Period: b.Period, Remaining: remaining,
-		Reset: rep.now.Add(rep.ttl), ResetAfter: rep.ttl,
-	}
+	res := b.base()
+	res.Allowed, res.Remaining = rep.allowed, remaining
+	res.Reset, res.ResetAfter = rep.now.Add(rep.ttl), rep.ttl
+	return res
 }
 
 // degraded applies the bucket's failure policy, counts and (throttled) logs.
 func (l *Limiter) degraded(b *bucket, n int, cause error) Result {
-	res := Result{
-		Bucket: b.Bucket, Tier: b.Tier, Reason: ReasonDegraded,
-		Limit: b.Limit, Period: b.Period, Err: cause,
-	}
+	res := b.base()
+	res.Reason, res.Err = ReasonDegraded, cause
 	action := "open"
 	if b.FailClosed {
 		action = "closed"

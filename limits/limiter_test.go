@@ -383,6 +383,12 @@ func TestConfigValidate(t *testing.T) {
 		{"fail-closed unknown name", Config{Client: rdb, FailClosed: []string{"strikt"}}},
 		{"brace in bucket", Config{Client: rdb, Buckets: map[string]string{"a{b}": TierStrict}}},
 		{"negative timeout", Config{Client: rdb, Timeout: -time.Second}},
+		{"lease for unknown name", Config{Client: rdb, Leases: map[string]int{"gold": 2}}},
+		{"negative lease", Config{Client: rdb, Leases: map[string]int{TierGenerous: -1}}},
+		{"lease above the limit", Config{Client: rdb, Leases: map[string]int{TierStrict: 11}}},
+		{"bucket lease above its override", Config{Client: rdb, Leases: map[string]int{"default": 6},
+			Overrides: map[string]Quota{"default": PerMinute(5)}}},
+		{"lease without local cache", Config{Client: rdb, Leases: map[string]int{TierGenerous: 2}, LocalCacheSize: -1}},
 	} {
 		err := tc.cfg.Validate()
 		if !errors.Is(err, ErrInvalidConfig) {
@@ -466,19 +472,19 @@ func TestParseOverrides(t *testing.T) {
 	}
 }
 
-func TestBlockCacheIsBounded(t *testing.T) {
+func TestLocalCacheIsBounded(t *testing.T) {
 	t.Parallel()
-	c := newBlockCache(64)
+	c := newLocalCache(64)
 	now := time.Now()
 	for i := 0; i < 10000; i++ {
-		c.put(strings.Repeat("k", i%7)+string(rune('a'+i%26))+time.Duration(i).String(), blockEntry{until: now.Add(time.Minute)}, now)
+		c.settle(strings.Repeat("k", i%7)+string(rune('a'+i%26))+time.Duration(i).String(), localEntry{until: now.Add(time.Minute)}, 0, true, now)
 	}
 	if n := c.len(); n > 64+cacheShards {
 		t.Fatalf("cache holds %d entries, bound is about 64", n)
 	}
-	c.put("x", blockEntry{until: now.Add(time.Second)}, now)
-	if _, ok := c.get("x", now.Add(2*time.Second)); ok {
-		t.Fatal("expired entry returned")
+	c.settle("x", localEntry{until: now.Add(time.Second)}, 0, true, now)
+	if e, out, _ := c.take("x", 1, 0, now.Add(2*time.Second)); out != askRedis || e != (localEntry{}) {
+		t.Fatalf("expired entry used: %v %+v", out, e)
 	}
 }
 

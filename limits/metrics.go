@@ -31,7 +31,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jobworker_ratelimit_decisions_total",
-			Help: "Rate-limit decisions by bucket, tier and reason (allowed, denied, blocked-locally, degraded).",
+			Help: "Rate-limit decisions by bucket, tier and reason (allowed, allowed-locally, denied, blocked-locally, degraded).",
 		}, []string{"bucket", "tier", "reason"}),
 		degraded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jobworker_ratelimit_degraded_total",
@@ -66,7 +66,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 
 func (m *metrics) forBucket(p Policy) *bucketMetrics {
 	b := &bucketMetrics{byReason: map[Reason]prometheus.Counter{}}
-	for _, r := range []Reason{ReasonAllowed, ReasonDenied, ReasonBlockedLocally, ReasonDegraded} {
+	for _, r := range []Reason{ReasonAllowed, ReasonAllowedLocally, ReasonDenied, ReasonBlockedLocally, ReasonDegraded} {
 		b.byReason[r] = m.decisions.WithLabelValues(p.Bucket, p.Tier, string(r))
 	}
 	b.degradedOpen = m.degraded.WithLabelValues(p.Bucket, p.Tier, "open")

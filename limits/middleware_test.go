@@ -93,9 +93,23 @@ func direct(t *testing.T) *IPExtractor {
 	return x
 }
 
+// The headers are the same with leases: one instance reports exactly.
 func TestMiddlewareStrictTenthPassesEleventhIs429(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
+	for _, lease := range []int{0, 4} {
+		t.Run("lease="+strconv.Itoa(lease), func(t *testing.T) {
+			t.Parallel()
+			strictTenthPassesEleventhIs429(t, lease)
+		})
+	}
+}
+
+func strictTenthPassesEleventhIs429(t *testing.T, lease int) {
+	b := setup(t, func(c *Config) {
+		if lease > 0 {
+			c.Leases = map[string]int{TierStrict: lease}
+		}
+	})
 	mw, err := Middleware(b.l, "tips:quick", direct(t))
 	if err != nil {
 		t.Fatal(err)
@@ -120,6 +134,9 @@ func TestMiddlewareStrictTenthPassesEleventhIs429(t *testing.T) {
 				t.Fatalf("request %d: %s = %q, want %q", i, k, got, v)
 			}
 		}
+	}
+	if n := b.calls.scripts.Load(); lease > 0 && n >= 10 {
+		t.Fatalf("%d Redis decisions for 10 requests with leases", n)
 	}
 	rec := serve(e, "203.0.113.7:5000", nil)
 	end := time.Now().Unix()

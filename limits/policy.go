@@ -85,6 +85,9 @@ type Policy struct {
 	Quota
 	// FailClosed: when Redis cannot answer, deny instead of admitting.
 	FailClosed bool
+	// Lease is the most requests of one identifier's window this instance
+	// may hold taken ahead of need; 0 asks Redis for every admission.
+	Lease int
 }
 
 // ParseOverrides reads per-bucket quotas in the env form
@@ -136,6 +139,30 @@ func parsePeriod(s string) (time.Duration, error) {
 	return time.ParseDuration(s)
 }
 
+// ParseLeases reads per-tier and/or per-bucket leases in the env form
+// "name=requests,…", e.g. "generous=12,streams:status=20" (see
+// Config.Leases). An empty string yields an empty map. Proposed variable:
+// RATE_LIMIT_LEASES.
+func ParseLeases(s string) (map[string]int, error) {
+	out := map[string]int{}
+	for _, item := range splitList(s) {
+		name, v, ok := strings.Cut(item, "=")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" {
+			return nil, fmt.Errorf("limits: lease %q: want name=requests", item)
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("limits: lease for %q given twice", name)
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("limits: lease %q: want a whole number of requests ≥ 0", item)
+		}
+		out[name] = n
+	}
+	return out, nil
+}
+
 // ParseFailClosed reads a comma-separated list of tier and/or bucket names
 // whose decisions fail closed when Redis is unavailable, e.g. "strict" or
 // "auth:otp,auth:login". Proposed variable: RATE_LIMIT_FAIL_CLOSED.
@@ -154,7 +181,7 @@ func splitList(s string) []string {
 }
 
 // resolvePolicies turns the config's data into one Policy per bucket.
-func resolvePolicies(tiers map[string]Quota, buckets map[string]string, overrides map[string]Quota, failClosed []string) (map[string]Policy, error) {
+func resolvePolicies(tiers map[string]Quota, buckets map[string]string, overrides map[string]Quota, failClosed []string, leases map[string]int) (map[string]Policy, error) {
 	for name, q := range tiers {
 		if err := validName(name); err != nil {
 			return nil, fmt.Errorf("tier %q: %w", name, err)
@@ -172,6 +199,16 @@ func resolvePolicies(tiers map[string]Quota, buckets map[string]string, override
 		}
 		closed[n] = true
 	}
+	for n, v := range leases {
+		_, isTier := tiers[n]
+		_, isBucket := buckets[n]
+		if !isTier && !isBucket {
+			return nil, fmt.Errorf("lease name %q is neither a tier nor a bucket", n)
+		}
+		if v < 0 {
+			return nil, fmt.Errorf("lease %q: %d must not be negative", n, v)
+		}
+	}
 	out := make(map[string]Policy, len(buckets))
 	for bucket, tier := range buckets {
 		if err := validName(bucket); err != nil {
@@ -184,7 +221,14 @@ func resolvePolicies(tiers map[string]Quota, buckets map[string]string, override
 		if o, ok := overrides[bucket]; ok {
 			q = o
 		}
-		out[bucket] = Policy{Bucket: bucket, Tier: tier, Quota: q, FailClosed: closed[tier] || closed[bucket]}
+		lease, ok := leases[bucket]
+		if !ok {
+			lease = leases[tier]
+		}
+		if lease > q.Limit {
+			return nil, fmt.Errorf("bucket %q: lease %d exceeds its limit %d", bucket, lease, q.Limit)
+		}
+		out[bucket] = Policy{Bucket: bucket, Tier: tier, Quota: q, FailClosed: closed[tier] || closed[bucket], Lease: lease}
 	}
 	var unknown []string
 	for bucket, q := range overrides {

@@ -16,16 +16,21 @@ import (
 // ARGV[1]  limit: requests admitted per window (integer ≥ 1)
 // ARGV[2]  period in milliseconds (integer ≥ 1000)
 // ARGV[3]  cost of this request (integer ≥ 0; 0 reads without consuming)
+// ARGV[4]  want: requests to take when admitted (integer ≥ cost; the rest is leased)
 //
-// Returns an array of four integers:
+// Returns an array of five integers:
 //
 //	[1] 1 when admitted, 0 when denied
 //	[2] requests used in the current window after this call
 //	[3] milliseconds until the window ends (the key's PTTL)
 //	[4] the Redis server's clock in Unix milliseconds (TIME)
+//	[5] requests taken: min(want, what is left) when admitted, else 0
 //
 // Why it is shaped like this:
 //   - A denied request writes nothing, so it never consumes quota.
+//   - Admission depends on cost alone; want only decides how much of what
+//     is left the caller takes with it, so a lease never turns an
+//     admission into a refusal and never takes the window past its limit.
 //   - Every write leaves the key with an expiry: SET … PX opens a window, and a
 //     counter found without one (written by hand or by an older release) gets
 //     it back, so no key outlives its window.
@@ -44,6 +49,7 @@ const windowScript = `
 local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
+local want = tonumber(ARGV[4])
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 local ttl = period
 if used > 0 then
@@ -57,19 +63,21 @@ if used > 0 then
   end
 end
 local allowed = 0
+local take = 0
 if used + cost <= limit then
   allowed = 1
-  if cost > 0 then
+  take = math.min(want, limit - used)
+  if take > 0 then
     if used == 0 then
-      redis.call('SET', KEYS[1], cost, 'PX', period)
-      used = cost
+      redis.call('SET', KEYS[1], take, 'PX', period)
+      used = take
     else
-      used = redis.call('INCRBY', KEYS[1], cost)
+      used = redis.call('INCRBY', KEYS[1], take)
     end
   end
 end
 local t = redis.call('TIME')
-return {allowed, used, ttl, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}
+return {allowed, used, ttl, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), take}
 `
 
 var window = redis.NewScript(windowScript)
@@ -88,6 +96,7 @@ type reply struct {
 	used    int64
 	ttl     time.Duration
 	now     time.Time // Redis server clock
+	taken   int       // requests taken (cost + lease) when admitted
 }
 
 func parseReply(v interface{}, err error) (reply, error) {
@@ -95,10 +104,10 @@ func parseReply(v interface{}, err error) (reply, error) {
 		return reply{}, err
 	}
 	a, ok := v.([]interface{})
-	if !ok || len(a) != 4 {
+	if !ok || len(a) != 5 {
 		return reply{}, fmt.Errorf("limits: unexpected script reply %T", v)
 	}
-	var n [4]int64
+	var n [5]int64
 	for i, x := range a {
 		if n[i], ok = x.(int64); !ok {
 			return reply{}, fmt.Errorf("limits: unexpected script reply element %T", x)
@@ -109,5 +118,6 @@ func parseReply(v interface{}, err error) (reply, error) {
 		used:    n[1],
 		ttl:     time.Duration(n[2]) * time.Millisecond,
 		now:     time.UnixMilli(n[3]),
+		taken:   int(n[4]),
 	}, nil
 }

@@ -97,6 +97,7 @@ func wire(p *server.Process, cfg config.API, deps Deps) error {
 		Buckets:    buckets,
 		Overrides:  cfg.RateLimit.Overrides,
 		FailClosed: cfg.RateLimit.FailClosed,
+		Leases:     cfg.RateLimit.Leases,
 		Timeout:    cfg.RateLimit.RedisTimeout,
 		HashKey:    cfg.RateLimit.HashKey,
 		Registerer: p.Registry,

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -73,6 +75,10 @@ type RateLimit struct {
 	// FailClosed lists tiers or buckets refused while Redis is down
 	// (RATE_LIMIT_FAIL_CLOSED, comma-separated). Defaults to none: fail open.
 	FailClosed []string
+	// Leases lets an instance take requests of busy identifiers ahead, per
+	// tier or bucket (RATE_LIMIT_LEASES, "name=requests,…", see
+	// limits.Config.Leases). Defaults to none: every admission asks Redis.
+	Leases map[string]int
 	// RedisTimeout is the deadline of one limiter round trip
 	// (RATE_LIMIT_REDIS_TIMEOUT). Defaults to 50ms.
 	RedisTimeout time.Duration
@@ -168,7 +174,7 @@ func (r *reader) rateLimit() RateLimit {
 		x, err := limits.ParseIPSource(mode, r.getenv("RATE_LIMIT_TRUSTED_PROXIES"))
 		if err != nil {
 			name := "RATE_LIMIT_IP_SOURCE"
-			if strings.Contains(strings.ToLower(err.Error()), "trusted") || strings.Contains(err.Error(), "CIDR") || strings.Contains(err.Error(), "proxy") {
+			if errors.Is(err, limits.ErrTrustedProxies) {
 				name = "RATE_LIMIT_TRUSTED_PROXIES"
 			}
 			r.fail(name, "%s", oneLine(trimLimits(err)))
@@ -181,6 +187,11 @@ func (r *reader) rateLimit() RateLimit {
 	}
 	rl.Overrides = ov
 	rl.FailClosed = limits.ParseFailClosed(r.getenv("RATE_LIMIT_FAIL_CLOSED"))
+	leases, err := limits.ParseLeases(r.getenv("RATE_LIMIT_LEASES"))
+	if err != nil {
+		r.fail("RATE_LIMIT_LEASES", "%s", oneLine(trimLimits(err)))
+	}
+	rl.Leases = leases
 	rl.RedisTimeout = r.duration("RATE_LIMIT_REDIS_TIMEOUT", limits.DefaultTimeout)
 	if v := r.getenv("RATE_LIMIT_HASH_KEY"); v != "" {
 		rl.HashKey = []byte(r.secret("RATE_LIMIT_HASH_KEY"))
@@ -189,21 +200,59 @@ func (r *reader) rateLimit() RateLimit {
 		}
 	}
 	// The limiter checks bucket names and quotas against its policy; check
-	// here too so a typo in RATE_LIMIT_OVERRIDES stops start-up with the
-	// variable's name rather than later in the wiring.
-	if r.err == nil && len(rl.Overrides) > 0 {
-		known := limits.DefaultBuckets()
-		for _, b := range APIBuckets {
-			known[b] = limits.TierModerate
+	// here too so a typo stops start-up with the variable's name rather than
+	// later in the wiring.
+	if r.err == nil {
+		r.checkBuckets(rl)
+	}
+	return rl
+}
+
+func (r *reader) checkBuckets(rl RateLimit) {
+	tiers := limits.DefaultTiers()
+	buckets := limits.DefaultBuckets()
+	for _, b := range APIBuckets {
+		buckets[b] = limits.TierModerate
+	}
+	for _, b := range sortedKeys(rl.Overrides) {
+		if _, ok := buckets[b]; !ok {
+			r.fail("RATE_LIMIT_OVERRIDES", "unknown bucket %q", b)
+			return
 		}
-		for b := range rl.Overrides {
-			if _, ok := known[b]; !ok {
-				r.fail("RATE_LIMIT_OVERRIDES", "unknown bucket %q", b)
-				break
+	}
+	for _, name := range sortedKeys(rl.Leases) {
+		lease := rl.Leases[name]
+		_, isTier := tiers[name]
+		_, isBucket := buckets[name]
+		if !isTier && !isBucket {
+			r.fail("RATE_LIMIT_LEASES", "%q is neither a tier nor a bucket", name)
+			return
+		}
+		// Every bucket the name covers must allow the lease.
+		for b, tier := range buckets {
+			_, own := rl.Leases[b]
+			if b != name && (tier != name || own) {
+				continue
+			}
+			q, ok := rl.Overrides[b]
+			if !ok {
+				q = tiers[tier]
+			}
+			if lease > q.Limit {
+				r.fail("RATE_LIMIT_LEASES", "lease %d for %q exceeds the limit %d of bucket %q", lease, name, q.Limit, b)
+				return
 			}
 		}
 	}
-	return rl
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 // APIBuckets are the rate-limit buckets the API adds to the limits

@@ -41,7 +41,7 @@ func TestAPIDefaults(t *testing.T) {
 	}
 	rl := cfg.RateLimit
 	if rl.IPExtractor == nil || rl.IPExtractor.Source() != limits.IPSourceDirect || len(rl.Overrides) != 0 ||
-		len(rl.FailClosed) != 0 || rl.RedisTimeout != limits.DefaultTimeout || rl.HashKey != nil {
+		len(rl.FailClosed) != 0 || rl.RedisTimeout != limits.DefaultTimeout || rl.HashKey != nil || len(rl.Leases) != 0 {
 		t.Fatalf("rate-limit defaults: %+v", rl)
 	}
 }
@@ -53,6 +53,7 @@ func TestAPIOverrides(t *testing.T) {
 		"RATE_LIMIT_IP_SOURCE": "xff", "RATE_LIMIT_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.1",
 		"RATE_LIMIT_OVERRIDES": "tips:quick=5/1m,streams:start=3/10s", "RATE_LIMIT_FAIL_CLOSED": "strict",
 		"RATE_LIMIT_REDIS_TIMEOUT": "80ms", "RATE_LIMIT_HASH_KEY": "0123456789abcdef",
+		"RATE_LIMIT_LEASES":      "generous=12,streams:status=0",
 		"IDEMPOTENCY_RESULT_TTL": "7d", "CACHE_REDIS_TIMEOUT": "40ms", "CACHE_STATUS_TTL": "5s",
 	}))
 	if err != nil {
@@ -65,7 +66,8 @@ func TestAPIOverrides(t *testing.T) {
 	rl := cfg.RateLimit
 	if rl.IPExtractor.Source() != limits.IPSourceXFF || rl.Overrides["tips:quick"] != limits.PerMinute(5) ||
 		rl.Overrides["streams:start"] != (limits.Quota{Limit: 3, Period: 10 * time.Second}) ||
-		len(rl.FailClosed) != 1 || rl.RedisTimeout != 80*time.Millisecond || string(rl.HashKey) != "0123456789abcdef" {
+		len(rl.FailClosed) != 1 || rl.RedisTimeout != 80*time.Millisecond || string(rl.HashKey) != "0123456789abcdef" ||
+		len(rl.Leases) != 2 || rl.Leases[limits.TierGenerous] != 12 {
 		t.Fatalf("%+v", rl)
 	}
 }
@@ -96,8 +98,14 @@ func TestAPIBadValuesNameTheVariable(t *testing.T) {
 		{"unknown ip source", map[string]string{"RATE_LIMIT_IP_SOURCE": "guess"}, "RATE_LIMIT_IP_SOURCE"},
 		{"xff without proxies", map[string]string{"RATE_LIMIT_IP_SOURCE": "xff"}, "RATE_LIMIT_TRUSTED_PROXIES"},
 		{"bad proxy", map[string]string{"RATE_LIMIT_IP_SOURCE": "xff", "RATE_LIMIT_TRUSTED_PROXIES": "10.0.0.0/99"}, "RATE_LIMIT_TRUSTED_PROXIES"},
+		{"proxies for direct", map[string]string{"RATE_LIMIT_TRUSTED_PROXIES": "10.0.0.1"}, "RATE_LIMIT_TRUSTED_PROXIES"},
 		{"bad override", map[string]string{"RATE_LIMIT_OVERRIDES": "tips:quick=lots"}, "RATE_LIMIT_OVERRIDES"},
 		{"unknown bucket", map[string]string{"RATE_LIMIT_OVERRIDES": "tips:slow=5/1m"}, "RATE_LIMIT_OVERRIDES"},
+		{"bad lease", map[string]string{"RATE_LIMIT_LEASES": "generous=some"}, "RATE_LIMIT_LEASES"},
+		{"lease for unknown name", map[string]string{"RATE_LIMIT_LEASES": "gold=5"}, "RATE_LIMIT_LEASES"},
+		{"lease above a tier's limit", map[string]string{"RATE_LIMIT_LEASES": "strict=11"}, "RATE_LIMIT_LEASES"},
+		{"lease above an override", map[string]string{"RATE_LIMIT_LEASES": "streams:status=20",
+			"RATE_LIMIT_OVERRIDES": "streams:status=10/1m"}, "RATE_LIMIT_LEASES"},
 		{"bad limiter timeout", map[string]string{"RATE_LIMIT_REDIS_TIMEOUT": "soon"}, "RATE_LIMIT_REDIS_TIMEOUT"},
 		{"short hash key", map[string]string{"RATE_LIMIT_HASH_KEY": "abc"}, "RATE_LIMIT_HASH_KEY"},
 		{"bad migrate flag", map[string]string{"DATABASE_MIGRATE": "yes please"}, "DATABASE_MIGRATE"},
