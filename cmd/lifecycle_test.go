@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digis/jobworker/internal/pgtest"
 	"github.com/digis/jobworker/internal/proctest"
 	"github.com/digis/jobworker/internal/redistest"
 )
@@ -132,5 +133,33 @@ func TestBadConfigExits(t *testing.T) {
 				t.Fatalf("want one line naming %s, got:\n%s", tt.wantVar, out)
 			}
 		})
+	}
+}
+
+// TestReadyOnlyAfterMigration: both binaries started on a PostgreSQL
+// database their release has not migrated yet stay alive but unready and say
+// why; once the release step (`api -migrate`) has run they become ready
+// without a restart.
+func TestReadyOnlyAfterMigration(t *testing.T) {
+	t.Parallel()
+	db := pgtest.Create(t)
+	rs := redistest.Start(t)
+	apiBin := proctest.Build(t, binaries[0].pkg)
+	var procs []*proctest.Proc
+	for _, b := range binaries {
+		bin := proctest.Build(t, b.pkg)
+		p := proctest.Start(t, bin, nil, append(b.env(rs.URL()), "DATABASE_URL="+db.URL)...)
+		p.WaitHealthy(t)
+		p.WaitStatus(t, "/readyz", 503, 5*time.Second)
+		procs = append(procs, p)
+	}
+	if code, out := proctest.Run(t, time.Minute, apiBin, []string{"-migrate"}, "DATABASE_URL="+db.URL); code != 0 {
+		t.Fatalf("api -migrate: exit %d\n%s", code, out)
+	}
+	for i, p := range procs {
+		p.WaitStatus(t, "/readyz", 200, 10*time.Second)
+		if out := p.Output(); !strings.Contains(out, "schema is behind") {
+			t.Errorf("%s did not say why it was unready:\n%s", binaries[i].name, out)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"sort"
@@ -10,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -116,6 +118,37 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 		})
 		if err != nil {
 			return fmt.Errorf("store: migration %04d_%s: %w", m.Version, m.Name, err)
+		}
+	}
+	return nil
+}
+
+// CheckSchema reports, wrapped in ErrSchemaBehind, the first embedded
+// migration the database has not applied. Versions the database has and
+// this binary does not (a newer release migrated first) are fine.
+func CheckSchema(ctx context.Context, pool *pgxpool.Pool) error {
+	migs, err := Migrations()
+	if err != nil {
+		return err
+	}
+	rows, err := pool.Query(ctx, "SELECT version FROM schema_migrations")
+	var versions []int32
+	if err == nil {
+		versions, err = pgx.CollectRows(rows, pgx.RowTo[int32])
+	}
+	if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
+		return fmt.Errorf("%w: it was never migrated (run `api -migrate` or set DATABASE_MIGRATE=true)", ErrSchemaBehind)
+	}
+	if err != nil {
+		return fmt.Errorf("store: read schema versions: %w", err)
+	}
+	applied := make(map[int]bool, len(versions))
+	for _, v := range versions {
+		applied[int(v)] = true
+	}
+	for _, m := range migs {
+		if !applied[m.Version] {
+			return fmt.Errorf("%w: migration %04d_%s is not applied (run `api -migrate` or set DATABASE_MIGRATE=true)", ErrSchemaBehind, m.Version, m.Name)
 		}
 	}
 	return nil

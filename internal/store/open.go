@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -88,6 +89,15 @@ func Open(ctx context.Context, cfg Config) (Store, func(), error) {
 			pool.Close()
 			return nil, nil, err
 		}
+	} else {
+		// Not fatal: the release's migration step may still be running, and
+		// readiness (Ping) stays failed until it has. Bounded, so an
+		// unreachable database does not hold start-up here.
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := CheckSchema(cctx, pool); errors.Is(err, ErrSchemaBehind) {
+			opts.Logger.Warn("database schema is behind this release; not ready until it is migrated", "error", err.Error())
+		}
+		cancel()
 	}
 	p, err := NewPostgres(pool, opts)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -17,9 +18,10 @@ import (
 // (no deadlocks between opposite tips), and the schema's CHECKs and unique
 // constraints refuse what the Go checks should already have refused.
 type Postgres struct {
-	pool   *pgxpool.Pool
-	maxTip int64
-	log    *slog.Logger
+	pool     *pgxpool.Pool
+	maxTip   int64
+	log      *slog.Logger
+	schemaOK atomic.Bool // CheckSchema passed once; migrations are never undone
 }
 
 var _ Store = (*Postgres)(nil)
@@ -92,8 +94,22 @@ func (s *Postgres) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	}
 }
 
-// Ping checks the database answers.
-func (s *Postgres) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+// Ping checks the database answers and holds every migration this binary
+// needs (see CheckSchema), so an instance started before its release's
+// migration has run stays unready instead of failing requests.
+func (s *Postgres) Ping(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return err
+	}
+	if s.schemaOK.Load() {
+		return nil
+	}
+	if err := CheckSchema(ctx, s.pool); err != nil {
+		return err
+	}
+	s.schemaOK.Store(true)
+	return nil
+}
 
 const streamCols = `id, creator_id, username, title, live, viewers, started_at, ended_at`
 

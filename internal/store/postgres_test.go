@@ -1,8 +1,10 @@
 package store_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -113,6 +115,50 @@ func TestMigrateIdempotentAndConcurrent(t *testing.T) {
 	}
 	if locks != 0 {
 		t.Fatalf("%d advisory locks left held after Migrate", locks)
+	}
+}
+
+// TestReadinessWaitsForMigrations: a binary started on a database its
+// release has not migrated yet is not ready, says why, and becomes ready once
+// the migration step has run.
+func TestReadinessWaitsForMigrations(t *testing.T) {
+	t.Parallel()
+	db := pgtest.Create(t)
+	var logs bytes.Buffer
+	s, closeFn, err := store.Open(t.Context(), store.Config{DatabaseURL: db.URL,
+		Options: store.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))}})
+	if err != nil {
+		t.Fatalf("Open on an unmigrated database: %v", err)
+	}
+	defer closeFn()
+	if !strings.Contains(logs.String(), "schema is behind") {
+		t.Errorf("no start-up warning; logs: %s", logs.String())
+	}
+	if err := s.Ping(t.Context()); !errors.Is(err, store.ErrSchemaBehind) || !strings.Contains(err.Error(), "never migrated") {
+		t.Fatalf("Ping before migrating = %v, want ErrSchemaBehind", err)
+	}
+	// Half-way: the table exists but this release's migration is missing.
+	if _, err := db.Pool.Exec(t.Context(), `CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ping(t.Context()); !errors.Is(err, store.ErrSchemaBehind) || !strings.Contains(err.Error(), "0001_") {
+		t.Fatalf("Ping with a migration missing = %v, want ErrSchemaBehind naming it", err)
+	}
+	if _, err := db.Pool.Exec(t.Context(), `DROP TABLE schema_migrations`); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Migrate(t.Context(), db.Pool); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ping(t.Context()); err != nil {
+		t.Fatalf("Ping after migrating: %v", err)
+	}
+	// A newer release's migration in the database does not make this one unready.
+	if _, err := db.Pool.Exec(t.Context(), `INSERT INTO schema_migrations (version, name) VALUES (9999, 'future')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.CheckSchema(t.Context(), db.Pool); err != nil {
+		t.Fatalf("CheckSchema with a newer version present: %v", err)
 	}
 }
 

@@ -30,6 +30,9 @@ var (
 	// ErrInvalid: an argument failed validation (empty id, amount out of
 	// range, malformed username, ...). The wrapped message says which.
 	ErrInvalid = errors.New("store: invalid argument")
+	// ErrSchemaBehind: the database lacks a migration this binary needs
+	// (readiness fails until `api -migrate` has run).
+	ErrSchemaBehind = errors.New("store: database schema is behind this release")
 )
 
 // Store is what the reference application's routes and jobs need from the
