@@ -17,6 +17,10 @@ type Lease struct {
 	key         string
 	token       string
 	fingerprint string
+	// validUntil is when the lease lapses unless renewed, on this host's
+	// monotonic clock: the claim's expiry at first, then LeaseTTL after each
+	// renewal was sent.
+	validUntil time.Time
 
 	mu   sync.Mutex
 	keep *keepAlive
@@ -42,8 +46,11 @@ func (l *Lease) Renew(ctx context.Context) error {
 	return nil
 }
 
-// KeepAlive renews the lease every LeaseTTL/3 until stop is called or the
-// lease is completed or released. Renewal deliberately ignores ctx's
+// KeepAlive renews the lease until stop is called or the lease is completed
+// or released: first halfway through the claim's short expiry (see
+// StoreConfig.ClaimGrace; work that ends sooner costs no renewal), then
+// every LeaseTTL/3. Work that may outlive the claim window must run under
+// KeepAlive, or another caller can claim the key while it runs. Renewal deliberately ignores ctx's
 // cancellation: a handler still running after its client went away must keep
 // the key, or a retry would run the work a second time.
 //
@@ -58,12 +65,15 @@ func (l *Lease) Renew(ctx context.Context) error {
 // races one.
 func (l *Lease) KeepAlive(ctx context.Context) (context.Context, func() error) {
 	kctx, cancel := context.WithCancelCause(ctx)
-	k := &keepAlive{lease: l, cancel: cancel, validFrom: time.Now()}
+	l.mu.Lock()
+	valid := l.validUntil
+	l.mu.Unlock()
+	k := &keepAlive{lease: l, cancel: cancel, validUntil: valid}
 	// A timer instead of a goroutine + ticker per lease: most work ends
 	// long before the first renewal is due, and then nothing but this
 	// timer was ever created (measured on the worker's delivery path).
 	k.mu.Lock()
-	k.timer = time.AfterFunc(l.store.cfg.LeaseTTL/3, k.renew)
+	k.timer = time.AfterFunc(k.nextRenewal(time.Now(), time.Now()), k.renew)
 	k.mu.Unlock()
 	l.mu.Lock()
 	prev := l.keep
@@ -79,10 +89,16 @@ func (l *Lease) KeepAlive(ctx context.Context) (context.Context, func() error) {
 // (stopping KeepAlive). A record another owner holds or finished is never
 // overwritten: that returns ErrLeaseLost. If the lease merely expired and
 // nobody claimed the key since, the record is still written.
+//
+// When Redis does not answer (ErrUnavailable), the store keeps trying in the
+// background for a while, so the record is still written once Redis is
+// back (see Store.Close).
 func (l *Lease) Complete(ctx context.Context, value []byte) error {
 	l.stopKeepAlive()
 	n, err := l.store.call(ctx, completeScript, l.key, l.token, l.fingerprint, value, l.store.cfg.ResultTTL.Milliseconds())
 	if err != nil {
+		l.store.cleanup.add(cleanupTask{op: opComplete, key: l.key, token: l.token, fingerprint: l.fingerprint,
+			value: append([]byte(nil), value...), until: time.Now().Add(completeRetryFor)})
 		return err
 	}
 	if n == 0 {
@@ -95,10 +111,18 @@ func (l *Lease) Complete(ctx context.Context, value []byte) error {
 // lease (stopping KeepAlive). It deletes the record only while the caller
 // still owns it (compare-and-delete); otherwise it changes nothing and
 // returns ErrLeaseLost, which callers usually just log.
+//
+// When Redis does not answer (ErrUnavailable), the store keeps trying in the
+// background until the lease would have expired anyway, and a later Acquire
+// of the key through this store takes the lease over.
 func (l *Lease) Release(ctx context.Context) error {
 	l.stopKeepAlive()
 	n, err := l.store.call(ctx, releaseScript, l.key, l.token)
 	if err != nil {
+		l.mu.Lock()
+		until := l.validUntil
+		l.mu.Unlock()
+		l.store.cleanup.add(cleanupTask{op: opRelease, key: l.key, token: l.token, fingerprint: l.fingerprint, until: until})
 		return err
 	}
 	if n == 0 {
@@ -121,11 +145,19 @@ type keepAlive struct {
 	cancel context.CancelCauseFunc
 
 	// mu is held for a whole renewal, so stop waits for one in flight.
-	mu        sync.Mutex
-	timer     *time.Timer
-	stopped   bool
-	lost      error
-	validFrom time.Time // the lease is known to last until validFrom+LeaseTTL
+	mu         sync.Mutex
+	timer      *time.Timer
+	stopped    bool
+	lost       error
+	validUntil time.Time // the lease is known to last until then
+}
+
+// nextRenewal is the wait before the next renewal attempt: a third of a
+// lease after the last attempt was sent, but never later than halfway
+// through what is left of the lease (the short claim at first).
+func (k *keepAlive) nextRenewal(now, sent time.Time) time.Duration {
+	ttl := k.lease.store.cfg.LeaseTTL
+	return max(0, min(ttl/3-now.Sub(sent), k.validUntil.Sub(now)/2))
 }
 
 func (k *keepAlive) stop() error {
@@ -148,24 +180,28 @@ func (k *keepAlive) renew() {
 		return
 	}
 	ttl := k.lease.store.cfg.LeaseTTL
-	// validFrom is taken before each successful renewal was sent.
+	// The new validity counts from before the renewal was sent.
 	sent := time.Now()
 	err := k.lease.Renew(context.Background())
 	switch {
 	case err == nil:
-		k.validFrom = sent
+		k.validUntil = sent.Add(ttl)
+		k.lease.mu.Lock()
+		k.lease.validUntil = k.validUntil
+		k.lease.mu.Unlock()
 	case errors.Is(err, ErrLeaseLost):
 		k.lost = ErrLeaseLost
-	case time.Since(k.validFrom) >= ttl:
-		k.lost = fmt.Errorf("%w: no renewal for %s: %w", ErrLeaseLost, ttl, err)
+	case !time.Now().Before(k.validUntil):
+		k.lost = fmt.Errorf("%w: not renewed before it expired: %w", ErrLeaseLost, err)
 	}
 	if k.lost != nil {
 		k.stopped = true
 		k.cancel(k.lost)
 		return
 	}
-	// Transient errors keep trying: the lease is still valid. The next
-	// attempt is due LeaseTTL/3 after this one started, as with a ticker,
-	// so a slow renewal does not push the following one towards expiry.
-	k.timer.Reset(max(0, ttl/3-time.Since(sent)))
+	// Transient errors keep trying while the lease is still valid. The next
+	// attempt is due a third of a lease after this one started, as with a
+	// ticker, so a slow renewal does not push the following one towards
+	// expiry.
+	k.timer.Reset(k.nextRenewal(time.Now(), sent))
 }

@@ -25,15 +25,54 @@ import "github.com/redis/go-redis/v9"
 // so "claim" and "read the finished result" can never drift apart.
 //
 //	KEYS[1] record key
+//	KEYS[2] nonce key (optional; same hash tag as KEYS[1])
 //	ARGV[1] owner token, ARGV[2] fingerprint, ARGV[3] lease TTL in ms
+//	ARGV[4] claim expiry in Unix ms, or 0 for a relative lease TTL
+//	ARGV[5] a token of this caller's store whose claim was abandoned ("" none)
+//	ARGV[6] nonce TTL in ms, ARGV[7] the digest of KEYS[1] a nonce records
 //	returns {1}                      acquired
 //	        {2, fingerprint, pttl}   another caller holds the lease
 //	        {3, fingerprint, value, pttl} already done
+//	        {4}                      the claim expired on arrival (nothing held)
+//	        {5}                      the nonce was used with another key
+//
+// Why it is shaped like this:
+//   - The claim's expiry is absolute (PEXPIREAT at the caller's deadline plus
+//     a grace) so that a claim Redis runs after its caller gave up (Redis was
+//     stalled, the command waited in its socket) is deleted at once instead
+//     of blocking the retry for a whole lease. PEXPIREAT with a time in the
+//     past deletes the key; EXISTS tells the caller. No TIME call: Redis
+//     compares on its own clock, and the script stays deterministic.
+//   - A lease held by the caller's own token (go-redis resent the script
+//     after a lost reply) or by a token the caller's store abandoned, with
+//     the same fingerprint, is taken over rather than reported in progress.
+//   - The nonce is checked and recorded first, so a replayed credential
+//     claims nothing, while the same credential for the same key (the same
+//     request sent twice) gets the usual answer.
 var acquireScript = redis.NewScript(`
-local r = redis.call('HMGET', KEYS[1], 's', 'f', 'v')
+if KEYS[2] then
+  local seen = redis.call('GET', KEYS[2])
+  if seen and seen ~= ARGV[7] then
+    return {5}
+  end
+  if not seen then
+    redis.call('SET', KEYS[2], ARGV[7], 'PX', ARGV[6])
+  end
+end
+local r = redis.call('HMGET', KEYS[1], 's', 'f', 'v', 'o')
+if r[1] == 'lease' and r[2] == ARGV[2] and (r[4] == ARGV[1] or (ARGV[5] ~= '' and r[4] == ARGV[5])) then
+  r[1] = false
+end
 if not r[1] then
   redis.call('HSET', KEYS[1], 's', 'lease', 'o', ARGV[1], 'f', ARGV[2])
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  if ARGV[4] ~= '0' then
+    redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+    if redis.call('EXISTS', KEYS[1]) == 0 then
+      return {4}
+    end
+  else
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  end
   return {1}
 end
 local ttl = redis.call('PTTL', KEYS[1])

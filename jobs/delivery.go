@@ -5,6 +5,12 @@ import (
 	"strconv"
 )
 
+// FailureCallbackPath is where, below the worker's public URL, the worker
+// kit (package worker) receives QStash's failure callbacks by default:
+// publish with WithFailureCallback(WorkerPublicURL + FailureCallbackPath)
+// to have dead jobs recorded.
+const FailureCallbackPath = "/qstash/failed"
+
 // Delivery is what QStash says about one delivery attempt, taken from its
 // request headers. The worker's route fills it (DeliveryFromHeader) after
 // verifying the signature and hands it to Dispatch; handlers see it on Job.

@@ -2,17 +2,16 @@ package webhooks
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/digis/jobworker/internal/problem"
+	"github.com/digis/jobworker/internal/publicurl"
 )
 
 // DefaultMaxBodyBytes caps webhook bodies read by the middlewares: 1 MiB,
@@ -45,31 +44,19 @@ func ReadBody(r *http.Request, limit int64) ([]byte, error) {
 	return b, nil
 }
 
-// ParsePublicURL checks the public base URL a worker is reached at (the
-// proposed WORKER_PUBLIC_URL): absolute http or https, a host, no user
-// info, query or fragment. A trailing slash is removed, so
+// ParsePublicURL checks the public base URL a worker is reached at
+// (WORKER_PUBLIC_URL): absolute http or https, a host, printable ASCII, no
+// user info, query or fragment. Trailing slashes are removed, so
 // "https://w.example.com/" and "https://w.example.com" give the same base.
-// A path is kept: "https://example.com/worker" is right when a proxy
-// strips "/worker" before the request reaches the worker.
+// A path is kept: "https://example.com/worker" is right when a proxy strips
+// "/worker" before the request reaches the worker. The same rule as
+// jobs.ClientConfig.WorkerPublicURL.
 func ParsePublicURL(s string) (string, error) {
-	if strings.TrimSpace(s) != s || s == "" {
-		return "", fmt.Errorf("webhooks: public URL is empty or has surrounding whitespace")
+	base, err := publicurl.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("webhooks: public %w", err)
 	}
-	u, err := url.Parse(s)
-	if err != nil { // url.Error would echo the value, user info included
-		return "", fmt.Errorf("webhooks: public URL does not parse as a URL")
-	}
-	switch {
-	case u.Scheme != "http" && u.Scheme != "https":
-		return "", fmt.Errorf("webhooks: public URL %q: scheme must be http or https", s)
-	case u.Host == "":
-		return "", fmt.Errorf("webhooks: public URL %q: no host", s)
-	case u.User != nil:
-		return "", fmt.Errorf("webhooks: public URL must not carry user info")
-	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.ContainsAny(s, "?#"):
-		return "", fmt.Errorf("webhooks: public URL %q: no query or fragment allowed", s)
-	}
-	return strings.TrimRight(s, "/"), nil
+	return base, nil
 }
 
 // ParseSecrets splits a comma-separated list of signing secrets (the
@@ -81,39 +68,43 @@ func ParseSecrets(s string) ([]string, error) {
 	for item := range strings.SplitSeq(s, ",") {
 		item = strings.TrimSpace(item)
 		if item == "" {
-			return nil, fmt.Errorf("webhooks: secret list is empty or has an empty item")
+			return nil, &ConfigError{Field: "secret list", Reason: "is empty or has an empty item"}
 		}
 		out = append(out, item)
 	}
 	return out, nil
 }
 
-// signedRequest reads a webhook's one signature header and its capped raw
-// body. When either is unusable it answers the request itself (refuse, or
-// 413 for a body over limit, as a problem without detail), reports the
-// failed check through fail, and returns ok false with the answer's error.
-func signedRequest(c echo.Context, header, source string, limit int64, refuse int,
-	fail func(context.Context, error)) (sig string, body []byte, ok bool, err error) {
-	req := c.Request()
-	ctx := req.Context()
-	sigs := req.Header.Values(header)
+// readSigned reads a webhook's one signature header and its capped raw
+// body. Failures are *VerificationError: CheckMissing or CheckMalformed (no
+// header, or several), CheckBodyTooLarge (answer 413) and CheckBodyRead.
+func readSigned(r *http.Request, header, source string, limit int64) (sig string, body []byte, err error) {
+	sigs := r.Header.Values(header)
 	switch len(sigs) {
 	case 0:
-		fail(ctx, newVerificationError(source, CheckMissing, nil))
-		return "", nil, false, problem.Respond(c, refuse, "")
+		return "", nil, newVerificationError(source, CheckMissing, nil)
 	case 1:
 	default: // which one would the sender have meant? Neither.
-		fail(ctx, newVerificationError(source, CheckMalformed, nil))
-		return "", nil, false, problem.Respond(c, refuse, "")
+		return "", nil, newVerificationError(source, CheckMalformed, nil)
 	}
-	body, rerr := ReadBody(req, limit)
-	if rerr != nil {
-		if errors.Is(rerr, ErrBodyTooLarge) {
-			fail(ctx, newVerificationError(source, CheckBodyTooLarge, nil))
-			return "", nil, false, problem.Respond(c, http.StatusRequestEntityTooLarge, "")
+	body, err = ReadBody(r, limit)
+	if err != nil {
+		if errors.Is(err, ErrBodyTooLarge) {
+			return "", nil, newVerificationError(source, CheckBodyTooLarge, nil)
 		}
-		fail(ctx, newVerificationError(source, CheckBodyRead, rerr))
-		return "", nil, false, problem.Respond(c, http.StatusBadRequest, "")
+		return "", nil, newVerificationError(source, CheckBodyRead, err)
 	}
-	return sigs[0], body, true, nil
+	return sigs[0], body, nil
+}
+
+// refuse answers a failed verification: 413 for a body above the cap, 400
+// for an unreadable one, else status; a problem without detail either way.
+func refuse(c echo.Context, err error, status int) error {
+	switch CheckOf(err) {
+	case CheckBodyTooLarge:
+		status = http.StatusRequestEntityTooLarge
+	case CheckBodyRead:
+		status = http.StatusBadRequest
+	}
+	return problem.Respond(c, status, "")
 }

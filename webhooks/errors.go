@@ -19,7 +19,22 @@ var (
 
 	// ErrBodyTooLarge is returned by ReadBody when the body exceeds its cap.
 	ErrBodyTooLarge = errors.New("webhooks: body too large")
+
+	// ErrInvalidConfig wraps every *ConfigError.
+	ErrInvalidConfig = errors.New("webhooks: invalid config")
 )
+
+// ConfigError names the configuration field that is wrong, never its value
+// (most are secrets). It matches ErrInvalidConfig with errors.Is.
+type ConfigError struct {
+	Field  string // e.g. "QStashConfig.NextSigningKey", "StripeConfig.Secrets[1]"
+	Reason string
+}
+
+func (e *ConfigError) Error() string { return "webhooks: " + e.Field + " " + e.Reason }
+
+// Is makes errors.Is(err, ErrInvalidConfig) true.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
 
 // Checks named by VerificationError.Check and by the result label of
 // jobworker_webhook_verifications_total. They are stable: dashboards and

@@ -66,19 +66,19 @@ func (c QStashConfig) Validate() error {
 		return err
 	}
 	if c.Skew < 0 || c.Skew > MaxQStashSkew {
-		return fmt.Errorf("webhooks: QStashConfig.Skew must be between 0 and %s", MaxQStashSkew)
+		return &ConfigError{Field: "QStashConfig.Skew", Reason: "must be between 0 and " + MaxQStashSkew.String()}
 	}
 	return nil
 }
 
 func validateSecret(field, s string) error {
 	if strings.TrimSpace(s) == "" {
-		return fmt.Errorf("webhooks: %s is empty", field)
+		return &ConfigError{Field: field, Reason: "is empty"}
 	}
 	// A trailing newline from a secret file or a pasted space would make
 	// every real signature fail; say so at start-up, not at 3 a.m.
 	if strings.TrimSpace(s) != s {
-		return fmt.Errorf("webhooks: %s has leading or trailing whitespace", field)
+		return &ConfigError{Field: field, Reason: "has leading or trailing whitespace"}
 	}
 	return nil
 }
@@ -93,6 +93,9 @@ type QStashClaims struct {
 	ID string
 	// IssuedAt and Expires are iat and exp.
 	IssuedAt, Expires time.Time
+	// BodyHash is the verified body claim: the unpadded base64url SHA-256
+	// of the body. It identifies the payload without holding it.
+	BodyHash string
 	// Key is "current" or "next": the signing key whose MAC matched.
 	Key string
 }
@@ -140,6 +143,10 @@ func NewQStashVerifier(cfg QStashConfig) (*QStashVerifier, error) {
 	}
 	return v, nil
 }
+
+// Skew is the clock tolerance the verifier applies: a token is accepted
+// until Expires plus Skew, which is how long a replay cache must remember it.
+func (v *QStashVerifier) Skew() time.Duration { return v.skew }
 
 // hs256 is jwx's HMAC-SHA256 verifier, used directly on the segments the
 // strict parser already decoded: going through jws.Verify and jwt.Parse
@@ -213,7 +220,7 @@ func (v *QStashVerifier) verify(signature, url string, body []byte) (QStashClaim
 	fail := func(check string, cause error) (QStashClaims, error) {
 		return QStashClaims{}, newVerificationError(sourceQStash, check, cause)
 	}
-	tok, err := ParseQStashSignature(signature)
+	tok, err := parseQStashSignature(signature)
 	if err != nil {
 		return QStashClaims{}, err
 	}
@@ -279,6 +286,7 @@ func (v *QStashVerifier) verify(signature, url string, body []byte) (QStashClaim
 		ID:       *c.Jti,
 		IssuedAt: c.Iat.time(),
 		Expires:  c.Exp.time(),
+		BodyHash: string(want[:]),
 		Key:      key,
 	}, nil
 }

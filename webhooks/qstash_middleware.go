@@ -1,14 +1,11 @@
 package webhooks
 
 import (
-	"errors"
 	"net/http"
 	"strings"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
-
-	"github.com/digis/jobworker/internal/problem"
 )
 
 // HeaderUpstashSignature carries the QStash JWT.
@@ -84,10 +81,10 @@ func (config VerifyQStashConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
 		config.MaxBodyBytes = DefaultVerifyQStashConfig.MaxBodyBytes
 	}
 	if config.MaxBodyBytes < 0 {
-		return nil, errors.New("webhooks: VerifyQStashConfig.MaxBodyBytes is negative")
+		return nil, &ConfigError{Field: "VerifyQStashConfig.MaxBodyBytes", Reason: "is negative"}
 	}
 	if config.Verifier == nil {
-		return nil, errors.New("webhooks: VerifyQStashConfig.Verifier is nil")
+		return nil, &ConfigError{Field: "VerifyQStashConfig.Verifier", Reason: "is nil"}
 	}
 	expected := config.ExpectedURL
 	if expected == nil {
@@ -104,14 +101,9 @@ func (config VerifyQStashConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
 			if config.Skipper(c) {
 				return next(c)
 			}
-			sig, body, ok, err := signedRequest(c, HeaderUpstashSignature, sourceQStash,
-				config.MaxBodyBytes, http.StatusUnauthorized, v.fail)
-			if !ok {
-				return err
-			}
-			claims, err := v.Verify(c.Request().Context(), sig, expected(c), body)
+			claims, _, err := v.verifyRequest(c.Request(), func() string { return expected(c) }, config.MaxBodyBytes)
 			if err != nil {
-				return problem.Respond(c, http.StatusUnauthorized, "")
+				return refuse(c, err, http.StatusUnauthorized)
 			}
 			c.Set(qstashClaimsKey, claims)
 			return next(c)
@@ -124,6 +116,30 @@ func (config VerifyQStashConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
 func QStashClaimsFrom(c echo.Context) (QStashClaims, bool) {
 	claims, ok := c.Get(qstashClaimsKey).(QStashClaims)
 	return claims, ok
+}
+
+// VerifyRequest verifies a QStash delivery as net/http receives it: exactly
+// one Upstash-Signature header, a body of at most maxBody bytes (read, and
+// put back on r for the handler), and the token checked against baseURL +
+// the request-target exactly as received (see VerifyQStashConfig.PublicURL;
+// baseURL is what ParsePublicURL returns). It returns the verified claims
+// and the raw body. Every failure is a *VerificationError, counted and
+// logged like Verify's: answer 413 for CheckBodyTooLarge, 401 otherwise.
+func (v *QStashVerifier) VerifyRequest(r *http.Request, baseURL string, maxBody int64) (QStashClaims, []byte, error) {
+	return v.verifyRequest(r, func() string { return baseURL + requestTarget(r) }, maxBody)
+}
+
+func (v *QStashVerifier) verifyRequest(r *http.Request, url func() string, maxBody int64) (QStashClaims, []byte, error) {
+	sig, body, err := readSigned(r, HeaderUpstashSignature, sourceQStash, maxBody)
+	if err != nil {
+		v.fail(r.Context(), err)
+		return QStashClaims{}, nil, err
+	}
+	claims, err := v.Verify(r.Context(), sig, url(), body)
+	if err != nil {
+		return QStashClaims{}, nil, err
+	}
+	return claims, body, nil
 }
 
 // requestTarget is the path and query exactly as the client sent them

@@ -11,9 +11,9 @@ import (
 // before any decoding or MAC work.
 const MaxQStashSignatureBytes = 16 << 10
 
-// QStashToken is an Upstash-Signature value whose structure has been checked
+// qstashToken is an Upstash-Signature value whose structure has been checked
 // but whose signature and claims have not. Only the verifier should trust it.
-type QStashToken struct {
+type qstashToken struct {
 	// Alg and Typ are the protected header's fields (Alg is always "HS256"
 	// in a token returned without error).
 	Alg, Typ string
@@ -29,15 +29,15 @@ type QStashToken struct {
 // encoding per token (no malleable twins of a signed token).
 var b64 = base64.RawURLEncoding.Strict()
 
-// ParseQStashSignature checks the shape of an Upstash-Signature value: a
+// parseQStashSignature checks the shape of an Upstash-Signature value: a
 // compact JWS of exactly three canonical base64url segments, at most
 // MaxQStashSignatureBytes long, whose protected header is a JSON object with
 // alg "HS256", typ absent or "JWT", no crit or b64 extension, and a 32-byte
 // signature. It does not
 // verify anything. Errors are *VerificationError with Check missing,
 // malformed or alg.
-func ParseQStashSignature(s string) (QStashToken, error) {
-	var t QStashToken
+func parseQStashSignature(s string) (qstashToken, error) {
+	var t qstashToken
 	if s == "" {
 		return t, newVerificationError(sourceQStash, CheckMissing, nil)
 	}

@@ -51,7 +51,7 @@ type StripeConfig struct {
 // the secret's position, never its value.
 func (c StripeConfig) Validate() error {
 	if len(c.Secrets) == 0 {
-		return errors.New("webhooks: StripeConfig.Secrets is empty")
+		return &ConfigError{Field: "StripeConfig.Secrets", Reason: "is empty"}
 	}
 	for i, s := range c.Secrets {
 		if err := validateSecret(fmt.Sprintf("StripeConfig.Secrets[%d]", i), s); err != nil {
@@ -59,7 +59,7 @@ func (c StripeConfig) Validate() error {
 		}
 	}
 	if c.Tolerance < 0 {
-		return errors.New("webhooks: StripeConfig.Tolerance is negative")
+		return &ConfigError{Field: "StripeConfig.Tolerance", Reason: "is negative"}
 	}
 	return nil
 }
@@ -162,7 +162,7 @@ func (v *StripeVerifier) verify(payload []byte, header string) (StripeEvent, int
 	fail := func(check string, cause error) (StripeEvent, int, error) {
 		return StripeEvent{}, 0, newVerificationError(sourceStripe, check, cause)
 	}
-	h, err := ParseStripeSignatureHeader(header)
+	h, err := parseStripeSignatureHeader(header)
 	if err != nil {
 		return StripeEvent{}, 0, err
 	}

@@ -18,8 +18,8 @@ const (
 
 const sourceStripe = "stripe"
 
-// StripeSignatureHeader is a parsed Stripe-Signature header.
-type StripeSignatureHeader struct {
+// stripeSignatureHeader is a parsed Stripe-Signature header.
+type stripeSignatureHeader struct {
 	// Timestamp is t, the signing time.
 	Timestamp time.Time
 	// V1 are the decoded v1 signatures (32 bytes each). Other schemes,
@@ -28,17 +28,17 @@ type StripeSignatureHeader struct {
 	V1 [][]byte
 }
 
-// ParseStripeSignatureHeader parses "t=<unix>,v1=<hex>[,v1=<hex>…][,v0=…]".
+// parseStripeSignatureHeader parses "t=<unix>,v1=<hex>[,v1=<hex>…][,v0=…]".
 // It is stricter than stripe-go: exactly one t, made of 1–18 ASCII digits;
 // every pair has exactly one '='; every v1 is 64 hex digits; at most
 // MaxStripeV1Signatures v1 entries and MaxStripeSignatureHeaderBytes bytes.
 // Unknown keys are ignored, like Stripe says to (so " v1" after a space is
 // an unknown key, as in stripe-go). Errors are *VerificationError with
 // Check missing, malformed or scheme.
-func ParseStripeSignatureHeader(header string) (StripeSignatureHeader, error) {
-	var h StripeSignatureHeader
-	fail := func(check string) (StripeSignatureHeader, error) {
-		return StripeSignatureHeader{}, newVerificationError(sourceStripe, check, nil)
+func parseStripeSignatureHeader(header string) (stripeSignatureHeader, error) {
+	var h stripeSignatureHeader
+	fail := func(check string) (stripeSignatureHeader, error) {
+		return stripeSignatureHeader{}, newVerificationError(sourceStripe, check, nil)
 	}
 	if strings.TrimSpace(header) == "" {
 		return fail(CheckMissing)

@@ -1,13 +1,10 @@
 package webhooks
 
 import (
-	"errors"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
-
-	"github.com/digis/jobworker/internal/problem"
 )
 
 // HeaderStripeSignature carries Stripe's signature.
@@ -60,10 +57,10 @@ func (config VerifyStripeConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
 		config.MaxBodyBytes = DefaultVerifyStripeConfig.MaxBodyBytes
 	}
 	if config.MaxBodyBytes < 0 {
-		return nil, errors.New("webhooks: VerifyStripeConfig.MaxBodyBytes is negative")
+		return nil, &ConfigError{Field: "VerifyStripeConfig.MaxBodyBytes", Reason: "is negative"}
 	}
 	if config.Verifier == nil {
-		return nil, errors.New("webhooks: VerifyStripeConfig.Verifier is nil")
+		return nil, &ConfigError{Field: "VerifyStripeConfig.Verifier", Reason: "is nil"}
 	}
 	v := config.Verifier
 
@@ -72,14 +69,15 @@ func (config VerifyStripeConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
 			if config.Skipper(c) {
 				return next(c)
 			}
-			sig, body, ok, err := signedRequest(c, HeaderStripeSignature, sourceStripe,
-				config.MaxBodyBytes, http.StatusBadRequest, v.fail)
-			if !ok {
-				return err
-			}
-			ev, err := v.Verify(c.Request().Context(), body, sig)
+			req := c.Request()
+			sig, body, err := readSigned(req, HeaderStripeSignature, sourceStripe, config.MaxBodyBytes)
 			if err != nil {
-				return problem.Respond(c, http.StatusBadRequest, "")
+				v.fail(req.Context(), err)
+				return refuse(c, err, http.StatusBadRequest)
+			}
+			ev, err := v.Verify(req.Context(), body, sig)
+			if err != nil {
+				return refuse(c, err, http.StatusBadRequest)
 			}
 			c.Set(stripeEventKey, ev)
 			return next(c)

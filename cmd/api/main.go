@@ -16,8 +16,8 @@ import (
 
 	"github.com/digis/jobworker/internal/apiapp"
 	"github.com/digis/jobworker/internal/config"
-	"github.com/digis/jobworker/internal/server"
 	"github.com/digis/jobworker/internal/store"
+	"github.com/digis/jobworker/server"
 )
 
 func main() {

@@ -35,11 +35,12 @@ import (
 	"github.com/digis/jobworker/internal/appjobs"
 	"github.com/digis/jobworker/internal/auth"
 	"github.com/digis/jobworker/internal/config"
-	"github.com/digis/jobworker/internal/server"
+	"github.com/digis/jobworker/internal/process"
 	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/internal/workerapp"
 	"github.com/digis/jobworker/jobs"
 	"github.com/digis/jobworker/qstashdev"
+	"github.com/digis/jobworker/server"
 )
 
 // devJWTSecret signs the development tokens. It is public by design: the
@@ -124,11 +125,12 @@ func run(ctx context.Context, o options, getenv func(string) string, out io.Writ
 		return err
 	}
 
-	worker, err := workerapp.Build(workerCfg, func(reg *jobs.Registry, p *server.Process) error {
+	worker, err := workerapp.Build(workerCfg, func(reg *jobs.Registry, p *process.Process) error {
 		c, err := cache.New(p.Redis, cache.Config{Prefix: workerCfg.KeyPrefix, Logger: p.Log, Registerer: p.Registry})
 		if err != nil {
 			return err
 		}
+		p.OnStop("cache", c.Close)
 		return appjobs.Register(reg, appjobs.Deps{Log: p.Log, Store: st, Cache: c, Registerer: p.Registry})
 	})
 	if err != nil {

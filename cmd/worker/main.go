@@ -12,10 +12,11 @@ import (
 	"github.com/digis/jobworker/cache"
 	"github.com/digis/jobworker/internal/appjobs"
 	"github.com/digis/jobworker/internal/config"
-	"github.com/digis/jobworker/internal/server"
+	"github.com/digis/jobworker/internal/process"
 	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/internal/workerapp"
 	"github.com/digis/jobworker/jobs"
+	"github.com/digis/jobworker/server"
 )
 
 func main() {
@@ -33,21 +34,20 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	closeStore := func() {}
-	defer func() { closeStore() }()
-	p, err := workerapp.Build(cfg, func(reg *jobs.Registry, p *server.Process) error {
-		st, closeFn, err := store.Open(context.Background(), store.Config{
+	p, err := workerapp.Build(cfg, func(reg *jobs.Registry, p *process.Process) error {
+		st, closeStore, err := store.Open(context.Background(), store.Config{
 			DatabaseURL: cfg.DatabaseURL, Options: store.Options{Logger: p.Log},
 		})
 		if err != nil {
 			return fmt.Errorf("store: %w", err)
 		}
-		closeStore = closeFn
+		p.OnStop("database", func(context.Context) error { closeStore(); return nil })
 		p.Server.AddReadinessCheck("database", st.Ping)
 		c, err := cache.New(p.Redis, cache.Config{Prefix: cfg.KeyPrefix, Logger: p.Log, Registerer: p.Registry})
 		if err != nil {
 			return err
 		}
+		p.OnStop("cache", c.Close)
 		return appjobs.Register(reg, appjobs.Deps{Log: p.Log, Store: st, Cache: c, Registerer: p.Registry})
 	})
 	if err != nil {

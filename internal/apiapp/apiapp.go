@@ -15,9 +15,8 @@ import (
 	"github.com/digis/jobworker/idempotency"
 	"github.com/digis/jobworker/internal/auth"
 	"github.com/digis/jobworker/internal/config"
-	"github.com/digis/jobworker/internal/server"
+	"github.com/digis/jobworker/internal/process"
 	"github.com/digis/jobworker/internal/store"
-	"github.com/digis/jobworker/internal/workerapp"
 	"github.com/digis/jobworker/jobs"
 	"github.com/digis/jobworker/limits"
 )
@@ -63,25 +62,25 @@ type app struct {
 // Build creates the API process: the shared server with the reference
 // routes, rate limits, idempotency, cache, auth and the jobs client. The
 // caller runs it (p.Run, or p.Server.Serve in tests) and closes the store.
-func Build(cfg config.API, deps Deps) (*server.Process, error) {
+func Build(cfg config.API, deps Deps) (*process.Process, error) {
 	if deps.Store == nil {
 		return nil, errors.New("apiapp: Deps.Store is required")
 	}
 	if cfg.RateLimit.IPExtractor == nil {
 		return nil, errors.New("apiapp: the rate-limit IP extractor is required (RATE_LIMIT_IP_SOURCE)")
 	}
-	p, err := server.NewProcess("api", cfg.Common)
+	p, err := process.New("api", cfg.Common)
 	if err != nil {
 		return nil, err
 	}
 	if err := wire(p, cfg, deps); err != nil {
-		_ = p.Redis.Close()
+		p.Abort()
 		return nil, err
 	}
 	return p, nil
 }
 
-func wire(p *server.Process, cfg config.API, deps Deps) error {
+func wire(p *process.Process, cfg config.API, deps Deps) error {
 	e := p.Server.Echo
 	// c.RealIP() anywhere in the app sees what the limiter sees.
 	e.IPExtractor = cfg.RateLimit.IPExtractor.EchoIPExtractor()
@@ -107,14 +106,22 @@ func wire(p *server.Process, cfg config.API, deps Deps) error {
 		return err
 	}
 	idemStore, err := idempotency.NewStore(p.Redis, idempotency.StoreConfig{
-		Prefix:    cfg.KeyPrefix,
-		Namespace: "http",
-		ResultTTL: cfg.IdempotencyResultTTL,
-		Timeout:   cfg.Redis.Timeout,
+		Prefix:     cfg.KeyPrefix,
+		Namespace:  "http",
+		ResultTTL:  cfg.IdempotencyResultTTL,
+		Timeout:    cfg.Redis.Timeout,
+		Logger:     p.Log,
+		Registerer: p.Registry,
 	})
 	if err != nil {
 		return err
 	}
+	p.OnStop("idempotency", func(ctx context.Context) error {
+		if n := idemStore.Close(ctx); n > 0 {
+			return fmt.Errorf("%d cleanups still pending", n)
+		}
+		return nil
+	})
 	idemCfg := idempotency.DefaultMiddlewareConfig
 	idemCfg.Store = idemStore
 	idemCfg.Principal = userID
@@ -134,12 +141,14 @@ func wire(p *server.Process, cfg config.API, deps Deps) error {
 	if err != nil {
 		return err
 	}
+	p.OnStop("cache", c.Close)
 	authCfg := cfg.Auth
 	authCfg.Logger, authCfg.Registerer = p.Log, p.Registry
 	authn, err := auth.New(authCfg)
 	if err != nil {
 		return err
 	}
+	p.OnStop("auth", func(context.Context) error { authn.Close(); return nil })
 	jc, err := jobs.NewClient(jobs.ClientConfig{
 		QStashURL:       cfg.QStashURL,
 		Token:           cfg.QStashToken,
@@ -149,7 +158,6 @@ func wire(p *server.Process, cfg config.API, deps Deps) error {
 		Registerer:      p.Registry,
 	})
 	if err != nil {
-		authn.Close()
 		return err
 	}
 	statusTTL := cfg.CacheStatusTTL
@@ -158,7 +166,7 @@ func wire(p *server.Process, cfg config.API, deps Deps) error {
 	}
 	a := &app{
 		log: p.Log, store: deps.Store, cache: c, jobs: jc,
-		failureURL: cfg.WorkerPublicURL + workerapp.FailureCallbackPath,
+		failureURL: cfg.WorkerPublicURL + jobs.FailureCallbackPath,
 		statusTTL:  statusTTL, tipMax: cfg.TipMaxAmount,
 	}
 	if a.tipMax <= 0 {
@@ -184,7 +192,6 @@ func wire(p *server.Process, cfg config.API, deps Deps) error {
 	for _, r := range routes {
 		lm, err := limit(r.bucket)
 		if err != nil {
-			authn.Close()
 			return err
 		}
 		var mw []echo.MiddlewareFunc

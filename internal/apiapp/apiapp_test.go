@@ -23,8 +23,8 @@ import (
 	"github.com/digis/jobworker/internal/auth"
 	"github.com/digis/jobworker/internal/config"
 	"github.com/digis/jobworker/internal/pgtest"
+	"github.com/digis/jobworker/internal/process"
 	"github.com/digis/jobworker/internal/redistest"
-	"github.com/digis/jobworker/internal/server"
 	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/internal/workerapp"
 	"github.com/digis/jobworker/jobs"
@@ -61,7 +61,7 @@ func randHex(n int) string {
 func envMap(m map[string]string) config.Getenv { return func(k string) string { return m[k] } }
 
 // serve runs p on a fresh loopback listener until the test ends.
-func serve(t testing.TB, ln net.Listener, p *server.Process) {
+func serve(t testing.TB, ln net.Listener, p *process.Process) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -69,7 +69,6 @@ func serve(t testing.TB, ln net.Listener, p *server.Process) {
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		_ = p.Redis.Close()
 	})
 }
 
@@ -114,7 +113,7 @@ func setup(t testing.TB, env map[string]string) *bundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wp, err := workerapp.Build(wcfg, func(reg *jobs.Registry, p *server.Process) error {
+	wp, err := workerapp.Build(wcfg, func(reg *jobs.Registry, p *process.Process) error {
 		c, err := cache.New(p.Redis, cache.Config{Logger: p.Log})
 		if err != nil {
 			return err

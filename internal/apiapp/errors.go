@@ -10,8 +10,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/digis/jobworker/internal/server"
 	"github.com/digis/jobworker/internal/store"
+	"github.com/digis/jobworker/server"
 )
 
 // storeError maps a store error to the HTTP answer, the one place this

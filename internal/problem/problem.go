@@ -47,3 +47,12 @@ func Write(c echo.Context, p Details) error {
 func Respond(c echo.Context, status int, detail string) error {
 	return Write(c, New(status, detail))
 }
+
+// Send writes the problem for status, with an optional detail, to a plain
+// net/http response. Headers set on w before the call are kept.
+func Send(w http.ResponseWriter, status int, detail string) {
+	body, _ := json.Marshal(New(status, detail)) // strings and an int: cannot fail
+	w.Header().Set("Content-Type", ContentType)
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}

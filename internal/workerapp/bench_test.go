@@ -19,8 +19,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/digis/jobworker/internal/config"
+	"github.com/digis/jobworker/internal/process"
 	"github.com/digis/jobworker/internal/redistest"
-	"github.com/digis/jobworker/internal/server"
 	"github.com/digis/jobworker/internal/workerapp"
 	"github.com/digis/jobworker/jobs"
 	"github.com/digis/jobworker/qstashdev"
@@ -206,7 +206,7 @@ func startBenchWorker(b *testing.B, redisURL string) string {
 	}
 	stderr := os.Stderr
 	os.Stderr = devNull // the process logger writes to os.Stderr
-	p, err := workerapp.Build(cfg, func(reg *jobs.Registry, _ *server.Process) error {
+	p, err := workerapp.Build(cfg, func(reg *jobs.Registry, _ *process.Process) error {
 		return jobs.Register(reg, func(context.Context, *jobs.Job[noopJob]) error { return nil })
 	})
 	os.Stderr = stderr
@@ -216,7 +216,7 @@ func startBenchWorker(b *testing.B, redisURL string) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Server.Serve(ctx, ln) }()
-	b.Cleanup(func() { cancel(); <-done; _ = p.Redis.Close(); devNull.Close() })
+	b.Cleanup(func() { cancel(); <-done; devNull.Close() })
 	return url
 }
 

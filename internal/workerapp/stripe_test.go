@@ -18,7 +18,7 @@ import (
 	"github.com/digis/jobworker/cache"
 	"github.com/digis/jobworker/internal/appjobs"
 	"github.com/digis/jobworker/internal/pgtest"
-	"github.com/digis/jobworker/internal/server"
+	"github.com/digis/jobworker/internal/process"
 	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/internal/workerapp"
 	"github.com/digis/jobworker/jobs"
@@ -43,7 +43,7 @@ func setupStripe(t *testing.T, b *bundle) *stripeBundle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	register := func(reg *jobs.Registry, p *server.Process) error {
+	register := func(reg *jobs.Registry, p *process.Process) error {
 		c, err := cache.New(p.Redis, cache.Config{Registerer: p.Registry})
 		if err != nil {
 			return err

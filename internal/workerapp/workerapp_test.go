@@ -21,9 +21,9 @@ import (
 	qstash "github.com/upstash/qstash-go"
 
 	"github.com/digis/jobworker/internal/config"
+	"github.com/digis/jobworker/internal/process"
 	"github.com/digis/jobworker/internal/proctest"
 	"github.com/digis/jobworker/internal/redistest"
-	"github.com/digis/jobworker/internal/server"
 	"github.com/digis/jobworker/internal/workerapp"
 	"github.com/digis/jobworker/jobs"
 	"github.com/digis/jobworker/qstashdev"
@@ -117,7 +117,7 @@ func (e *effects) waitStarted(t *testing.T) {
 	}
 }
 
-func (e *effects) register(reg *jobs.Registry, _ *server.Process) error {
+func (e *effects) register(reg *jobs.Registry, _ *process.Process) error {
 	return errors.Join(
 		jobs.Register(reg, func(_ context.Context, j *jobs.Job[countJob]) error {
 			e.record(j.Args.ID, true)
@@ -169,7 +169,7 @@ func setup(t *testing.T) *bundle {
 // setupWith is setup with the caller's job registration and extra
 // environment; b.qstashURL, when set, is where the worker publishes (e.g.
 // a proxy in front of qstashdev).
-func setupWith(t *testing.T, b *bundle, register func(*jobs.Registry, *server.Process) error, env map[string]string) *bundle {
+func setupWith(t *testing.T, b *bundle, register func(*jobs.Registry, *process.Process) error, env map[string]string) *bundle {
 	t.Helper()
 	if b.effects == nil {
 		b.effects = newEffects()
@@ -214,7 +214,6 @@ func setupWith(t *testing.T, b *bundle, register func(*jobs.Registry, *server.Pr
 			close(b.effects.release) // never leave a blocked job holding shutdown
 		}
 		<-done
-		_ = p.Redis.Close()
 	})
 	b.client, err = jobs.NewClient(jobs.ClientConfig{QStashURL: b.qstash.URL, Token: qstashdev.DevToken, WorkerPublicURL: b.url})
 	if err != nil {
@@ -633,7 +632,7 @@ func TestHelperWorker(t *testing.T) {
 		os.Exit(2)
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: strings.TrimPrefix(cfg.Redis.URL, "redis://")})
-	p, err := workerapp.Build(cfg, func(reg *jobs.Registry, _ *server.Process) error {
+	p, err := workerapp.Build(cfg, func(reg *jobs.Registry, _ *process.Process) error {
 		return errors.Join(
 			jobs.Register(reg, func(ctx context.Context, j *jobs.Job[redisCountJob]) error {
 				time.Sleep(50 * time.Millisecond) // widen the race window

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -55,6 +56,14 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	draining atomic.Bool
+
+	stopMu sync.Mutex
+	stops  []stopFunc
+}
+
+type stopFunc struct {
+	name string
+	fn   func(context.Context) error
 }
 
 const (
@@ -136,17 +145,77 @@ func (s *Server) Draining() bool { return s.draining.Load() }
 // answer 503. Run calls it on shutdown; tests may call it directly.
 func (s *Server) StartDraining() { s.draining.Store(true) }
 
-// Run serves on cfg.Addr until ctx is done, then shuts down gracefully.
+// OnStop registers fn to run at shutdown, after in-flight requests have
+// finished (or ShutdownTimeout passed). Stop functions run in reverse order
+// of registration, each with the shutdown's remaining time (at least
+// minStopTime): register what others depend on first, e.g. the Redis client
+// before the cache that refreshes through it, so Redis closes last. Errors
+// are logged and returned joined from Serve. Call it while wiring, before
+// Serve.
+func (s *Server) OnStop(name string, fn func(context.Context) error) {
+	s.stopMu.Lock()
+	defer s.stopMu.Unlock()
+	s.stops = append(s.stops, stopFunc{name: name, fn: fn})
+}
+
+// minStopTime is what stop functions get even when the requests used up
+// the whole ShutdownTimeout: closing clients must not be skipped.
+const minStopTime = 5 * time.Second
+
+// runStops runs the stop functions in reverse order of registration.
+func (s *Server) runStops(deadline time.Time) error {
+	s.stopMu.Lock()
+	stops := s.stops
+	s.stops = nil
+	s.stopMu.Unlock()
+	ctx, cancel := context.WithDeadline(context.Background(), later(deadline, time.Now().Add(minStopTime)))
+	defer cancel()
+	var errs []error
+	for i := len(stops) - 1; i >= 0; i-- {
+		if err := stops[i].fn(ctx); err != nil {
+			s.log.Error("stopping failed", "part", stops[i].name, "error", err.Error())
+			errs = append(errs, fmt.Errorf("server: stopping %s: %w", stops[i].name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// Abort runs the stop functions without serving: for a process whose
+// wiring failed after some parts were built.
+func (s *Server) Abort() error { return s.runStops(time.Now()) }
+
+// Run serves on cfg.Addr until ctx is done, then shuts down gracefully and
+// runs the stop functions (also when listening fails).
 func (s *Server) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
-		return fmt.Errorf("server: listen %s: %w", s.cfg.Addr, err)
+		return errors.Join(fmt.Errorf("server: listen %s: %w", s.cfg.Addr, err), s.runStops(time.Now()))
 	}
 	return s.Serve(ctx, ln)
 }
 
 // Serve is Run on an existing listener (tests pass a :0 listener).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	// One budget for the whole shutdown: the drain delay, the requests, then
+	// the stop functions with what is left.
+	var deadline time.Time
+	err := s.serve(ctx, ln, func() { deadline = time.Now().Add(s.cfg.DrainDelay + s.cfg.ShutdownTimeout) })
+	if deadline.IsZero() {
+		deadline = time.Now()
+	}
+	err = errors.Join(err, s.runStops(deadline))
+	s.log.Info("stopped")
+	return err
+}
+
+func (s *Server) serve(ctx context.Context, ln net.Listener, shuttingDown func()) error {
 	hs := &http.Server{
 		Handler:           s.Echo,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -163,6 +232,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 
+	shuttingDown()
 	s.StartDraining()
 	s.log.Info("shutting down", "drain_delay", s.cfg.DrainDelay, "timeout", s.cfg.ShutdownTimeout)
 	if s.cfg.DrainDelay > 0 {
@@ -177,7 +247,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("server: %w", err)
 	}
-	s.log.Info("stopped")
 	return nil
 }
 

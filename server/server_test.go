@@ -19,7 +19,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/digis/jobworker/internal/problem"
-	"github.com/digis/jobworker/internal/server"
+	"github.com/digis/jobworker/server"
 )
 
 // start serves s on a loopback port until the test ends.

@@ -1,4 +1,4 @@
-package webhooks
+package workerapp
 
 import (
 	"context"
@@ -11,10 +11,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/digis/jobworker/idempotency"
+	"github.com/digis/jobworker/internal/metrics"
 	"github.com/digis/jobworker/internal/problem"
+	"github.com/digis/jobworker/webhooks"
 )
 
-// StripeEventsConfig configures the handler behind VerifyStripe that
+// stripeEvents configures the handler behind VerifyStripe that
 // acknowledges Stripe events fast: it dedupes on the event id and hands the
 // event on (Forward: publish a job) before answering 200. The work itself
 // runs later as a job with QStash's retries behind it; Stripe only waits for
@@ -28,14 +30,14 @@ import (
 //	Redis unavailable                         → 503; nothing is handed on
 //
 // Bodies are problem+json without detail an attacker could use.
-type StripeEventsConfig struct {
+type stripeEvents struct {
 	// Store dedupes on the event id. Required. Its ResultTTL must outlive
 	// Stripe's retry window of 3 days.
 	Store *idempotency.Store
 	// Forward hands the verified event on, e.g. publishes a job whose
 	// deduplication id is the event id. Required. An error makes Stripe
 	// deliver the event again.
-	Forward func(ctx context.Context, ev StripeEvent) error
+	Forward func(ctx context.Context, ev webhooks.StripeEvent) error
 	// Logger receives a line per failed or duplicate event (event id and
 	// type only). Defaults to discarding.
 	Logger *slog.Logger
@@ -59,26 +61,29 @@ const stripeMinResultTTL = 72*time.Hour + time.Hour
 
 // Handler validates the configuration and returns the POST /webhooks/stripe
 // handler. Mount it behind VerifyStripe; an unverified request is refused.
-func (cfg StripeEventsConfig) Handler() (echo.HandlerFunc, error) {
+func (cfg stripeEvents) Handler() (echo.HandlerFunc, error) {
 	if cfg.Store == nil || cfg.Forward == nil {
-		return nil, errors.New("webhooks: StripeEventsConfig needs Store and Forward")
+		return nil, errors.New("workerapp: stripeEvents needs Store and Forward")
 	}
 	if ttl := cfg.Store.Config().ResultTTL; ttl < stripeMinResultTTL {
-		return nil, errors.New("webhooks: the Stripe dedupe store's ResultTTL must exceed Stripe's 3-day retry window")
+		return nil, errors.New("workerapp: the Stripe dedupe store's ResultTTL must exceed Stripe's 3-day retry window")
 	}
-	log := discardIfNil(cfg.Logger)
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	total := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "jobworker_stripe_webhooks_total",
 		Help: "Verified Stripe webhooks by outcome (forwarded, duplicate, in_progress, forward_failed, unavailable, unverified).",
 	}, []string{"outcome"})
 	if cfg.Registerer != nil {
 		var err error
-		if total, err = register(cfg.Registerer, total); err != nil {
+		if total, err = metrics.Register(cfg.Registerer, total); err != nil {
 			return nil, err
 		}
 	}
 	return func(c echo.Context) error {
-		ev, ok := StripeEventFrom(c)
+		ev, ok := webhooks.StripeEventFrom(c)
 		outcome := stripeUnverified
 		if ok {
 			outcome = cfg.handOff(context.WithoutCancel(c.Request().Context()), ev, log)
@@ -90,7 +95,7 @@ func (cfg StripeEventsConfig) Handler() (echo.HandlerFunc, error) {
 
 // handOff dedupes and forwards one event. It runs detached from the request
 // so a Stripe disconnect cannot leave a half-recorded hand-off.
-func (cfg StripeEventsConfig) handOff(ctx context.Context, ev StripeEvent, log *slog.Logger) string {
+func (cfg stripeEvents) handOff(ctx context.Context, ev webhooks.StripeEvent, log *slog.Logger) string {
 	res, err := cfg.Store.Acquire(ctx, ev.ID, "")
 	switch {
 	case err != nil:
@@ -103,7 +108,10 @@ func (cfg StripeEventsConfig) handOff(ctx context.Context, ev StripeEvent, log *
 		return stripeInProgress
 	}
 	lease := res.Lease
-	if err := cfg.Forward(ctx, ev); err != nil {
+	fctx, stop := lease.KeepAlive(ctx) // the hand-off may outlive the claim window
+	err = cfg.Forward(fctx, ev)
+	_ = stop()
+	if err != nil {
 		log.ErrorContext(ctx, "stripe event not handed on; Stripe will retry", "event_id", ev.ID, "type", ev.Type, "error", err.Error())
 		if rerr := lease.Release(ctx); rerr != nil && !errors.Is(rerr, idempotency.ErrLeaseLost) {
 			log.WarnContext(ctx, "releasing stripe event lease failed", "event_id", ev.ID, "error", rerr.Error())

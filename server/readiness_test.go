@@ -5,7 +5,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/digis/jobworker/internal/server"
+	"github.com/digis/jobworker/server"
 )
 
 func TestAddReadinessCheck(t *testing.T) {
