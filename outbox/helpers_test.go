@@ -97,13 +97,13 @@ func (rc *receiver) distinct() int {
 	return len(rc.got)
 }
 
-// duplicates lists payload ids delivered more than once.
+// duplicates lists (up to five) payload ids delivered more than once.
 func (rc *receiver) duplicates() []string {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	var out []string
 	for id, n := range rc.got {
-		if n > 1 {
+		if n > 1 && len(out) < 5 { // a few examples are enough
 			out = append(out, fmt.Sprintf("%s x%d %v", id, n, rc.ids[id]))
 		}
 	}
