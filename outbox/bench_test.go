@@ -3,6 +3,7 @@ package outbox_test
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"slices"
 	"strconv"
 	"sync"
@@ -107,21 +108,49 @@ func BenchmarkEnqueueInTx(b *testing.B) {
 	}
 }
 
+// unbatched publishes each message with its own call: the relay without
+// the batch API, for the baseline.
+type unbatched struct{ outbox.Publisher }
+
+func (u unbatched) PublishMessages(ctx context.Context, msgs []jobs.Message) ([]jobs.EnqueueResult, error) {
+	out := make([]jobs.EnqueueResult, len(msgs))
+	for i, m := range msgs {
+		var err error
+		if out[i], err = u.PublishMessage(ctx, m); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
 // BenchmarkRelayThroughput drains b.N committed rows into qstash-dev and
-// reports jobs/s: batched (POST /v2/batch) against one publish per job,
-// each with one and two concurrent rounds. The jobs are delayed by an hour
-// so qstash-dev only stores them: the figure is the relay's, not the
-// deliveries'.
+// reports jobs/s: batched (POST /v2/batch) against one publish call per
+// job (same rounds of 100 rows, no batch API), and against one round per
+// job (BatchSize 1), each with one and two concurrent rounds. The jobs are
+// delayed by an hour so qstash-dev only stores them: the figure is the
+// relay's, not the deliveries'.
 func BenchmarkRelayThroughput(b *testing.B) {
 	for _, v := range []struct {
+		name        string
 		batch, conc int
-	}{{1, 1}, {1, 2}, {100, 1}, {100, 2}, {500, 2}} {
-		name := "batch=" + strconv.Itoa(v.batch) + "/rounds=" + strconv.Itoa(v.conc)
-		if v.batch == 1 {
-			name = "baseline=one-publish-per-job/rounds=" + strconv.Itoa(v.conc)
-		}
+		noBatchAPI  bool
+		rtt         time.Duration // added to every QStash call, as a WAN would
+	}{
+		{"baseline=publish-per-job", 100, 1, true, 0}, {"baseline=publish-per-job", 100, 2, true, 0},
+		{"baseline=round-per-job", 1, 2, false, 0},
+		{"batch=100", 100, 1, false, 0}, {"batch=100", 100, 2, false, 0}, {"batch=500", 500, 2, false, 0},
+		{"rtt=5ms/baseline=publish-per-job", 100, 2, true, 5 * time.Millisecond},
+		{"rtt=5ms/batch=100", 100, 2, false, 5 * time.Millisecond},
+	} {
+		name := v.name + "/rounds=" + strconv.Itoa(v.conc)
 		b.Run(name, func(b *testing.B) {
 			bd := setup(b)
+			if v.rtt > 0 {
+				bd.front.setWrap(func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+					time.Sleep(v.rtt) // the simulated network, not a wait for a condition
+					next.ServeHTTP(w, r)
+				})
+			}
 			ctx := context.Background()
 			const perTx = 500
 			for i := 0; i < b.N; i += perTx {
@@ -135,6 +164,9 @@ func BenchmarkRelayThroughput(b *testing.B) {
 			}
 			r := bd.relay(b, func(c *outbox.Config) {
 				c.BatchSize, c.Registerer, c.RunOnceMaxRows, c.RunOnceMaxDuration = v.batch, nil, b.N, time.Hour
+				if v.noBatchAPI {
+					c.Publisher = unbatched{bd.client}
+				}
 			})
 			b.ResetTimer()
 			start := time.Now()

@@ -68,15 +68,19 @@ func Enqueue(ctx context.Context, tx Tx, args jobs.Args, opts ...jobs.EnqueueOpt
 	return ids[0], nil
 }
 
-// EnqueueMany is Enqueue for several jobs, in one statement. Nothing is
-// written when any request is invalid. It returns the row ids in order.
+// insertChunk bounds the rows of one INSERT (4 parameters each, well under
+// PostgreSQL's 65,535).
+const insertChunk = 1000
+
+// EnqueueMany is Enqueue for several jobs, in one statement per 1,000
+// jobs. Nothing is written when any request is invalid. It returns the row
+// ids in order.
 func EnqueueMany(ctx context.Context, tx Tx, reqs []jobs.EnqueueRequest) ([]string, error) {
 	if len(reqs) == 0 {
 		return nil, nil
 	}
 	ids := make([]string, len(reqs))
-	args := make([]any, 0, 4*len(reqs))
-	var values strings.Builder
+	rows := make([][4]any, len(reqs))
 	now := time.Now()
 	for i, r := range reqs {
 		m, err := jobs.PrepareMessage(ctx, r.Args, r.Options...)
@@ -94,6 +98,22 @@ func EnqueueMany(ctx context.Context, tx Tx, reqs []jobs.EnqueueRequest) ([]stri
 		if err != nil {
 			return nil, fmt.Errorf("outbox: encode options: %w", err)
 		}
+		rows[i] = [4]any{ids[i], m.Kind, m.Body, string(opts)}
+	}
+	for len(rows) > 0 {
+		n := min(len(rows), insertChunk)
+		if err := insert(ctx, tx, rows[:n]); err != nil {
+			return nil, err
+		}
+		rows = rows[n:]
+	}
+	return ids, nil
+}
+
+func insert(ctx context.Context, tx Tx, rows [][4]any) error {
+	var values strings.Builder
+	args := make([]any, 0, 4*len(rows))
+	for i, r := range rows {
 		if i > 0 {
 			values.WriteString(", ")
 		}
@@ -101,7 +121,7 @@ func EnqueueMany(ctx context.Context, tx Tx, reqs []jobs.EnqueueRequest) ([]stri
 		// Explicit casts: every argument travels as text, so database/sql
 		// drivers need no type mapping.
 		fmt.Fprintf(&values, "($%d::uuid, $%d, $%d, $%d::jsonb)", n+1, n+2, n+3, n+4)
-		args = append(args, ids[i], m.Kind, m.Body, string(opts))
+		args = append(args, r[:]...)
 	}
 	// One round trip: the data-modifying CTE inserts, the SELECT notifies.
 	// Notifications of one transaction with the same payload are folded
@@ -109,9 +129,9 @@ func EnqueueMany(ctx context.Context, tx Tx, reqs []jobs.EnqueueRequest) ([]stri
 	q := `WITH ins AS (INSERT INTO jobworker_outbox (id, kind, body, options) VALUES ` + values.String() +
 		` RETURNING 1) SELECT pg_notify('` + Channel + `', '') FROM ins LIMIT 1`
 	if _, err := tx.Exec(ctx, q, args...); err != nil {
-		return nil, fmt.Errorf("outbox: insert: %w", err)
+		return fmt.Errorf("outbox: insert: %w", err)
 	}
-	return ids, nil
+	return nil
 }
 
 // newID returns a UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -256,5 +257,29 @@ func TestDeduplicationIDs(t *testing.T) {
 	eventually(t, 5*time.Second, "deliveries", func() bool { return b.recv.distinct() == 3 })
 	if d := b.recv.duplicates(); len(d) > 0 {
 		t.Errorf("delivered more than once: %v", d)
+	}
+}
+
+// EnqueueMany splits large inputs into several statements of one
+// transaction: all rows or none.
+func TestEnqueueManyLarge(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	reqs := make([]jobs.EnqueueRequest, 2500)
+	for i := range reqs {
+		reqs[i] = jobs.EnqueueRequest{Args: testJob{ID: "m-" + strconv.Itoa(i)}}
+	}
+	err := pgx.BeginFunc(t.Context(), b.pool, func(tx pgx.Tx) error {
+		got, err := outbox.EnqueueMany(t.Context(), tx, reqs)
+		if err == nil && len(got) != len(reqs) {
+			t.Errorf("%d ids for %d requests", len(got), len(reqs))
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := b.states(t); st["pending"] != 2500 {
+		t.Fatalf("rows = %v, want 2500 pending", st)
 	}
 }

@@ -190,7 +190,7 @@ func (r *Relay) publish(ctx context.Context, rows []row, m *marks, res *roundRes
 		default:
 			class, status, retryAfter := classify(err)
 			r.metrics.publishError(class)
-			if class != classRejected {
+			if class != classRejected && class != classInvalid {
 				for _, rw := range batch {
 					m.attemptedIDs = append(m.attemptedIDs, rw.id)
 					m.attemptReasons = append(m.attemptReasons, reason(status, err))
@@ -199,7 +199,7 @@ func (r *Relay) publish(ctx context.Context, rows []row, m *marks, res *roundRes
 				return
 			}
 			// The whole call was refused (one bad item can do that): find
-			// the culprits one by one.
+			// the culprits one by one, each getting its own answer.
 			single = append(batch, single...)
 		}
 	}
