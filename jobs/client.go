@@ -199,7 +199,7 @@ type prepared struct {
 	fwd   map[string]string // headers to forward to the worker
 }
 
-func (c *Client) prepare(ctx context.Context, args Args, opts []EnqueueOption) (*prepared, error) {
+func prepare(ctx context.Context, args Args, opts []EnqueueOption) (*prepared, error) {
 	if args == nil {
 		return nil, fmt.Errorf("%w: nil args", ErrInvalidOption)
 	}
@@ -229,10 +229,17 @@ func (c *Client) prepare(ctx context.Context, args Args, opts []EnqueueOption) (
 		return nil, fmt.Errorf("%w: %s: encode args: %w", ErrInvalidOption, kind, err)
 	}
 	p.body = string(body)
+	p.finish(TraceparentFromContext(ctx))
+	return p, nil
+}
+
+// finish derives the headers from the merged settings and the traceparent
+// to forward ("" for none).
+func (p *prepared) finish(traceparent string) {
 	// Forwarded headers are part of QStash's content hash, and every request
 	// has its own trace: forwarding it would defeat content-based dedup.
-	if tp := TraceparentFromContext(ctx); tp != "" && !p.s.contentDedup {
-		p.fwd = map[string]string{"Traceparent": tp}
+	if traceparent != "" && !p.s.contentDedup {
+		p.fwd = map[string]string{"Traceparent": traceparent}
 	}
 	if p.s.flow != nil || p.s.retryDelay != "" {
 		p.extra = map[string]string{}
@@ -244,7 +251,6 @@ func (c *Client) prepare(ctx context.Context, args Args, opts []EnqueueOption) (
 			p.extra["Upstash-Retry-Delay"] = p.s.retryDelay
 		}
 	}
-	return p, nil
 }
 
 // delay and notBefore render the "when" setting for qstash-go.
@@ -306,11 +312,16 @@ func (c *Client) publishError(job string, t *callTransport, err error) *PublishE
 // accepted it, so a caller that retries should pass WithDeduplicationID.
 // Enqueue does not retry by itself for the same reason.
 func (c *Client) Enqueue(ctx context.Context, args Args, opts ...EnqueueOption) (EnqueueResult, error) {
-	p, err := c.prepare(ctx, args, opts)
+	p, err := prepare(ctx, args, opts)
 	if err != nil {
 		c.countInvalid(args)
 		return EnqueueResult{}, err
 	}
+	return c.publish(ctx, p)
+}
+
+// publish sends one prepared job (Enqueue, PublishMessage).
+func (c *Client) publish(ctx context.Context, p *prepared) (EnqueueResult, error) {
 	po := qstash.PublishOptions{
 		Url:                       c.Destination(p.kind),
 		Body:                      p.body,
@@ -338,7 +349,7 @@ func (c *Client) Enqueue(ctx context.Context, args Args, opts ...EnqueueOption) 
 	}
 	var res qstash.PublishOrEnqueueResponse
 	start := time.Now()
-	err = c.call(ctx, t, func(q *qstash.Client) (err error) {
+	err := c.call(ctx, t, func(q *qstash.Client) (err error) {
 		if p.s.queue != "" {
 			res, err = q.Enqueue(qstash.EnqueueOptions{Queue: p.s.queue, PublishOptions: po})
 		} else {
@@ -362,11 +373,14 @@ func (c *Client) Enqueue(ctx context.Context, args Args, opts ...EnqueueOption) 
 }
 
 func (c *Client) countInvalid(args Args) {
-	if args == nil {
-		return
+	if args != nil {
+		c.countInvalidKind(args.Kind())
 	}
+}
+
+func (c *Client) countInvalidKind(kind string) {
 	// Only a valid name may become a label.
-	if kind := args.Kind(); ValidateName(kind) == nil {
+	if ValidateName(kind) == nil {
 		c.metrics.count(kind, resultInvalid)
 	}
 }
@@ -393,15 +407,23 @@ func (c *Client) EnqueueBatch(ctx context.Context, reqs []EnqueueRequest) ([]Enq
 		return nil, nil
 	}
 	ps := make([]*prepared, len(reqs))
-	items := make([]qstash.BatchOptions, len(reqs))
-	t := &callTransport{batch: make([]map[string]string, len(reqs))}
 	for i, r := range reqs {
-		p, err := c.prepare(ctx, r.Args, r.Options)
+		p, err := prepare(ctx, r.Args, r.Options)
 		if err != nil {
 			c.countInvalid(r.Args)
 			return nil, fmt.Errorf("jobs: batch request %d: %w", i, err)
 		}
 		ps[i] = p
+	}
+	return c.publishBatch(ctx, ps)
+}
+
+// publishBatch sends prepared jobs in one batch call (EnqueueBatch,
+// PublishMessages).
+func (c *Client) publishBatch(ctx context.Context, ps []*prepared) ([]EnqueueResult, error) {
+	items := make([]qstash.BatchOptions, len(ps))
+	t := &callTransport{batch: make([]map[string]string, len(ps))}
+	for i, p := range ps {
 		t.batch[i] = p.extra
 		items[i] = qstash.BatchOptions{
 			Queue:                     p.s.queue,
@@ -425,8 +447,8 @@ func (c *Client) EnqueueBatch(ctx context.Context, reqs []EnqueueRequest) ([]Enq
 		res, err = q.Batch(items)
 		return err
 	})
-	if err == nil && len(res) != len(reqs) {
-		err = fmt.Errorf("qstash answered %d results for %d messages", len(res), len(reqs))
+	if err == nil && len(res) != len(ps) {
+		err = fmt.Errorf("qstash answered %d results for %d messages", len(res), len(ps))
 	}
 	c.metrics.observe("batch", err == nil, time.Since(start))
 	if err != nil {
@@ -434,11 +456,11 @@ func (c *Client) EnqueueBatch(ctx context.Context, reqs []EnqueueRequest) ([]Enq
 			c.metrics.count(p.kind, resultError)
 		}
 		pe := c.publishError("batch", t, err)
-		c.log.LogAttrs(ctx, slog.LevelWarn, "job batch publish failed", slog.Int("messages", len(reqs)),
+		c.log.LogAttrs(ctx, slog.LevelWarn, "job batch publish failed", slog.Int("messages", len(ps)),
 			slog.Int("status", pe.StatusCode), slog.String("error", err.Error()))
 		return nil, pe
 	}
-	out := make([]EnqueueResult, len(reqs))
+	out := make([]EnqueueResult, len(ps))
 	var failed []error
 	for i, r := range res {
 		kind := ps[i].kind
@@ -452,7 +474,7 @@ func (c *Client) EnqueueBatch(ctx context.Context, reqs []EnqueueRequest) ([]Enq
 	}
 	if len(failed) > 0 {
 		err := &PublishError{Job: "batch", StatusCode: t.status, Err: errors.Join(failed...)}
-		c.log.LogAttrs(ctx, slog.LevelWarn, "job batch partly failed", slog.Int("messages", len(reqs)),
+		c.log.LogAttrs(ctx, slog.LevelWarn, "job batch partly failed", slog.Int("messages", len(ps)),
 			slog.Int("failed", len(failed)))
 		return out, err
 	}

@@ -234,33 +234,65 @@ func TestEnqueueWire(t *testing.T) {
 				ctx = context.Background()
 			}
 
-			res, err := c.Enqueue(ctx, tt.args, tt.opts...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if res != (EnqueueResult{MessageID: "msg_1"}) {
-				t.Errorf("result = %+v", res)
-			}
-			got := rec.next(t)
-			if got.Method != http.MethodPost {
-				t.Errorf("method = %s", got.Method)
-			}
-			if got.RequestURI != tt.wantURI {
-				t.Errorf("request URI = %s\nwant          %s", got.RequestURI, tt.wantURI)
-			}
-			if a := got.Header.Get("Authorization"); a != "Bearer "+testToken {
-				t.Errorf("Authorization = %q", a)
-			}
-			if ct := got.Header.Get("Content-Type"); ct != "application/json" {
-				t.Errorf("Content-Type = %q", ct)
-			}
-			if h := got.upstash(); !maps.Equal(h, tt.wantHead) {
-				t.Errorf("Upstash headers = %v\nwant              %v", h, tt.wantHead)
-			}
-			if string(got.Body) != tt.wantBody {
-				t.Errorf("body = %s, want %s", got.Body, tt.wantBody)
+			// Enqueue, and PrepareMessage + a JSON round trip (as an outbox
+			// stores it) + PublishMessage, must send the same request.
+			for _, via := range []string{"Enqueue", "PublishMessage"} {
+				var res EnqueueResult
+				var err error
+				if via == "Enqueue" {
+					res, err = c.Enqueue(ctx, tt.args, tt.opts...)
+				} else {
+					res, err = publishStored(ctx, c, tt.args, tt.opts...)
+				}
+				if err != nil {
+					t.Fatalf("%s: %v", via, err)
+				}
+				if res != (EnqueueResult{MessageID: "msg_1"}) {
+					t.Errorf("%s: result = %+v", via, res)
+				}
+				checkWire(t, via, rec.next(t), tt.wantURI, tt.wantHead, tt.wantBody)
 			}
 		})
+	}
+}
+
+// publishStored publishes args the way an outbox does: prepare, store as
+// JSON, load, publish.
+func publishStored(ctx context.Context, c *Client, args Args, opts ...EnqueueOption) (EnqueueResult, error) {
+	m, err := PrepareMessage(ctx, args, opts...)
+	if err != nil {
+		return EnqueueResult{}, err
+	}
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return EnqueueResult{}, err
+	}
+	var loaded Message
+	if err := json.Unmarshal(raw, &loaded); err != nil {
+		return EnqueueResult{}, err
+	}
+	return c.PublishMessage(context.Background(), loaded)
+}
+
+func checkWire(t *testing.T, via string, got recorded, wantURI string, wantHead map[string]string, wantBody string) {
+	t.Helper()
+	if got.Method != http.MethodPost {
+		t.Errorf("%s: method = %s", via, got.Method)
+	}
+	if got.RequestURI != wantURI {
+		t.Errorf("%s: request URI = %s\nwant          %s", via, got.RequestURI, wantURI)
+	}
+	if a := got.Header.Get("Authorization"); a != "Bearer "+testToken {
+		t.Errorf("%s: Authorization = %q", via, a)
+	}
+	if ct := got.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("%s: Content-Type = %q", via, ct)
+	}
+	if h := got.upstash(); !maps.Equal(h, wantHead) {
+		t.Errorf("%s: Upstash headers = %v\nwant              %v", via, h, wantHead)
+	}
+	if string(got.Body) != wantBody {
+		t.Errorf("%s: body = %s, want %s", via, got.Body, wantBody)
 	}
 }
 
@@ -445,11 +477,30 @@ func TestEnqueueBatchWire(t *testing.T) {
 	})
 	c := newTestClient(t, rec.srv.URL)
 	ctx := WithTraceparent(context.Background(), testTP)
-	res, err := c.EnqueueBatch(ctx, []EnqueueRequest{
+	reqs := []EnqueueRequest{
 		{Args: testArgs{ID: "a"}, Options: []EnqueueOption{WithDelay(5 * time.Second), WithRetryDelay("1000")}},
 		{Args: defaultedArgs{ID: "b"}},
 		{Args: testArgs{ID: "c"}, Options: []EnqueueOption{WithQueue("emails"), WithDeduplicationID("c")}},
+	}
+	t.Run("EnqueueBatch", func(t *testing.T) {
+		res, err := c.EnqueueBatch(ctx, reqs)
+		checkBatchWire(t, rec, res, err)
 	})
+	t.Run("PublishMessages", func(t *testing.T) {
+		msgs := make([]Message, len(reqs))
+		for i, r := range reqs {
+			var err error
+			if msgs[i], err = PrepareMessage(ctx, r.Args, r.Options...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		res, err := c.PublishMessages(context.Background(), msgs)
+		checkBatchWire(t, rec, res, err)
+	})
+}
+
+func checkBatchWire(t *testing.T, rec *recorder, res []EnqueueResult, err error) {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}

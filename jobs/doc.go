@@ -41,6 +41,12 @@
 // HTTP transport, so cancellation is prompt. A cancelled publish may still
 // have reached QStash: pair retries with WithDeduplicationID.
 //
+// PrepareMessage does Enqueue's validation and encoding without sending,
+// returning a Message that marshals to JSON; Client.PublishMessage and
+// PublishMessages send such messages later, exactly as Enqueue and
+// EnqueueBatch would have. Package outbox builds transactional enqueue on
+// them.
+//
 // Delivery is at-least-once. This package does not deduplicate: the worker's
 // route does, keyed on Delivery.MessageID (see package idempotency).
 package jobs
