@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/digis/jobworker/internal/collector"
 )
 
 // cleanup finishes, in the background, what callers could not tell Redis
@@ -272,7 +274,7 @@ func newStoreMetrics(reg prometheus.Registerer) (*storeMetrics, error) {
 		return m, nil
 	}
 	var err error
-	if m.cleanups, err = register(reg, m.cleanups); err != nil {
+	if m.cleanups, err = collector.Register(reg, m.cleanups); err != nil {
 		return nil, err
 	}
 	return m, nil

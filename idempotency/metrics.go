@@ -1,9 +1,9 @@
 package idempotency
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/digis/jobworker/internal/collector"
 )
 
 // Middleware outcomes, the values of the "outcome" label of
@@ -39,24 +39,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	var err error
-	if m.requests, err = register(reg, m.requests); err != nil {
+	if m.requests, err = collector.Register(reg, m.requests); err != nil {
 		return nil, err
 	}
-	if m.storeErrors, err = register(reg, m.storeErrors); err != nil {
+	if m.storeErrors, err = collector.Register(reg, m.storeErrors); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register registers c, or reuses an identical collector already there (two
-// routes with their own middleware share one registry).
-func register(reg prometheus.Registerer, c *prometheus.CounterVec) (*prometheus.CounterVec, error) {
-	err := reg.Register(c)
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-			return existing, nil
-		}
-	}
-	return c, err
 }

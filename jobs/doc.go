@@ -17,16 +17,15 @@
 //	res, err := client.Enqueue(ctx, NotifyFollowers{StreamID: "s_1"},
 //		jobs.WithDelay(30*time.Second), jobs.WithDeduplicationID("notify:s_1"))
 //
-// The worker registers a handler per type and, for each verified delivery,
-// dispatches by name and answers as Outcome says:
+// The worker registers a handler per type; package worker receives QStash's
+// deliveries, verifies and dedupes them, dispatches by name and answers:
 //
 //	reg, _ := jobs.NewRegistry(jobs.RegistryConfig{})
 //	err := jobs.Register(reg, func(ctx context.Context, j *jobs.Job[NotifyFollowers]) error {
 //		return notify(ctx, j.Args.StreamID)
 //	}, jobs.WithHandlerTimeout(30*time.Second))
-//	...
-//	err = reg.Dispatch(ctx, name, jobs.DeliveryFromHeader(r.Header), body)
-//	status, header := jobs.Outcome(err) // 200, 500 (+Retry-After) or 489 (+Upstash-NonRetryable-Error)
+//	w, err := worker.New(worker.Config{Registry: reg, ...})
+//	http.Handle("/jobs/", w)
 //
 // Handlers steer retries with errors: Permanent(err) stops them (bad input);
 // RetryAfter(d, err) asks for a later retry; any other error is retried with

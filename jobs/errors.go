@@ -3,7 +3,6 @@ package jobs
 import (
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -38,7 +37,7 @@ const StatusNonRetryable = 489
 const HeaderNonRetryable = "Upstash-NonRetryable-Error"
 
 // MaxRetryAfter is the longest Retry-After QStash honours; longer values are
-// ignored by QStash (it falls back to its default backoff), so Outcome clamps
+// ignored by QStash (it falls back to its default backoff), so RetryAfter clamps
 // to it.
 const MaxRetryAfter = 24 * time.Hour
 
@@ -120,75 +119,41 @@ func (e *PanicError) Unwrap() error {
 	return nil
 }
 
-// Class is the kind of answer an error from Dispatch calls for.
-type Class int
+// class is the kind of answer an error from Dispatch calls for; it labels
+// the dispatch metrics. The HTTP answer itself is package worker's.
+type class int
 
 const (
-	// ClassOK: done (nil error). Answer 2xx; QStash stops.
-	ClassOK Class = iota
-	// ClassRetry: transient failure. Answer 500 (with Retry-After when
-	// asked); QStash retries with backoff, then dead-letters.
-	ClassRetry
-	// ClassPermanent: retrying cannot help. Answer 489 +
-	// Upstash-NonRetryable-Error: true; QStash dead-letters at once.
-	ClassPermanent
+	classOK        class = iota // done (nil error)
+	classRetry                  // transient failure: QStash retries
+	classPermanent              // retrying cannot help: dead-letter now
 )
 
-// String returns "ok", "retry" or "permanent" (also used as a metric label).
-func (c Class) String() string {
+// String returns "ok", "retry" or "permanent" (the metric label).
+func (c class) String() string {
 	switch c {
-	case ClassOK:
+	case classOK:
 		return "ok"
-	case ClassRetry:
+	case classRetry:
 		return "retry"
-	case ClassPermanent:
+	case classPermanent:
 		return "permanent"
 	}
 	return "class(" + strconv.Itoa(int(c)) + ")"
 }
 
-// Classify sorts an error returned by Dispatch (or by anything else the
-// worker's delivery route does) into a Class: nil is ClassOK, an error marked
-// Permanent is ClassPermanent, anything else — handler errors, timeouts,
-// panics, Redis outages — is ClassRetry.
-func Classify(err error) Class {
+// classify sorts an error returned by Dispatch: nil is classOK, an error
+// marked Permanent is classPermanent, anything else (handler errors,
+// timeouts, panics) is classRetry.
+func classify(err error) class {
 	switch {
 	case err == nil:
-		return ClassOK
+		return classOK
 	case IsPermanent(err):
-		return ClassPermanent
+		return classPermanent
 	default:
-		return ClassRetry
+		return classRetry
 	}
-}
-
-// Outcome maps an error to the HTTP answer that steers QStash, the one place
-// this mapping lives:
-//
-//	nil                       → 200
-//	Permanent(...)            → 489, Upstash-NonRetryable-Error: true
-//	RetryAfter(d, ...)        → 500, Retry-After: ceil(d in seconds)
-//	any other error           → 500
-//
-// The returned header is nil when there is nothing to add. The caller writes
-// the body (a problem+json without internal error text).
-func Outcome(err error) (status int, header http.Header) {
-	switch Classify(err) {
-	case ClassOK:
-		return http.StatusOK, nil
-	case ClassPermanent:
-		h := http.Header{}
-		h.Set(HeaderNonRetryable, "true") // canonicalised, so h.Get finds it
-		return StatusNonRetryable, h
-	}
-	if d, ok := RetryAfterOf(err); ok {
-		return http.StatusInternalServerError, http.Header{"Retry-After": {retryAfterSeconds(d)}}
-	}
-	return http.StatusInternalServerError, nil
-}
-
-func retryAfterSeconds(d time.Duration) string {
-	return strconv.FormatInt(int64(math.Ceil(d.Seconds())), 10)
 }
 
 // PublishError is the error Enqueue and EnqueueBatch return when QStash

@@ -9,45 +9,46 @@ import (
 	"time"
 )
 
-func TestOutcome(t *testing.T) {
+// The classification the dispatch metrics use, and what RetryAfterOf reads
+// (the HTTP answers built from them are tested in package worker).
+func TestClassifyAndRetryAfter(t *testing.T) {
 	t.Parallel()
 	sentinel := errors.New("boom")
+	none := time.Duration(-1)
 	tests := []struct {
-		name       string
-		given      error
-		wantStatus int
-		wantHeader http.Header
-		wantClass  Class
+		name      string
+		given     error
+		wantClass class
+		wantAfter time.Duration // -1: none requested
 	}{
-		{"nil", nil, 200, nil, ClassOK},
-		{"plain error", sentinel, 500, nil, ClassRetry},
-		{"deadline", context.DeadlineExceeded, 500, nil, ClassRetry},
-		{"permanent", Permanent(sentinel), 489, http.Header{"Upstash-Nonretryable-Error": {"true"}}, ClassPermanent},
-		{"permanent nil", Permanent(nil), 489, http.Header{"Upstash-Nonretryable-Error": {"true"}}, ClassPermanent},
-		{"wrapped permanent", fmt.Errorf("ctx: %w", Permanent(sentinel)), 489, http.Header{"Upstash-Nonretryable-Error": {"true"}}, ClassPermanent},
-		{"retry after", RetryAfter(1500*time.Millisecond, sentinel), 500, http.Header{"Retry-After": {"2"}}, ClassRetry},
-		{"retry after zero", RetryAfter(0, nil), 500, http.Header{"Retry-After": {"0"}}, ClassRetry},
-		{"retry after negative", RetryAfter(-time.Second, nil), 500, http.Header{"Retry-After": {"0"}}, ClassRetry},
-		{"retry after clamped", RetryAfter(48*time.Hour, nil), 500, http.Header{"Retry-After": {"86400"}}, ClassRetry},
-		{"wrapped retry after", fmt.Errorf("x: %w", RetryAfter(time.Minute, sentinel)), 500, http.Header{"Retry-After": {"60"}}, ClassRetry},
-		{"permanent beats retry after", Permanent(RetryAfter(time.Minute, sentinel)), 489, http.Header{"Upstash-Nonretryable-Error": {"true"}}, ClassPermanent},
-		{"retry after around permanent", RetryAfter(time.Minute, Permanent(sentinel)), 489, http.Header{"Upstash-Nonretryable-Error": {"true"}}, ClassPermanent},
-		{"panic", &PanicError{Job: "a", Value: "x"}, 500, nil, ClassRetry},
-		{"unknown job", Permanent(fmt.Errorf("%w: x", ErrUnknownJob)), 489, http.Header{"Upstash-Nonretryable-Error": {"true"}}, ClassPermanent},
+		{"nil", nil, classOK, none},
+		{"plain error", sentinel, classRetry, none},
+		{"deadline", context.DeadlineExceeded, classRetry, none},
+		{"permanent", Permanent(sentinel), classPermanent, none},
+		{"permanent nil", Permanent(nil), classPermanent, none},
+		{"wrapped permanent", fmt.Errorf("ctx: %w", Permanent(sentinel)), classPermanent, none},
+		{"retry after", RetryAfter(1500*time.Millisecond, sentinel), classRetry, 1500 * time.Millisecond},
+		{"retry after zero", RetryAfter(0, nil), classRetry, 0},
+		{"retry after negative", RetryAfter(-time.Second, nil), classRetry, 0},
+		{"retry after clamped", RetryAfter(48*time.Hour, nil), classRetry, MaxRetryAfter},
+		{"wrapped retry after", fmt.Errorf("x: %w", RetryAfter(time.Minute, sentinel)), classRetry, time.Minute},
+		{"permanent beats retry after", Permanent(RetryAfter(time.Minute, sentinel)), classPermanent, time.Minute},
+		{"retry after around permanent", RetryAfter(time.Minute, Permanent(sentinel)), classPermanent, time.Minute},
+		{"panic", &PanicError{Job: "a", Value: "x"}, classRetry, none},
+		{"unknown job", Permanent(fmt.Errorf("%w: x", ErrUnknownJob)), classPermanent, none},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			status, header := Outcome(tt.given)
-			if status != tt.wantStatus {
-				t.Errorf("status = %d, want %d", status, tt.wantStatus)
+			if got := classify(tt.given); got != tt.wantClass {
+				t.Errorf("classify = %v, want %v", got, tt.wantClass)
 			}
-			if header.Get(HeaderNonRetryable) != tt.wantHeader.Get(HeaderNonRetryable) ||
-				header.Get("Retry-After") != tt.wantHeader.Get("Retry-After") || len(header) != len(tt.wantHeader) {
-				t.Errorf("header = %v, want %v", header, tt.wantHeader)
+			after, ok := RetryAfterOf(tt.given)
+			if !ok {
+				after = none
 			}
-			if got := Classify(tt.given); got != tt.wantClass {
-				t.Errorf("Classify = %v, want %v", got, tt.wantClass)
+			if after != tt.wantAfter {
+				t.Errorf("RetryAfterOf = %v, want %v", after, tt.wantAfter)
 			}
 		})
 	}
@@ -73,8 +74,8 @@ func TestControlErrorsKeepCause(t *testing.T) {
 	if IsPermanent(cause) || IsPermanent(nil) {
 		t.Error("IsPermanent(plain or nil) = true")
 	}
-	if ClassOK.String() != "ok" || ClassRetry.String() != "retry" || ClassPermanent.String() != "permanent" || Class(9).String() != "class(9)" {
-		t.Error("Class.String mismatch")
+	if classOK.String() != "ok" || classRetry.String() != "retry" || classPermanent.String() != "permanent" || class(9).String() != "class(9)" {
+		t.Error("class.String mismatch")
 	}
 }
 

@@ -38,8 +38,9 @@ func (a NotifyFollowers) Validate() error {
 	return nil
 }
 
-// The worker side: register a typed handler, dispatch a delivery by name,
-// answer QStash as Outcome says.
+// The worker side: register a typed handler and dispatch a delivery by
+// name (package worker does this for verified QStash requests and answers
+// QStash from the result).
 func Example() {
 	reg, err := jobs.NewRegistry(jobs.RegistryConfig{})
 	if err != nil {
@@ -59,30 +60,28 @@ func Example() {
 	h.Set("Upstash-Retried", "0")
 	for _, body := range []string{`{"stream_id":"s_1"}`, `{"stream_id":""}`} {
 		err := reg.Dispatch(context.Background(), "streams.notify-followers", jobs.DeliveryFromHeader(h), []byte(body))
-		status, header := jobs.Outcome(err)
-		fmt.Printf("%d nonretryable=%q\n", status, header.Get(jobs.HeaderNonRetryable))
+		fmt.Printf("err=%v permanent=%t\n", err != nil, jobs.IsPermanent(err))
 	}
 	// Output:
 	// notifying followers of s_1 (attempt 1)
-	// 200 nonretryable=""
-	// 489 nonretryable="true"
+	// err=false permanent=false
+	// err=true permanent=true
 }
 
-func ExampleOutcome() {
+// Handlers steer QStash's retries with the errors they return.
+func ExampleRetryAfter() {
 	for _, err := range []error{
-		nil,
-		errors.New("database unavailable"),
-		jobs.RetryAfter(90*time.Second, errors.New("rate limited upstream")),
-		jobs.Permanent(errors.New("stream was deleted")),
+		errors.New("database unavailable"),                                   // retried with QStash's backoff
+		jobs.RetryAfter(90*time.Second, errors.New("rate limited upstream")), // retried no sooner than 90 s
+		jobs.Permanent(errors.New("stream was deleted")),                     // dead-lettered at once
 	} {
-		status, header := jobs.Outcome(err)
-		fmt.Println(status, header)
+		after, ok := jobs.RetryAfterOf(err)
+		fmt.Println(jobs.IsPermanent(err), after, ok)
 	}
 	// Output:
-	// 200 map[]
-	// 500 map[]
-	// 500 map[Retry-After:[90]]
-	// 489 map[Upstash-Nonretryable-Error:[true]]
+	// false 0s false
+	// false 1m30s true
+	// true 0s false
 }
 
 // The API side: publish a job through QStash. Here QStash is a local

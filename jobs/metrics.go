@@ -1,26 +1,12 @@
 package jobs
 
 import (
-	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-)
 
-// register adds c to reg, reusing an identical collector that is already
-// there (two clients in one process share one registry).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
-}
+	"github.com/digis/jobworker/internal/collector"
+)
 
 // dispatchMetrics is nil-safe: a nil value records nothing.
 type dispatchMetrics struct {
@@ -32,14 +18,14 @@ func newDispatchMetrics(reg prometheus.Registerer) (*dispatchMetrics, error) {
 	if reg == nil {
 		return nil, nil
 	}
-	handled, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	handled, err := collector.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "jobworker_jobs_handled_total",
 		Help: "Job deliveries dispatched, by job and outcome (ok, retry, permanent, panic).",
 	}, []string{"job", "outcome"}))
 	if err != nil {
 		return nil, err
 	}
-	duration, err := register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	duration, err := collector.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "jobworker_jobs_handle_duration_seconds",
 		Help:    "Time spent in job handlers, decoding included, by job.",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
@@ -50,7 +36,7 @@ func newDispatchMetrics(reg prometheus.Registerer) (*dispatchMetrics, error) {
 	return &dispatchMetrics{handled: handled, duration: duration}, nil
 }
 
-func (m *dispatchMetrics) observe(job string, c Class, panicked bool, took time.Duration) {
+func (m *dispatchMetrics) observe(job string, c class, panicked bool, took time.Duration) {
 	if m == nil {
 		return
 	}
@@ -81,14 +67,14 @@ func newClientMetrics(reg prometheus.Registerer) (*clientMetrics, error) {
 	if reg == nil {
 		return nil, nil
 	}
-	enqueued, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	enqueued, err := collector.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "jobworker_jobs_enqueued_total",
 		Help: "Jobs handed to QStash, by job and result (ok, deduplicated, error, invalid).",
 	}, []string{"job", "result"}))
 	if err != nil {
 		return nil, err
 	}
-	latency, err := register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	latency, err := collector.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "jobworker_jobs_publish_duration_seconds",
 		Help:    "Latency of QStash publish calls, by call (publish, enqueue, batch) and result (ok, error).",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,7 +20,8 @@ import (
 
 // End-to-end tests: the real qstash-go client publishes to a local
 // qstashdev server, which delivers signed requests to an httptest worker
-// that dispatches through a Registry and answers with jobs.Outcome.
+// that dispatches through a Registry and answers as package worker does
+// (see answer).
 // (Signature verification is package webhooks' business; here we only check
 // the signature header is present.)
 
@@ -60,7 +62,7 @@ func setup(t *testing.T, register func(reg *jobs.Registry)) *e2e {
 		if name, ok := strings.CutPrefix(r.URL.Path, jobs.PathPrefix); ok {
 			err := reg.Dispatch(r.Context(), name, jobs.DeliveryFromHeader(r.Header), body)
 			var header http.Header
-			status, header = jobs.Outcome(err)
+			status, header = answer(err)
 			for k, v := range header {
 				w.Header()[k] = v
 			}
@@ -76,6 +78,21 @@ func setup(t *testing.T, register func(reg *jobs.Registry)) *e2e {
 		t.Fatal(err)
 	}
 	return env
+}
+
+// answer is the worker's mapping of a Dispatch result, cut down to what
+// these tests need (package worker owns the real one).
+func answer(err error) (int, http.Header) {
+	switch {
+	case err == nil:
+		return http.StatusOK, nil
+	case jobs.IsPermanent(err):
+		return jobs.StatusNonRetryable, http.Header{jobs.HeaderNonRetryable: {"true"}}
+	}
+	if d, ok := jobs.RetryAfterOf(err); ok {
+		return http.StatusInternalServerError, http.Header{"Retry-After": {strconv.Itoa(int(d.Seconds()))}}
+	}
+	return http.StatusInternalServerError, nil
 }
 
 func (e *e2e) next(t *testing.T) delivery {

@@ -196,7 +196,7 @@ func decodePayload(body []byte, v any, strict bool) error {
 }
 
 // Dispatch runs the handler registered for name with the delivery's body and
-// returns its result; map it to the HTTP answer with Outcome.
+// returns its result (package worker turns it into the HTTP answer).
 //
 //   - unknown name: Permanent, wrapping ErrUnknownJob;
 //   - body not valid JSON for the args type, or its Validate method fails:
@@ -216,7 +216,7 @@ func (r *Registry) Dispatch(ctx context.Context, name string, d Delivery, body [
 	r.mu.RUnlock()
 	if h == nil {
 		// An unregistered name is caller-controlled text: never a label.
-		r.metrics.observe("_unknown", ClassPermanent, false, 0)
+		r.metrics.observe("_unknown", classPermanent, false, 0)
 		return Permanent(fmt.Errorf("%w: %q", ErrUnknownJob, name))
 	}
 	ctx, cancel := context.WithTimeout(ctx, h.timeout)
@@ -227,7 +227,7 @@ func (r *Registry) Dispatch(ctx context.Context, name string, d Delivery, body [
 	start := time.Now()
 	err := h.run(ctx, d, body)
 	var pe *PanicError
-	r.metrics.observe(name, Classify(err), errors.As(err, &pe), time.Since(start))
+	r.metrics.observe(name, classify(err), errors.As(err, &pe), time.Since(start))
 	return err
 }
 

@@ -120,29 +120,29 @@ func TestDispatch(t *testing.T) {
 		job       string
 		body      string
 		handler   func(context.Context, *Job[testArgs]) error
-		wantClass Class
+		wantClass class
 		wantIs    []error
 		wantRun   bool
 	}{
-		{name: "ok", job: "test.job", body: `{"id":"a","count":2}`, wantClass: ClassOK, wantRun: true},
-		{name: "unknown fields ignored", job: "test.job", body: `{"id":"a","new_field":1}`, wantClass: ClassOK, wantRun: true},
-		{name: "whitespace around", job: "test.job", body: " \n{\"id\":\"a\"}\n ", wantClass: ClassOK, wantRun: true},
-		{name: "unknown job", job: "nope.job", body: `{}`, wantClass: ClassPermanent, wantIs: []error{ErrUnknownJob}},
-		{name: "empty body", job: "test.job", body: ``, wantClass: ClassPermanent, wantIs: []error{ErrBadPayload}},
-		{name: "not json", job: "test.job", body: `id=a`, wantClass: ClassPermanent, wantIs: []error{ErrBadPayload}},
-		{name: "type mismatch", job: "test.job", body: `{"count":"two"}`, wantClass: ClassPermanent, wantIs: []error{ErrBadPayload}},
-		{name: "trailing data", job: "test.job", body: `{"id":"a"}{"id":"b"}`, wantClass: ClassPermanent, wantIs: []error{ErrBadPayload}},
-		{name: "array", job: "test.job", body: `[1]`, wantClass: ClassPermanent, wantIs: []error{ErrBadPayload}},
-		{name: "validate fails", job: "test.job", body: `{"count":-1}`, wantClass: ClassPermanent, wantIs: []error{ErrBadPayload}},
-		{name: "handler error", job: "test.job", body: `{}`, wantClass: ClassRetry, wantIs: []error{cause}, wantRun: true,
+		{name: "ok", job: "test.job", body: `{"id":"a","count":2}`, wantClass: classOK, wantRun: true},
+		{name: "unknown fields ignored", job: "test.job", body: `{"id":"a","new_field":1}`, wantClass: classOK, wantRun: true},
+		{name: "whitespace around", job: "test.job", body: " \n{\"id\":\"a\"}\n ", wantClass: classOK, wantRun: true},
+		{name: "unknown job", job: "nope.job", body: `{}`, wantClass: classPermanent, wantIs: []error{ErrUnknownJob}},
+		{name: "empty body", job: "test.job", body: ``, wantClass: classPermanent, wantIs: []error{ErrBadPayload}},
+		{name: "not json", job: "test.job", body: `id=a`, wantClass: classPermanent, wantIs: []error{ErrBadPayload}},
+		{name: "type mismatch", job: "test.job", body: `{"count":"two"}`, wantClass: classPermanent, wantIs: []error{ErrBadPayload}},
+		{name: "trailing data", job: "test.job", body: `{"id":"a"}{"id":"b"}`, wantClass: classPermanent, wantIs: []error{ErrBadPayload}},
+		{name: "array", job: "test.job", body: `[1]`, wantClass: classPermanent, wantIs: []error{ErrBadPayload}},
+		{name: "validate fails", job: "test.job", body: `{"count":-1}`, wantClass: classPermanent, wantIs: []error{ErrBadPayload}},
+		{name: "handler error", job: "test.job", body: `{}`, wantClass: classRetry, wantIs: []error{cause}, wantRun: true,
 			handler: func(context.Context, *Job[testArgs]) error { return cause }},
-		{name: "handler permanent", job: "test.job", body: `{}`, wantClass: ClassPermanent, wantIs: []error{cause}, wantRun: true,
+		{name: "handler permanent", job: "test.job", body: `{}`, wantClass: classPermanent, wantIs: []error{cause}, wantRun: true,
 			handler: func(context.Context, *Job[testArgs]) error { return Permanent(cause) }},
-		{name: "handler retry after", job: "test.job", body: `{}`, wantClass: ClassRetry, wantIs: []error{cause}, wantRun: true,
+		{name: "handler retry after", job: "test.job", body: `{}`, wantClass: classRetry, wantIs: []error{cause}, wantRun: true,
 			handler: func(context.Context, *Job[testArgs]) error { return RetryAfter(time.Minute, cause) }},
-		{name: "handler panics", job: "test.job", body: `{}`, wantClass: ClassRetry, wantRun: true,
+		{name: "handler panics", job: "test.job", body: `{}`, wantClass: classRetry, wantRun: true,
 			handler: func(context.Context, *Job[testArgs]) error { panic("boom") }},
-		{name: "handler sees its deadline", job: "test.job", body: `{}`, wantClass: ClassRetry, wantIs: []error{context.DeadlineExceeded}, wantRun: true,
+		{name: "handler sees its deadline", job: "test.job", body: `{}`, wantClass: classRetry, wantIs: []error{context.DeadlineExceeded}, wantRun: true,
 			handler: func(ctx context.Context, _ *Job[testArgs]) error { <-ctx.Done(); return ctx.Err() }},
 	}
 	for _, tt := range tests {
@@ -169,7 +169,7 @@ func TestDispatch(t *testing.T) {
 
 			err = r.Dispatch(context.Background(), tt.job, delivery, []byte(tt.body))
 
-			if c := Classify(err); c != tt.wantClass {
+			if c := classify(err); c != tt.wantClass {
 				t.Fatalf("class = %v (err %v), want %v", c, err, tt.wantClass)
 			}
 			for _, target := range tt.wantIs {

@@ -7,6 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/digis/jobworker/internal/collector"
+
 	"github.com/digis/jobworker/jobs"
 )
 
@@ -94,7 +96,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	var errs []error
 	reuse := func(c prometheus.Collector) prometheus.Collector {
-		got, err := register(reg, c)
+		got, err := collector.Register(reg, c)
 		errs = append(errs, err)
 		return got
 	}
@@ -114,21 +116,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, fmt.Errorf("outbox: register metrics: %w", err)
 	}
 	return m, nil
-}
-
-// register adds c to reg, reusing an identical collector that is already
-// there (two relays in one process share one registry).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }
 
 // jobLabel keeps a row's kind out of the labels unless it is a valid job

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -353,11 +355,12 @@ func (r *Relay) Handler() http.Handler {
 		if err != nil {
 			var ue *UnavailableError
 			if errors.As(err, &ue) {
+				// 500 with a Retry-After makes the QStash schedule that
+				// called this route retry it when QStash itself is back.
 				body.Error = "qstash unavailable"
-				var h http.Header
-				status, h = jobs.Outcome(jobs.RetryAfter(ue.RetryAfter, err))
-				for k, v := range h {
-					w.Header()[k] = v
+				status = http.StatusInternalServerError
+				if ue.RetryAfter > 0 {
+					w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(min(ue.RetryAfter, jobs.MaxRetryAfter).Seconds())), 10))
 				}
 			} else {
 				body.Error = "database error"

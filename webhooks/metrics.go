@@ -1,10 +1,11 @@
 package webhooks
 
 import (
-	"errors"
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/digis/jobworker/internal/collector"
 )
 
 // metrics are shared by the QStash and Stripe verifiers: both register the
@@ -35,31 +36,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	var err error
-	if m.verifications, err = register(reg, m.verifications); err != nil {
+	if m.verifications, err = collector.Register(reg, m.verifications); err != nil {
 		return nil, err
 	}
-	if m.keyUsed, err = register(reg, m.keyUsed); err != nil {
+	if m.keyUsed, err = collector.Register(reg, m.keyUsed); err != nil {
 		return nil, err
 	}
-	if m.apiMismatch, err = register(reg, m.apiMismatch); err != nil {
+	if m.apiMismatch, err = collector.Register(reg, m.apiMismatch); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register registers c, or returns the collector already registered under
-// the same descriptor.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }
 
 // initResults creates the series at zero so rate() works from the first

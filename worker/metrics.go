@@ -5,7 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/digis/jobworker/internal/metrics"
+	"github.com/digis/jobworker/internal/collector"
 )
 
 // unknownLabel is the job label of deliveries for unregistered names: label
@@ -53,16 +53,16 @@ func newMetrics(reg prometheus.Registerer) (*metricSet, error) {
 		return m, nil
 	}
 	var err error
-	if m.total, err = metrics.Register(reg, m.total); err != nil {
+	if m.total, err = collector.Register(reg, m.total); err != nil {
 		return nil, err
 	}
-	if m.duration, err = metrics.Register(reg, m.duration); err != nil {
+	if m.duration, err = collector.Register(reg, m.duration); err != nil {
 		return nil, err
 	}
-	if m.redeliv, err = metrics.Register(reg, m.redeliv); err != nil {
+	if m.redeliv, err = collector.Register(reg, m.redeliv); err != nil {
 		return nil, err
 	}
-	if m.dead, err = metrics.Register(reg, m.dead); err != nil {
+	if m.dead, err = collector.Register(reg, m.dead); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/digis/jobworker/idempotency"
-	"github.com/digis/jobworker/internal/metrics"
+	"github.com/digis/jobworker/internal/collector"
 	"github.com/digis/jobworker/internal/problem"
 	"github.com/digis/jobworker/webhooks"
 )
@@ -78,7 +78,7 @@ func (cfg stripeEvents) Handler() (echo.HandlerFunc, error) {
 	}, []string{"outcome"})
 	if cfg.Registerer != nil {
 		var err error
-		if total, err = metrics.Register(cfg.Registerer, total); err != nil {
+		if total, err = collector.Register(cfg.Registerer, total); err != nil {
 			return nil, err
 		}
 	}

@@ -149,6 +149,9 @@ type bundle struct {
 	// qstashURL, when set before setupWith, maps qstashdev's URL to the
 	// QSTASH_URL the worker publishes to.
 	qstashURL func(string) string
+	// timeScale, when set before setupWith, is qstashdev's TimeScale
+	// (default 0.001: QStash's waits are 1000× shorter).
+	timeScale float64
 
 	redis   *redistest.Server
 	qstash  *qstashdevtest.Server
@@ -175,7 +178,10 @@ func setupWith(t *testing.T, b *bundle, register func(*jobs.Registry, *process.P
 		b.effects = newEffects()
 	}
 	b.redis = redistest.Start(t)
-	b.qstash = qstashdevtest.Start(t, qstashdev.Config{TimeScale: 0.001})
+	if b.timeScale == 0 {
+		b.timeScale = 0.001
+	}
+	b.qstash = qstashdevtest.Start(t, qstashdev.Config{TimeScale: b.timeScale})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,7 @@
-// Package metrics holds what every package that exposes Prometheus metrics
+// Package collector holds what every package that exposes Prometheus metrics
 // shares: registering a collector on a caller's Registerer so that two
 // components built on one registry share the collector instead of failing.
-package metrics
+package collector
 
 import (
 	"errors"
