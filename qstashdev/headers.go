@@ -227,24 +227,6 @@ func hasPrefixFold(s, prefix string) bool {
 	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
-// mergeQueryConfig copies "upstash-*" query parameters into h (headers win)
-// and returns the query left for the destination, without qstash_token.
-func mergeQueryConfig(h http.Header, q url.Values) url.Values {
-	rest := url.Values{}
-	for k, vs := range q {
-		switch {
-		case strings.EqualFold(k, "qstash_token"):
-		case hasPrefixFold(k, "upstash-"):
-			if h.Get(k) == "" && len(vs) > 0 {
-				h.Set(k, vs[0])
-			}
-		default:
-			rest[k] = vs
-		}
-	}
-	return rest
-}
-
 // parsePublishHeaders turns publish headers into options. It rejects
 // malformed values with an error whose text is returned to the client.
 func parsePublishHeaders(h http.Header, lim parseLimits, now time.Time) (*publishOptions, error) {

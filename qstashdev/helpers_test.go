@@ -238,7 +238,7 @@ func setup(t testing.TB, cfg qstashdev.Config, respond func(d delivery) reply) *
 	}
 	srv := qstashdevtest.Start(t, cfg)
 	rcv := newReceiver(t, srv.SigningKeys, respond)
-	client := qstash.NewClientWith(qstash.Options{Url: srv.URL, Token: srv.Config().Token})
+	client := qstash.NewClientWith(qstash.Options{Url: srv.URL, Token: qstashdev.DevToken})
 	return &env{srv: srv, client: client, rcv: rcv}
 }
 
@@ -249,7 +249,7 @@ func (e *env) api(t testing.TB, method, path string, body io.Reader, header map[
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+e.srv.Config().Token)
+	req.Header.Set("Authorization", "Bearer "+qstashdev.DevToken)
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}

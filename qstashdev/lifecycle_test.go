@@ -103,28 +103,3 @@ func TestCloseCancelsInFlightDelivery(t *testing.T) {
 		t.Fatal("Close blocked on an in-flight delivery")
 	}
 }
-
-func TestListenAndServe(t *testing.T) {
-	t.Parallel()
-	if srv, err := qstashdev.New(qstashdev.Config{Addr: "256.0.0.1:1"}); err != nil {
-		t.Fatal(err)
-	} else if err := srv.ListenAndServe(context.Background()); err == nil {
-		t.Error("ListenAndServe on a bad address succeeded")
-	}
-	srv, err := qstashdev.New(qstashdev.Config{Addr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.ListenAndServe(ctx) }()
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("ListenAndServe after cancel: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("ListenAndServe did not return")
-	}
-}
