@@ -12,7 +12,7 @@ import (
 // retried message reports the outcome to the configured URL.
 
 // callbackPayload is the JSON QStash posts to callback and failure-callback
-// URLs (§2.5). Times are strings of unix ms, as in the docs' example.
+// URLs (docs/qstash-protocol.md §8.2). Times are strings of unix ms, as in the docs' example.
 type callbackPayload struct {
 	Status          int         `json:"status"`
 	Header          http.Header `json:"header"`

@@ -55,8 +55,9 @@ func (r *attemptResult) errorText() string {
 // reused).
 const maxResponseBody = 256 << 10
 
-// deliver performs one HTTP attempt with the §2.1 headers and a fresh §3.8
-// token. It never holds s.mu.
+// deliver performs one HTTP attempt with the headers of
+// docs/qstash-protocol.md §4.1 and a fresh token
+// (docs/qstash-protocol.md §5.1). It never holds s.mu.
 func (s *Server) deliver(a attempt) *attemptResult {
 	now := s.cfg.Now()
 	tok, err := signToken(a.key, a.url, a.body, now, randomID("jwt_", 28), 0)
@@ -107,7 +108,8 @@ func (s *Server) deliver(a attempt) *attemptResult {
 	return res
 }
 
-// backoff is the wait before the next attempt (§2.2): the destination's
+// backoff is the wait before the next attempt
+// (docs/qstash-protocol.md §6.2–§6.4): the destination's
 // Retry-After family if usable, else Upstash-Retry-Delay, else
 // min(86400, e^(2.5 n)) seconds; always multiplied by Config.TimeScale.
 func (s *Server) backoff(m *message, res *attemptResult) time.Duration {

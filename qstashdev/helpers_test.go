@@ -128,7 +128,8 @@ func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, rep.body)
 }
 
-// verify checks the delivery the way a strict receiver should (§3.6), and
+// verify checks the delivery the way a strict receiver should
+// (docs/qstash-protocol.md §5.4), and
 // also through qstash-go's Receiver, the SDK our users call.
 func (rc *receiver) verify(h http.Header, url string, body []byte) error {
 	sigs := h.Values("Upstash-Signature")

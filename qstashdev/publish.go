@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// pubResp is the publish answer for one message (docs/qstash-protocol.md
-// §3.5).
+// pubResp is the publish answer for one message
+// (docs/qstash-protocol.md §3.5).
 type pubResp struct {
 	MessageID    string `json:"messageId"`
 	URL          string `json:"url,omitempty"`
@@ -172,11 +172,11 @@ func configHeaders(h http.Header) http.Header {
 }
 
 // destinationFromPath rebuilds the destination of /v2/publish/<dest> and
-// /v2/enqueue/<q>/<dest> (§1.2): SDKs append it raw, so it arrives with
-// "://" in the path and its query string as the request's own; a fully
-// percent-encoded destination and a collapsed "https:/host" are accepted
-// too. upstash-* query parameters become config headers in h; qstash_token
-// is dropped.
+// /v2/enqueue/<q>/<dest> (docs/qstash-protocol.md §2.2): SDKs append it
+// raw, so it arrives with "://" in the path and its query string as the
+// request's own; a fully percent-encoded destination and a collapsed
+// "https:/host" are accepted too. upstash-* query parameters become config
+// headers in h (docs/qstash-protocol.md §3.4); qstash_token is dropped.
 func destinationFromPath(escaped, rawQuery string, h http.Header) (string, error) {
 	d := escaped
 	if !hasPrefixFold(d, "http://") && !hasPrefixFold(d, "https://") && strings.Contains(d, "%") {
@@ -266,7 +266,7 @@ func (s *Server) publishFromRequest(w http.ResponseWriter, r *http.Request, rest
 	writeJSON(w, status, resp)
 }
 
-// batchItem is one element of POST /v2/batch (§1.6).
+// batchItem is one element of POST /v2/batch (docs/qstash-protocol.md §3.6).
 type batchItem struct {
 	Destination string            `json:"destination"`
 	Headers     map[string]string `json:"headers"`
@@ -304,7 +304,8 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 			body = []byte(*it.Body)
 		}
 		// A failing item gets an error object in its slot; the others are
-		// still sent (§1.6; the real per-item error shape is undocumented).
+		// still sent (docs/qstash-protocol.md §3.6: the real per-item error
+		// shape is undocumented).
 		resp, _, err := s.publish(publishRequest{destination: strings.TrimSpace(it.Destination), queueName: it.Queue, header: h, body: body, callerIP: ip})
 		if err != nil {
 			out[i] = map[string]string{"error": err.Error()}

@@ -51,7 +51,7 @@ func TestPublishDeliversSignedRequest(t *testing.T) {
 			t.Errorf("%s = %q, want %q", k, checks[k], w)
 		}
 	}
-	// Delivered messages leave the message store (§5.1).
+	// Delivered messages leave the message store (docs/qstash-protocol.md §13).
 	waitFor(t, func() bool { _, err := e.client.Messages().Get(res.MessageId); return err != nil })
 }
 
@@ -82,7 +82,7 @@ func TestDelayAndNotBefore(t *testing.T) {
 	if m.Body != "d" || m.Url != e.rcv.URL("/delay") || m.MaxRetries != 0 || m.NotBefore-m.CreatedAt != 1000 {
 		t.Errorf("pending message %+v", m)
 	}
-	// Not-Before wins over Delay (§1.4).
+	// Not-Before wins over Delay (docs/qstash-protocol.md §3.3).
 	nb := time.Now().Add(1500 * time.Millisecond).Unix()
 	_, err = e.client.Publish(qstash.PublishOptions{Url: e.rcv.URL("/notbefore"), Body: "n", Delay: "1h", NotBefore: strconv.FormatInt(nb, 10)})
 	if err != nil {

@@ -10,9 +10,9 @@ import (
 
 // serveHTTP routes on the raw path: Go's ServeMux would clean
 // "/v2/publish/https://x" into "https:/x" with a 307
-// (docs/qstash-protocol.md §2.2). Resource names match case-insensitively
-// (qstash-go uses /v2/Schedules, §2.4). Each resource's handlers live in
-// the file named after it.
+// (docs/qstash-protocol.md §2.2). Resource names match case-insensitively:
+// qstash-go uses /v2/Schedules (docs/qstash-protocol.md §2.4). Each
+// resource's handlers live in the file named after it.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		if v := recover(); v != nil {
@@ -71,7 +71,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		default:
 			writeError(w, errNotFound)
 		}
-	case "rotate": // qstash-go's spelling of /v2/keys/rotate (§2.4)
+	case "rotate": // qstash-go's /v2/keys/rotate (docs/qstash-protocol.md §2.4)
 		if rest != "" {
 			writeError(w, errNotFound)
 		} else if m != http.MethodPost {

@@ -43,8 +43,8 @@ func (s *Server) routeSchedules(w http.ResponseWriter, r *http.Request, rest str
 		slices.SortFunc(out, func(a, b scheduleJSON) int { return int(a.CreatedAt - b.CreatedAt) })
 		writeJSON(w, http.StatusOK, out)
 	case isAction && (r.Method == http.MethodPatch || r.Method == http.MethodPost):
-		// OAS says POST, every SDK sends PATCH (docs/qstash-protocol.md
-		// §2.4): accept both.
+		// OAS says POST, every SDK sends PATCH: accept both
+		// (docs/qstash-protocol.md §2.4).
 		pause := strings.EqualFold(action, "pause")
 		s.mu.Lock()
 		sch := s.schedules[id]

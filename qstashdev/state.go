@@ -139,8 +139,9 @@ func (s *Server) start(m *message) {
 	}()
 }
 
-// finishAttempt classifies an attempt's outcome (docs/qstash-protocol.md
-// §6.1) and decides what comes next: done, retry, or dead letter.
+// finishAttempt classifies an attempt's outcome
+// (docs/qstash-protocol.md §6.1) and decides what comes next: done, retry,
+// or dead letter.
 func (s *Server) finishAttempt(m *message, res *attemptResult) {
 	m.inflight = false
 	m.attempts++

@@ -20,8 +20,8 @@ func textOrBase64(b []byte) (string, string) {
 	return "", base64.StdEncoding.EncodeToString(b)
 }
 
-// redacted is how Upstash-Redact-Fields shows a value (docs/qstash-protocol.md
-// §3.3).
+// redacted is how Upstash-Redact-Fields shows a value
+// (docs/qstash-protocol.md §3.3).
 func redacted(v []byte) string {
 	sum := sha256.Sum256(v)
 	return "REDACTED:" + hex.EncodeToString(sum[:])
