@@ -56,17 +56,20 @@ func TestShutdownFinishesInFlightDelivery(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
 	srv, api, _ := lifecycleEnv(t, release)
+	delivered := make(chan struct{}, 1)
+	qstashdev.OnEvent(srv, func(state, _ string) {
+		if state == "DELIVERED" {
+			delivered <- struct{}{}
+		}
+	})
 	done := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		done <- srv.Shutdown(ctx)
 	}()
-	select {
-	case err := <-done:
-		t.Fatalf("Shutdown returned %v while a delivery was in flight", err)
-	case <-time.After(50 * time.Millisecond):
-	}
+	// Shutdown may only return after the delivery's outcome is recorded,
+	// and the destination answers only once released.
 	close(release)
 	select {
 	case err := <-done:
@@ -75,6 +78,11 @@ func TestShutdownFinishesInFlightDelivery(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Shutdown did not return after the delivery finished")
+	}
+	select {
+	case <-delivered:
+	default:
+		t.Fatal("Shutdown returned before the in-flight delivery was recorded")
 	}
 	// A stopped server refuses new messages.
 	req, _ := http.NewRequest("POST", api.URL+"/v2/publish/http://127.0.0.1:1/x", nil)
