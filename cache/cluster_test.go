@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -31,19 +32,42 @@ func TestCluster(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	c, err := New(rdb, Config{Prefix: "app:", LockTTL: 300 * time.Millisecond, Registerer: reg,
-		RedisTimeout: 2 * time.Second, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	// Each computation holds until its lock has been extended once, so the
+	// extend script runs on the cluster too.
+	keys := []string{"status:{1}", "status:2", "status:3", "count:tips:30d:{7}", "a", "b", "c"}
+	keyer := newKeyer("app:", false)
+	type gate struct {
+		once sync.Once
+		open chan struct{}
+	}
+	gates := map[string]*gate{} // by lock key; read-only once built
+	for _, k := range keys {
+		rk, _ := keyer.keys(k)
+		gates[rk.lock] = &gate{open: make(chan struct{})}
+	}
+	obs := &observedRedis{Redis: rdb, afterScript: onExtend(func(lock string) {
+		if g := gates[lock]; g != nil {
+			g.once.Do(func() { close(g.open) })
+		}
+	})}
+	c, err := New(obs, Config{Prefix: "app:", LockTTL: 300 * time.Millisecond, Registerer: reg,
+		RedisTimeout: 2 * time.Second, MaxComputeTime: 10 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close(context.Background()) })
 	ctx := context.Background()
-	keys := []string{"status:{1}", "status:2", "status:3", "count:tips:30d:{7}", "a", "b", "c"}
 	var calls atomic.Int32
 	compute := func(k string) func(context.Context) (string, error) {
-		return func(context.Context) (string, error) {
+		rk, _ := c.keyer.keys(k)
+		return func(ctx context.Context) (string, error) {
 			calls.Add(1)
-			time.Sleep(150 * time.Millisecond) // > LockTTL/3: the lock gets extended
+			select {
+			case <-gates[rk.lock].open:
+			case <-ctx.Done():
+				return "", fmt.Errorf("lock of %s never extended: %w", k, ctx.Err())
+			}
 			return "v:" + k, nil
 		}
 	}
