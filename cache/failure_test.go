@@ -101,7 +101,9 @@ func TestWaitBudget(t *testing.T) {
 // a waiter on another instance waits for it instead of computing too.
 func TestLockExtension(t *testing.T) {
 	t.Parallel()
-	cfg := Config{LockTTL: 300 * time.Millisecond, WaitBudget: 5 * time.Second, RedisTimeout: time.Second}
+	// LockTTL is short for a quick test, long enough that a loaded machine
+	// does not stall an extension past it.
+	cfg := Config{LockTTL: 600 * time.Millisecond, WaitBudget: 10 * time.Second, RedisTimeout: time.Second}
 	b := setup(t, cfg)
 	extends := make(chan struct{}, 64)
 	holder, _ := b.observedInstance(t, cfg, onExtend(func(string) {
