@@ -169,6 +169,25 @@ type Cache struct {
 	closed     atomic.Bool         // read on every call, so not under mu
 	refreshing map[string]struct{} // keys with a background refresh running here
 	wg         sync.WaitGroup      // detached computations and refreshes
+
+	// life is the parent of every detached computation and refresh; Close
+	// cancels it when its own context ends before they do.
+	life   context.Context
+	cancel context.CancelFunc
+
+	// calls counts Redis calls running in a watchdog goroutine (see
+	// bounded), which can outlive their caller by the client's ReadTimeout.
+	// callsMu orders their Add before Close's Wait; once callsDone is set
+	// (all detached work has finished), late calls are no longer counted.
+	callsMu   sync.RWMutex
+	callsDone bool
+	calls     sync.WaitGroup
+
+	// hooks are test seams, set by a test before the Cache is used; nil in
+	// production.
+	hooks struct {
+		joined func() // a caller starts waiting on a flight it did not start
+	}
 }
 
 // New returns a Cache on rdb. It registers its metrics on cfg.Registerer.
@@ -192,6 +211,7 @@ func New(rdb Redis, cfg Config) (*Cache, error) {
 		log:        cfg.Logger,
 		refreshing: make(map[string]struct{}),
 	}
+	c.life, c.cancel = context.WithCancel(context.Background())
 	switch cl := rdb.(type) {
 	case *redis.Client:
 		c.ctxBounded = cl.Options().ContextTimeoutEnabled
@@ -240,20 +260,46 @@ func (c *Cache) Invalidate(ctx context.Context, keys ...string) error {
 	return nil
 }
 
-// Close stops new calls (they get ErrClosed) and waits until detached
-// computations and background refreshes finish, or ctx ends.
+// Close is for a process that is shutting down, before it closes Redis.
+// New calls get ErrClosed and no background refresh starts any more; Close
+// then waits until the detached computations and refreshes already running
+// have finished, their Redis writes included, and until no Redis call of
+// the cache is still running. When it returns nil, Redis may be closed.
+//
+// If ctx ends first, Close cancels the context of the work still running
+// (compute functions see it end) and returns ctx.Err() without waiting
+// further. Close may be called more than once.
 func (c *Cache) Close(ctx context.Context) error {
 	c.mu.Lock()
 	c.closed.Store(true)
 	c.mu.Unlock()
 	done := make(chan struct{})
-	go func() { c.wg.Wait(); close(done) }()
+	go func() {
+		c.wg.Wait()
+		// Detached work is over: only calls of callers that raced Close
+		// could still start, and those are not waited for.
+		c.callsMu.Lock()
+		c.callsDone = true
+		c.callsMu.Unlock()
+		c.calls.Wait()
+		close(done)
+	}()
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
+		c.cancel()
 		return ctx.Err()
 	}
+}
+
+// detachedContext is the context of work that outlives its caller: the
+// caller's values without its cancellation, bounded by MaxComputeTime and
+// by Close.
+func (c *Cache) detachedContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.MaxComputeTime)
+	stop := context.AfterFunc(c.life, cancel)
+	return ctx, func() { stop(); cancel() }
 }
 
 // goDetached runs fn in a goroutine Close waits for. It reports false after
@@ -277,7 +323,8 @@ func (c *Cache) isClosed() bool { return c.closed.Load() }
 // bounded runs one Redis call under cfg.RedisTimeout. When the client does
 // not honour context deadlines on socket I/O, the call runs in a goroutine
 // that is abandoned at the deadline: a hung Redis then costs the caller
-// RedisTimeout, not the client's ReadTimeout.
+// RedisTimeout, not the client's ReadTimeout. Close waits for such
+// goroutines.
 func bounded[R any](c *Cache, ctx context.Context, fn func(context.Context) (R, error)) (R, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RedisTimeout)
 	defer cancel()
@@ -288,8 +335,17 @@ func bounded[R any](c *Cache, ctx context.Context, fn func(context.Context) (R, 
 		r   R
 		err error
 	}
+	c.callsMu.RLock()
+	counted := !c.callsDone
+	if counted {
+		c.calls.Add(1)
+	}
+	c.callsMu.RUnlock()
 	ch := make(chan res, 1)
 	go func() {
+		if counted {
+			defer c.calls.Done()
+		}
 		r, err := fn(ctx)
 		ch <- res{r, err}
 	}()

@@ -158,9 +158,7 @@ func TestGetOrComputeTTL(t *testing.T) {
 				return
 			}
 			// Short TTLs: the key really expires, and the next call recomputes.
-			for b.rdb.Exists(ctx, "cache:{k}").Val() == 1 {
-				time.Sleep(5 * time.Millisecond)
-			}
+			waitExpired(t, b.rdb, "cache:{k}")
 			v, err = GetOrCompute(ctx, b.c, "k", tt.ttl, compute, tt.opts...)
 			if err != nil || v != "v2" {
 				t.Fatalf("after expiry = %q, %v", v, err)
@@ -181,21 +179,32 @@ func TestStampedeInstances(t *testing.T) {
 	b := setup(t, cfg)
 	c2, reg2 := b.instance(t, cfg)
 	c3, reg3 := b.instance(t, cfg)
-	var calls atomic.Int32
+	const callers = 1002
+	// The computation holds until every caller has called in: all of them
+	// arrive while the key is cold.
+	var calls, arrived atomic.Int32
+	allIn := make(chan struct{})
 	compute := func(ctx context.Context) (int, error) {
 		n := calls.Add(1)
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-allIn:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
 		return int(n), nil
 	}
 	start := make(chan struct{})
 	var wg sync.WaitGroup
-	errs := make(chan error, 1002)
-	for i := 0; i < 1002; i++ {
+	errs := make(chan error, callers)
+	for i := 0; i < callers; i++ {
 		c := []*Cache{b.c, c2, c3}[i%3]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			<-start
+			if arrived.Add(1) == callers {
+				close(allIn)
+			}
 			v, err := GetOrCompute(context.Background(), c, "hot", 5*time.Second, compute)
 			if err != nil || v != 1 {
 				errs <- fmt.Errorf("got %d, %v", v, err)

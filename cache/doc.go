@@ -34,6 +34,10 @@
 // outcome in jobworker_cache_requests_total: hit, miss_computed,
 // waited_hit, stale_served, lock_timeout, degraded, error, canceled.
 //
+// At shutdown call Close before closing Redis: it refuses new calls and
+// waits for background refreshes, shared computations and Redis calls
+// still running (cancelling them if its context ends first).
+//
 // # Keys
 //
 // Keys are stored as <Prefix>cache:<key>, locks as <Prefix>lock:cache:<key>.

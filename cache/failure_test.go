@@ -101,10 +101,27 @@ func TestWaitBudget(t *testing.T) {
 // a waiter on another instance waits for it instead of computing too.
 func TestLockExtension(t *testing.T) {
 	t.Parallel()
-	cfg := Config{LockTTL: 300 * time.Millisecond, WaitBudget: 5 * time.Second, RedisTimeout: time.Second}
+	// LockTTL is short for a quick test, long enough that a loaded machine
+	// does not stall an extension past it.
+	cfg := Config{LockTTL: 600 * time.Millisecond, WaitBudget: 10 * time.Second, RedisTimeout: time.Second}
 	b := setup(t, cfg)
-	other, _ := b.instance(t, cfg)
-	release, holderRes := holdLock(t, b.c, "k", time.Minute)
+	extends := make(chan struct{}, 64)
+	holder, _ := b.observedInstance(t, cfg, onExtend(func(string) {
+		select {
+		case extends <- struct{}{}:
+		default:
+		}
+	}))
+	waiting := make(chan struct{}, 1)
+	other, _ := b.observedInstance(t, cfg, func(sha string, _ []string, cmd *redis.Cmd) {
+		if v, err := cmd.Slice(); sha == readOrLockScript.Hash() && err == nil && len(v) > 0 && v[0] == int64(stateHeld) {
+			select {
+			case waiting <- struct{}{}:
+			default:
+			}
+		}
+	})
+	release, holderRes := holdLock(t, holder, "k", time.Minute)
 	got := make(chan string, 1)
 	var waiterComputed atomic.Bool
 	go func() {
@@ -114,7 +131,27 @@ func TestLockExtension(t *testing.T) {
 		})
 		got <- v
 	}()
-	time.Sleep(time.Second) // over three LockTTLs
+	// Once the waiter has found the lock held, let the holder extend it
+	// four times: the extensions are LockTTL/3 apart, so the lock then has
+	// outlived its LockTTL while the waiter polled.
+	timeout := time.After(10 * time.Second)
+	wait := func(sig <-chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-sig:
+		case v := <-got:
+			t.Fatalf("waiter returned %q while the holder was computing", v)
+		case <-timeout:
+			t.Fatalf("no %s within 10s", what)
+		}
+	}
+	wait(waiting, "waiter on the lock")
+	for len(extends) > 0 { // extensions before the waiter came count for nothing
+		<-extends
+	}
+	for range 4 {
+		wait(extends, "lock extension")
+	}
 	release()
 	if v := <-got; v != "holder" || waiterComputed.Load() {
 		t.Fatalf("waiter got %q (computed: %v)", v, waiterComputed.Load())
@@ -289,21 +326,12 @@ func TestStaleWhileRevalidate(t *testing.T) {
 	}
 	wg.Wait()
 	<-refreshed
-	// The refresh lands; the next read is a fresh hit.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var o Outcome
-		v, err := GetOrCompute(ctx, b.c, "k", time.Second, compute, append(opts, WithOutcome(&o))...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if v == "v2" && o == OutcomeHit {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("refresh never landed: %q %s", v, o)
-		}
-		time.Sleep(5 * time.Millisecond)
+	// The refresh lands (the detached work it runs in ends, see Close);
+	// the next read is a fresh hit.
+	b.c.wg.Wait()
+	var o Outcome
+	if v, err := GetOrCompute(ctx, b.c, "k", time.Second, compute, append(opts, WithOutcome(&o))...); err != nil || v != "v2" || o != OutcomeHit {
+		t.Fatalf("after the refresh: %q, %v, %s", v, err, o)
 	}
 	if n := calls.Load(); n != 2 {
 		t.Fatalf("%d computations, want 2", n)
@@ -401,6 +429,8 @@ func TestWaiterLeaves(t *testing.T) {
 func TestMixedTypes(t *testing.T) {
 	t.Parallel()
 	b := setup(t, Config{})
+	joined := make(chan struct{}, 1)
+	b.c.hooks.joined = func() { joined <- struct{}{} }
 	type status struct {
 		Live bool `json:"live"`
 	}
@@ -415,27 +445,24 @@ func TestMixedTypes(t *testing.T) {
 		leader <- v
 	}()
 	<-running
-	joined := make(chan map[string]any, 1)
+	got := make(chan map[string]any, 1)
+	var o Outcome
 	go func() {
 		v, err := GetOrCompute(context.Background(), b.c, "k", time.Minute, func(context.Context) (map[string]any, error) {
 			return nil, errors.New("must not run")
-		})
+		}, WithOutcome(&o))
 		if err != nil {
 			t.Error(err)
 		}
-		joined <- v
+		got <- v
 	}()
-	// Wait until the second caller has joined the flight.
-	for b.c.flights.lookup("cache:{k}") == nil {
-		time.Sleep(time.Millisecond)
-	}
-	time.Sleep(10 * time.Millisecond)
+	<-joined // the second caller waits on the leader's flight
 	close(release)
 	if v := <-leader; !v.Live {
 		t.Fatalf("leader got %+v", v)
 	}
-	if v := <-joined; v["live"] != true {
-		t.Fatalf("joined caller got %v", v)
+	if v := <-got; v["live"] != true || o != OutcomeWaitedHit {
+		t.Fatalf("joined caller got %v (%s)", v, o)
 	}
 }
 

@@ -71,8 +71,9 @@ type request struct {
 // compute themselves. When Redis fails or times out, compute runs directly
 // and nothing is stored.
 //
-// compute runs detached from ctx (with Config.MaxComputeTime as deadline),
-// so a caller that gives up does not cancel it for the others. The same
+// compute runs detached from ctx (with Config.MaxComputeTime as deadline,
+// and cancelled if Close gives up waiting for it), so a caller that gives
+// up does not cancel it for the others. The same
 // value may be returned to many callers: treat it as read-only.
 //
 // Keys must hold ids (or public handles), never private data, unless
@@ -156,7 +157,7 @@ func GetOrCompute[T any](ctx context.Context, c *Cache, key string, ttl time.Dur
 	// Slow path: join or lead this process's flight for the key.
 	f, leader, ok := c.flights.join(k.value, func(f *flight) bool {
 		return c.goDetached(func() {
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.MaxComputeTime)
+			fctx, cancel := c.detachedContext(ctx)
 			defer cancel()
 			c.flights.finish(k.value, f, c.resolve(fctx, rq, redisDown))
 		})
@@ -170,6 +171,9 @@ func GetOrCompute[T any](ctx context.Context, c *Cache, key string, ttl time.Dur
 // await waits for flight f (or ctx) and converts its result to T.
 func await[T any](ctx context.Context, c *Cache, f *flight, leader bool, p params, report func(Outcome)) (T, error) {
 	var zero T
+	if !leader && c.hooks.joined != nil {
+		c.hooks.joined()
+	}
 	select {
 	case <-f.done:
 	case <-ctx.Done():
@@ -413,7 +417,7 @@ func (c *Cache) revalidate(ctx context.Context, rq *request) {
 			delete(c.refreshing, rq.k.value)
 			c.mu.Unlock()
 		}()
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.MaxComputeTime)
+		fctx, cancel := c.detachedContext(ctx)
 		defer cancel()
 		token := newToken()
 		st, _, err := c.readOrLock(fctx, rq.k, token, rq.p.lockTTL)

@@ -2,7 +2,10 @@ package cache
 
 import (
 	"context"
+	"crypto/sha1"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,6 +37,21 @@ func setup(t *testing.T, cfg Config) *testBundle {
 // as Redis is concerned.
 func (b *testBundle) instance(t *testing.T, cfg Config) (*Cache, *prometheus.Registry) {
 	t.Helper()
+	return b.instanceOn(t, b.srv.Client(t), cfg)
+}
+
+// observedInstance is another Cache, on an observedRedis over its own
+// client; hook (may be nil) becomes the wrapper's afterScript.
+func (b *testBundle) observedInstance(t *testing.T, cfg Config, hook func(string, []string, *redis.Cmd)) (*Cache, *observedRedis) {
+	t.Helper()
+	obs := &observedRedis{Redis: b.srv.Client(t), afterScript: hook}
+	c, _ := b.instanceOn(t, obs, cfg)
+	return c, obs
+}
+
+// instanceOn is a Cache on rdb with its own registry, closed at test end.
+func (b *testBundle) instanceOn(t *testing.T, rdb Redis, cfg Config) (*Cache, *prometheus.Registry) {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	cfg.Registerer = reg
 	if cfg.RedisTimeout == 0 {
@@ -41,7 +59,7 @@ func (b *testBundle) instance(t *testing.T, cfg Config) (*Cache, *prometheus.Reg
 		// would (correctly) fail open. Timeouts are tested in TestRedisDown.
 		cfg.RedisTimeout = time.Second
 	}
-	c, err := New(b.srv.Client(t), cfg)
+	c, err := New(rdb, cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -115,4 +133,97 @@ func assertAllKeysHaveTTL(t *testing.T, rdb *redis.Client) {
 		t.Fatalf("scan: %v", err)
 	}
 	t.Logf("%d keys, all with a TTL", n)
+}
+
+// observedRedis wraps the client a Cache uses, so a test can see its Redis
+// traffic: the calls in flight, and each script call as it returns. (Like
+// asynq's wrapping broker, it observes the real server; it fakes nothing.)
+// A Cache on it uses the watchdog path of bounded, since it is not a
+// *redis.Client.
+type observedRedis struct {
+	Redis
+	inflight atomic.Int32
+	// afterScript, set before the Cache is used, sees every script call
+	// (by script hash) with its keys and its reply.
+	afterScript func(sha string, keys []string, cmd *redis.Cmd)
+}
+
+func (o *observedRedis) begin() func() {
+	o.inflight.Add(1)
+	return func() { o.inflight.Add(-1) }
+}
+
+func (o *observedRedis) script(sha string, keys []string, cmd *redis.Cmd) *redis.Cmd {
+	if o.afterScript != nil {
+		o.afterScript(sha, keys, cmd)
+	}
+	return cmd
+}
+
+func (o *observedRedis) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
+	defer o.begin()()
+	return o.script(sha, keys, o.Redis.EvalSha(ctx, sha, keys, args...))
+}
+
+func (o *observedRedis) Eval(ctx context.Context, src string, keys []string, args ...any) *redis.Cmd {
+	defer o.begin()()
+	return o.script(fmt.Sprintf("%x", sha1.Sum([]byte(src))), keys, o.Redis.Eval(ctx, src, keys, args...))
+}
+
+func (o *observedRedis) Get(ctx context.Context, key string) *redis.StringCmd {
+	defer o.begin()()
+	return o.Redis.Get(ctx, key)
+}
+
+func (o *observedRedis) Del(ctx context.Context, keys ...string) *redis.IntCmd {
+	defer o.begin()()
+	return o.Redis.Del(ctx, keys...)
+}
+
+func (o *observedRedis) Pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error) {
+	defer o.begin()()
+	return o.Redis.Pipelined(ctx, fn)
+}
+
+// onExtend returns an afterScript hook that calls fn with the lock key
+// each time the extend script succeeds on it.
+func onExtend(fn func(lockKey string)) func(string, []string, *redis.Cmd) {
+	return func(sha string, keys []string, cmd *redis.Cmd) {
+		if sha != extendScript.Hash() || len(keys) == 0 {
+			return
+		}
+		if n, err := cmd.Int(); err == nil && n == 1 {
+			fn(keys[0])
+		}
+	}
+}
+
+// waitExpired returns once Redis has expired key, told by the server's
+// keyspace notifications (the test owns the server, so it may CONFIG SET).
+func waitExpired(t *testing.T, rdb *redis.Client, key string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := rdb.ConfigSet(ctx, "notify-keyspace-events", "Ex").Err(); err != nil {
+		t.Fatal(err)
+	}
+	sub := rdb.Subscribe(ctx, "__keyevent@0__:expired")
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil { // the subscription is live
+		t.Fatal(err)
+	}
+	if rdb.Exists(ctx, key).Val() == 0 { // expired before we listened
+		return
+	}
+	expired := sub.Channel()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case m := <-expired:
+			if m.Payload == key {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("%s did not expire within 10s", key)
+		}
+	}
 }

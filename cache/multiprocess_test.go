@@ -9,8 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,20 +31,28 @@ type helperSpec struct {
 	Key        string
 	Counter    string // Redis key each computation INCRs
 	Callers    int
-	Compute    time.Duration
 	Hang       bool // the computation never returns: the process is to be killed
 	LockTTL    time.Duration
 	WaitBudget time.Duration
+	// The computation holds until Total callers (over all processes) wait:
+	// each process adds its callers to Arrived once all of them wait, the
+	// last process pushes a token on Release, and the computation pops it
+	// (BLPOP).
+	Arrived, Release string
+	Total            int
 }
 
+// helperReport is one process's view. Lag is how long a caller that did
+// not compute returned after the value was computed (its computation time
+// is in the value).
 type helperReport struct {
-	Outcomes  map[Outcome]int
-	Values    map[string]int
-	Errors    []string
-	Waiters   int
-	WaiterP50 time.Duration
-	WaiterP99 time.Duration
-	WaiterMax time.Duration
+	Outcomes map[Outcome]int
+	Values   map[string]int
+	Errors   []string
+	Waiters  int
+	LagP50   time.Duration
+	LagP99   time.Duration
+	LagMax   time.Duration
 }
 
 // helperMain runs in the child: READY, wait for a line on stdin, run the
@@ -55,14 +65,59 @@ func helperMain() int {
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: spec.Addr, MaxRetries: -1, PoolSize: 32})
 	defer rdb.Close()
+	ctx := context.Background()
+
+	var mu sync.Mutex
+	var arriveErrs []string
+	var waiting atomic.Int32
+	// arrive counts one caller in as waiting; once all of this process's
+	// callers wait, it adds them to the shared count, and the last process
+	// releases the computation.
+	arrive := func() {
+		if waiting.Add(1) != int32(spec.Callers) {
+			return
+		}
+		err := func() error {
+			var n *redis.IntCmd
+			if _, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				n = p.IncrBy(ctx, spec.Arrived, int64(spec.Callers))
+				p.Expire(ctx, spec.Arrived, time.Minute)
+				return nil
+			}); err != nil || n.Val() != int64(spec.Total) {
+				return err
+			}
+			_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.RPush(ctx, spec.Release, "go")
+				p.Expire(ctx, spec.Release, time.Minute)
+				return nil
+			})
+			return err
+		}()
+		if err != nil {
+			mu.Lock()
+			arriveErrs = append(arriveErrs, "arrive: "+err.Error())
+			mu.Unlock()
+		}
+	}
+	// A caller waits either on its process's flight (hooks.joined) or, as
+	// that flight's leader, on the Redis lock; the leader arrives on its
+	// first read of the lock, whether it finds it held or takes it.
+	var leaderIn atomic.Bool
+	obs := &observedRedis{Redis: rdb, afterScript: func(sha string, _ []string, _ *redis.Cmd) {
+		if sha == readOrLockScript.Hash() && !spec.Hang && leaderIn.CompareAndSwap(false, true) {
+			arrive()
+		}
+	}}
 	// RedisTimeout is generous: these processes share two cores with the
 	// other -race tests, and this test is about the lock, not timeouts.
-	c, err := New(rdb, Config{LockTTL: spec.LockTTL, WaitBudget: spec.WaitBudget, RedisTimeout: 2 * time.Second})
+	c, err := New(obs, Config{LockTTL: spec.LockTTL, WaitBudget: spec.WaitBudget, RedisTimeout: 2 * time.Second})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	ctx := context.Background()
+	if !spec.Hang {
+		c.hooks.joined = arrive
+	}
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -86,14 +141,16 @@ func helperMain() int {
 			say("COMPUTING")
 			select {}
 		}
-		time.Sleep(spec.Compute)
-		return fmt.Sprintf("pid%d-computation%d", os.Getpid(), n.Val()), nil
+		if err := rdb.BLPop(ctx, 20*time.Second, spec.Release).Err(); err != nil {
+			return "", fmt.Errorf("waiting for all callers: %w", err)
+		}
+		return fmt.Sprintf("pid%d-computation%d-at%d", os.Getpid(), n.Val(), time.Now().UnixNano()), nil
 	}
 	type call struct {
-		o   Outcome
-		v   string
-		err error
-		d   time.Duration
+		o    Outcome
+		v    string
+		err  error
+		done time.Time
 	}
 	calls := make([]call, spec.Callers)
 	var wg sync.WaitGroup
@@ -101,31 +158,32 @@ func helperMain() int {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			start := time.Now()
 			var o Outcome
 			v, err := GetOrCompute(ctx, c, spec.Key, time.Minute, compute, WithOutcome(&o))
-			calls[i] = call{o, v, err, time.Since(start)}
+			calls[i] = call{o, v, err, time.Now()}
 		}()
 	}
 	wg.Wait()
-	rep := helperReport{Outcomes: map[Outcome]int{}, Values: map[string]int{}}
-	var waits []time.Duration
+	rep := helperReport{Outcomes: map[Outcome]int{}, Values: map[string]int{}, Errors: arriveErrs}
+	var lags []time.Duration
 	for _, cl := range calls {
 		rep.Outcomes[cl.o]++
 		rep.Values[cl.v]++
 		if cl.err != nil {
 			rep.Errors = append(rep.Errors, cl.err.Error())
+			continue
 		}
-		if cl.o != OutcomeMissComputed {
-			waits = append(waits, cl.d)
+		_, at, _ := strings.Cut(cl.v, "-at")
+		if ns, err := strconv.ParseInt(at, 10, 64); err == nil && cl.o != OutcomeMissComputed {
+			lags = append(lags, cl.done.Sub(time.Unix(0, ns)))
 		}
 	}
-	if len(waits) > 0 {
-		slices.Sort(waits)
-		rep.Waiters = len(waits)
-		rep.WaiterP50 = waits[len(waits)/2]
-		rep.WaiterP99 = waits[(len(waits)*99)/100]
-		rep.WaiterMax = waits[len(waits)-1]
+	if len(lags) > 0 {
+		slices.Sort(lags)
+		rep.Waiters = len(lags)
+		rep.LagP50 = lags[len(lags)/2]
+		rep.LagP99 = lags[(len(lags)*99)/100]
+		rep.LagMax = lags[len(lags)-1]
 	}
 	b, _ := json.Marshal(rep)
 	say("RESULT " + string(b))
@@ -214,7 +272,6 @@ func TestStampedeProcesses(t *testing.T) {
 		t.Skip("spawns processes")
 	}
 	t.Parallel()
-	const compute = 100 * time.Millisecond
 	tests := []struct {
 		name       string
 		killHolder bool
@@ -229,8 +286,11 @@ func TestStampedeProcesses(t *testing.T) {
 			srv := redistest.Start(t)
 			rdb := srv.Client(t)
 			spec := helperSpec{
+				// The budget outlasts any wait for the callers to arrive on a
+				// loaded machine: this test is about the lock, not the budget.
 				Addr: srv.Addr(), Key: "status:{42}", Counter: "test:computations",
-				Compute: compute, LockTTL: 2 * time.Second, WaitBudget: 3 * time.Second,
+				LockTTL: 2 * time.Second, WaitBudget: 15 * time.Second,
+				Arrived: "test:arrived", Release: "test:release", Total: 1000,
 			}
 			if tt.killHolder {
 				// A short lock so the test does not wait long for the dead
@@ -242,7 +302,7 @@ func TestStampedeProcesses(t *testing.T) {
 				holder.expect(t, "READY")
 				holder.start(t)
 				holder.expect(t, "COMPUTING")
-				spec.Callers = 333
+				spec.Callers, spec.Total = 333, 666 // the survivors release the takeover
 				others := []*child{startChild(t, spec), startChild(t, spec)}
 				for _, c := range others {
 					c.expect(t, "READY")
@@ -256,7 +316,7 @@ func TestStampedeProcesses(t *testing.T) {
 				}
 				total, values := collect(t, others...)
 				t.Logf("after the kill: %v, values %v, recovered in %v", total, values, time.Since(killed))
-				if len(values) != 1 || total[OutcomeMissComputed] != 1 {
+				if len(values) != 1 || total[OutcomeMissComputed] != 1 || total[OutcomeWaitedHit] != 665 {
 					t.Fatalf("survivors: outcomes %v, values %v", total, values)
 				}
 			} else {
@@ -273,7 +333,8 @@ func TestStampedeProcesses(t *testing.T) {
 					c.start(t)
 				}
 				total, values := collect(t, cs...)
-				if len(values) != 1 || total[OutcomeMissComputed] != 1 {
+				// Every caller waited: the computation held until all had.
+				if len(values) != 1 || total[OutcomeMissComputed] != 1 || total[OutcomeWaitedHit] != 999 {
 					t.Fatalf("outcomes %v, values %v", total, values)
 				}
 			}
@@ -302,8 +363,8 @@ func collect(t *testing.T, cs ...*child) (map[Outcome]int, map[string]int) {
 		for v, n := range rep.Values {
 			values[v] += n
 		}
-		t.Logf("process %d: outcomes %v; %d waiters p50 %v p99 %v max %v",
-			i, rep.Outcomes, rep.Waiters, rep.WaiterP50, rep.WaiterP99, rep.WaiterMax)
+		t.Logf("process %d: outcomes %v; %d waiters, lag behind the value p50 %v p99 %v max %v",
+			i, rep.Outcomes, rep.Waiters, rep.LagP50, rep.LagP99, rep.LagMax)
 	}
 	return total, values
 }

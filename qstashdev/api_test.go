@@ -118,7 +118,7 @@ func TestBadInput(t *testing.T) {
 	})
 }
 
-// TestDestinationForms checks §1.2 routing: the destination arrives raw
+// TestDestinationForms checks the routing of docs/qstash-protocol.md §2.2: the destination arrives raw
 // (with "//"), percent-encoded, or collapsed, and its query string is
 // restored minus our own parameters; the token's sub is the exact URL.
 func TestDestinationForms(t *testing.T) {

@@ -10,20 +10,22 @@ import (
 )
 
 // The public credentials of the official QStash development server
-// (qstash-protocol.md §4). The official JS SDK only treats a server as its dev
-// server when GET /v2/keys returns exactly these keys, so they are the defaults.
+// (docs/qstash-protocol.md §17). The official JS SDK only treats a server as
+// its dev server when GET /v2/keys returns exactly these keys, so they are
+// the defaults.
 const (
 	DevToken             = "eyJVc2VySUQiOiJkZWZhdWx0VXNlciIsIlBhc3N3b3JkIjoiZGVmYXVsdFBhc3N3b3JkIn0="
 	DevCurrentSigningKey = "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r"
 	DevNextSigningKey    = "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs"
-	DefaultAddr          = "127.0.0.1:8080"
 )
+
+// DefaultAddr is where the official dev server listens, and where SDK dev
+// modes look for it.
+const DefaultAddr = "127.0.0.1:8080"
 
 // Config configures a Server. The zero value is usable: every field has a
 // default, documented on the field.
 type Config struct {
-	// Addr is the address ListenAndServe listens on. Defaults to "127.0.0.1:8080".
-	Addr string
 	// Token is the bearer token every API call must present (header
 	// "Authorization: Bearer <token>" or query "?qstash_token=<token>").
 	// Defaults to DevToken.
@@ -104,9 +106,6 @@ func (c Config) Validate() error {
 }
 
 func (c Config) withDefaults() Config {
-	if c.Addr == "" {
-		c.Addr = DefaultAddr
-	}
 	if c.Token == "" {
 		c.Token = DevToken
 	}

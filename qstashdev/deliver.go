@@ -3,8 +3,6 @@ package qstashdev
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -57,8 +55,9 @@ func (r *attemptResult) errorText() string {
 // reused).
 const maxResponseBody = 256 << 10
 
-// deliver performs one HTTP attempt with the §2.1 headers and a fresh §3.8
-// token. It never holds s.mu.
+// deliver performs one HTTP attempt with the headers of
+// docs/qstash-protocol.md §4.1 and a fresh token
+// (docs/qstash-protocol.md §5.1). It never holds s.mu.
 func (s *Server) deliver(a attempt) *attemptResult {
 	now := s.cfg.Now()
 	tok, err := signToken(a.key, a.url, a.body, now, randomID("jwt_", 28), 0)
@@ -109,7 +108,8 @@ func (s *Server) deliver(a attempt) *attemptResult {
 	return res
 }
 
-// backoff is the wait before the next attempt (§2.2): the destination's
+// backoff is the wait before the next attempt
+// (docs/qstash-protocol.md §6.2–§6.4): the destination's
 // Retry-After family if usable, else Upstash-Retry-Delay, else
 // min(86400, e^(2.5 n)) seconds; always multiplied by Config.TimeScale.
 func (s *Server) backoff(m *message, res *attemptResult) time.Duration {
@@ -134,94 +134,6 @@ func (s *Server) backoff(m *message, res *attemptResult) time.Duration {
 		d = time.Duration(math.Min(86400, math.Exp(2.5*float64(n))) * float64(time.Second))
 	}
 	return time.Duration(float64(d) * s.cfg.TimeScale)
-}
-
-// callbackPayload is the JSON QStash posts to callback and failure-callback
-// URLs (§2.5). Times are strings of unix ms, as in the docs' example.
-type callbackPayload struct {
-	Status          int         `json:"status"`
-	Header          http.Header `json:"header"`
-	Body            string      `json:"body"`
-	Retried         int         `json:"retried"`
-	MaxRetries      int         `json:"maxRetries"`
-	DLQID           string      `json:"dlqId,omitempty"`
-	SourceMessageID string      `json:"sourceMessageId"`
-	TopicName       string      `json:"topicName,omitempty"`
-	EndpointName    string      `json:"endpointName,omitempty"`
-	URL             string      `json:"url"`
-	Method          string      `json:"method"`
-	SourceHeader    http.Header `json:"sourceHeader"`
-	SourceBody      string      `json:"sourceBody"`
-	NotBefore       string      `json:"notBefore"`
-	CreatedAt       string      `json:"createdAt"`
-	ScheduleID      string      `json:"scheduleId,omitempty"`
-	CallerIP        string      `json:"callerIP,omitempty"`
-	Error           string      `json:"error,omitempty"`
-}
-
-// spawnCallback publishes the callback message for m's last attempt. It is
-// an ordinary signed, retried message (no queue, no flow control), and m
-// keeps its queue slot until it is done.
-func (s *Server) spawnCallback(m *message, cb *callbackConfig, res *attemptResult, dlqID string) {
-	p := callbackPayload{
-		Status: res.status, Header: res.header, Body: base64.StdEncoding.EncodeToString(res.body),
-		Retried: m.attempts - 1, MaxRetries: m.retries, DLQID: dlqID,
-		SourceMessageID: m.id, TopicName: m.topic, EndpointName: m.endpoint, URL: m.url, Method: m.method,
-		SourceHeader: m.header, SourceBody: base64.StdEncoding.EncodeToString(m.body),
-		NotBefore: strconv.FormatInt(m.notBefore.UnixMilli(), 10), CreatedAt: strconv.FormatInt(m.createdAt.UnixMilli(), 10),
-		ScheduleID: m.scheduleID, CallerIP: m.callerIP,
-	}
-	if res.err != nil {
-		p.Error = res.errorText()
-	}
-	if p.Header == nil {
-		p.Header = http.Header{}
-	}
-	if p.SourceHeader == nil {
-		p.SourceHeader = http.Header{}
-	}
-	body, err := json.Marshal(p)
-	if err != nil {
-		s.log.Error("encode callback", "messageId", m.id, "err", err)
-		return
-	}
-	hdr := cb.header.Clone()
-	hdr.Set("Content-Type", "application/json")
-	retries := m.retries
-	if cb.hasRetries {
-		retries = cb.retries
-	}
-	rd := cb.retryDelay
-	if rd == nil {
-		rd = m.retryDelay
-	}
-	now := s.cfg.Now()
-	child := &message{
-		id: randomID("msg_", 28), url: cb.url, method: cb.method, header: hdr, body: body,
-		retries: retries, retryDelay: rd, timeout: cb.timeout, callerIP: m.callerIP,
-		createdAt: now, notBefore: now.Add(cb.delay), isCallback: true, parent: m,
-	}
-	m.children++
-	s.admit(child)
-}
-
-// event appends to the bounded event log (§5.6).
-func (s *Server) event(m *message, state string, res *attemptResult, errText string) {
-	e := eventRecord{
-		Time: s.cfg.Now().UnixMilli(), MessageID: m.id, State: state, Error: errText,
-		URL: m.url, TopicName: m.topic, EndpointName: m.endpoint, ScheduleID: m.scheduleID,
-		QueueName: m.queueName, Method: m.method, MaxRetries: m.retries, Labels: m.labels,
-	}
-	if len(m.labels) > 0 {
-		e.Label = m.labels[0]
-	}
-	if state == stateRetry {
-		e.NextDeliveryTime = m.nextAt.UnixMilli()
-	}
-	if res != nil {
-		e.ResponseStatus = res.status
-	}
-	s.events.add(e)
 }
 
 func equalFoldTrim(a, b string) bool { return strings.EqualFold(strings.TrimSpace(a), b) }

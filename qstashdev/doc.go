@@ -2,7 +2,7 @@
 // development and tests: publish, enqueue and batch messages, signed
 // deliveries with retries, backoff, 489 handling, Retry-After, callbacks,
 // a dead-letter queue, FIFO queues, flow control, deduplication, URL groups
-// and cron schedules, implemented from docs/qstash-protocol.md.
+// and cron schedules, as described in docs/qstash-protocol.md.
 //
 // By default it uses the official dev server's public token and signing
 // keys (DevToken, DevCurrentSigningKey, DevNextSigningKey), so the official

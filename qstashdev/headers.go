@@ -11,7 +11,8 @@ import (
 	"time"
 )
 
-// This file holds the pure parsers of §1.4 publish headers. They take plain
+// This file holds the pure parsers of the publish headers of
+// docs/qstash-protocol.md §3.3. They take plain
 // values and return errors, never panic, so they are easy to table-test and
 // fuzz.
 
@@ -74,7 +75,8 @@ func parseDuration(s string) (time.Duration, error) {
 	return total, nil
 }
 
-// parseRetryAfter reads Retry-After and the X-RateLimit-Reset* family (§2.2):
+// parseRetryAfter reads Retry-After and the X-RateLimit-Reset* family
+// (docs/qstash-protocol.md §6.4):
 // integer seconds (0 = now), an HTTP date, or a Go duration. ok is false for
 // unparsable, negative or beyond-one-day values: the default backoff applies.
 func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
@@ -184,7 +186,8 @@ type redaction struct {
 	headers    []string // canonical names
 }
 
-// publishOptions is everything §1.4 headers say about one message.
+// publishOptions is everything the publish headers
+// (docs/qstash-protocol.md §3.3) say about one message.
 type publishOptions struct {
 	method       string
 	header       http.Header // what the destination receives: forwarded headers + Content-Type
@@ -225,24 +228,6 @@ var hopHeaders = map[string]bool{
 
 func hasPrefixFold(s, prefix string) bool {
 	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
-}
-
-// mergeQueryConfig copies "upstash-*" query parameters into h (headers win)
-// and returns the query left for the destination, without qstash_token.
-func mergeQueryConfig(h http.Header, q url.Values) url.Values {
-	rest := url.Values{}
-	for k, vs := range q {
-		switch {
-		case strings.EqualFold(k, "qstash_token"):
-		case hasPrefixFold(k, "upstash-"):
-			if h.Get(k) == "" && len(vs) > 0 {
-				h.Set(k, vs[0])
-			}
-		default:
-			rest[k] = vs
-		}
-	}
-	return rest
 }
 
 // parsePublishHeaders turns publish headers into options. It rejects

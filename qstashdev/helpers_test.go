@@ -49,6 +49,9 @@ type reply struct {
 	header map[string]string
 	body   string
 	block  bool // hold the request until the test ends or the request is cancelled
+	// hold, when set, holds the request (after it is on rc.ch) until the
+	// test sends a token on it, or the request is cancelled.
+	hold chan struct{}
 }
 
 // receiver is a strict destination: every request must carry a valid
@@ -118,6 +121,15 @@ func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	if rep.hold != nil {
+		select {
+		case <-rep.hold:
+		case <-r.Context().Done():
+			return
+		case <-rc.done:
+			return
+		}
+	}
 	for k, v := range rep.header {
 		w.Header().Set(k, v)
 	}
@@ -128,7 +140,8 @@ func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, rep.body)
 }
 
-// verify checks the delivery the way a strict receiver should (§3.6), and
+// verify checks the delivery the way a strict receiver should
+// (docs/qstash-protocol.md §5.4), and
 // also through qstash-go's Receiver, the SDK our users call.
 func (rc *receiver) verify(h http.Header, url string, body []byte) error {
 	sigs := h.Values("Upstash-Signature")
@@ -229,6 +242,9 @@ type env struct {
 	srv    *qstashdevtest.Server
 	client *qstash.Client
 	rcv    *receiver
+	// changed gets a token whenever the server records an event (any
+	// message state change); waitFor re-checks its condition on each.
+	changed chan struct{}
 }
 
 func setup(t testing.TB, cfg qstashdev.Config, respond func(d delivery) reply) *env {
@@ -238,8 +254,44 @@ func setup(t testing.TB, cfg qstashdev.Config, respond func(d delivery) reply) *
 	}
 	srv := qstashdevtest.Start(t, cfg)
 	rcv := newReceiver(t, srv.SigningKeys, respond)
-	client := qstash.NewClientWith(qstash.Options{Url: srv.URL, Token: srv.Config().Token})
-	return &env{srv: srv, client: client, rcv: rcv}
+	client := qstash.NewClientWith(qstash.Options{Url: srv.URL, Token: qstashdev.DevToken})
+	e := &env{srv: srv, client: client, rcv: rcv, changed: make(chan struct{}, 1)}
+	qstashdev.OnEvent(srv.Server, func(string, string) {
+		select {
+		case e.changed <- struct{}{}:
+		default: // a token is already waiting: the condition will be re-checked
+		}
+	})
+	return e
+}
+
+// waitFor returns once cond holds. It checks cond now and after every
+// state change the server records, so it waits on the server, never on a
+// timer; the deadline only bounds a failing test.
+func (e *env) waitFor(t testing.TB, cond func() bool) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for !cond() {
+		select {
+		case <-e.changed:
+		case <-deadline:
+			t.Fatal("condition not met within 10s")
+		}
+	}
+}
+
+// countEvents returns how many event-log entries match query (e.g.
+// "state=ACTIVE&queueName=q"). State changes are recorded synchronously
+// with the decision that makes them, so the count is exact at the moment
+// of the call.
+func (e *env) countEvents(t testing.TB, query string) int {
+	t.Helper()
+	status, body := e.api(t, "GET", "/v2/events?count=1000&"+query, nil, nil)
+	var ev struct{ Events []json.RawMessage }
+	if err := json.Unmarshal(body, &ev); err != nil || status != http.StatusOK {
+		t.Fatalf("events %s: %d %s", query, status, body)
+	}
+	return len(ev.Events)
 }
 
 // api calls the server's REST API directly.
@@ -249,7 +301,7 @@ func (e *env) api(t testing.TB, method, path string, body io.Reader, header map[
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+e.srv.Config().Token)
+	req.Header.Set("Authorization", "Bearer "+qstashdev.DevToken)
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}

@@ -50,7 +50,7 @@ func TestJSSDK(t *testing.T) {
 	}
 	cur, next := srv.SigningKeys()
 	cmd.Env = append(cmd.Env,
-		"QSTASH_URL="+srv.URL, "QSTASH_TOKEN="+srv.Config().Token, "QSTASH_DEV_PORT="+port,
+		"QSTASH_URL="+srv.URL, "QSTASH_TOKEN="+qstashdev.DevToken, "QSTASH_DEV_PORT="+port,
 		"QSTASH_CURRENT_SIGNING_KEY="+cur, "QSTASH_NEXT_SIGNING_KEY="+next, "NODE_ENV=test")
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -1,19 +1,16 @@
 package qstashdev
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
-	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 )
 
-// pubResp is the §1.5 publish answer for one message.
+// pubResp is the publish answer for one message
+// (docs/qstash-protocol.md §3.5).
 type pubResp struct {
 	MessageID    string `json:"messageId"`
 	URL          string `json:"url,omitempty"`
@@ -49,42 +46,69 @@ func checkDestination(dest string) (isURL bool, err error) {
 
 // publish creates the message(s) of req and returns the answer to send:
 // a pubResp for a URL, a []pubResp for a URL group, and 202 on a dedup hit.
+// It takes s.mu itself.
 func (s *Server) publish(req publishRequest) (any, int, error) {
-	now := s.cfg.Now()
-	opts, err := parsePublishHeaders(req.header, s.limits(), now)
-	if err != nil {
-		return nil, 0, errorf(http.StatusBadRequest, "%s", err.Error())
-	}
-	if int64(len(req.body)) > s.cfg.MaxBodyBytes {
-		return nil, 0, errTooLarge(s.cfg.MaxBodyBytes)
-	}
-	if req.queueName != "" && !validName(req.queueName) {
-		return nil, 0, errorf(http.StatusBadRequest, "invalid queue name %q: only letters, digits, '-', '.', '_' allowed", req.queueName)
-	}
-	isURL, err := checkDestination(req.destination)
+	p, err := s.prepare(req)
 	if err != nil {
 		return nil, 0, err
 	}
-	dedupKey := ""
-	switch {
-	case opts.dedupID != "":
-		dedupKey = "id:" + opts.dedupID
-	case opts.contentDedup:
-		dedupKey = "content:" + contentHash(req.destination, opts.header, req.body)
-	}
-	notBefore := now.Add(opts.delay)
-	if opts.hasNotBefore { // wins over Upstash-Delay (§1.4)
-		notBefore = opts.notBefore
-	}
-
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.commit(p)
+}
+
+// preparedPublish is a publish request parsed and checked, ready to commit.
+type preparedPublish struct {
+	req       publishRequest
+	opts      *publishOptions
+	isURL     bool
+	dedupKey  string
+	now       time.Time
+	notBefore time.Time
+	orig      http.Header
+}
+
+// prepare parses and checks req. It reads no Server state but cfg, so it
+// needs no lock.
+func (s *Server) prepare(req publishRequest) (*preparedPublish, error) {
+	now := s.cfg.Now()
+	opts, err := parsePublishHeaders(req.header, s.limits(), now)
+	if err != nil {
+		return nil, errorf(http.StatusBadRequest, "%s", err.Error())
+	}
+	if int64(len(req.body)) > s.cfg.MaxBodyBytes {
+		return nil, errTooLarge(s.cfg.MaxBodyBytes)
+	}
+	if req.queueName != "" && !validName(req.queueName) {
+		return nil, errorf(http.StatusBadRequest, "invalid queue name %q: only letters, digits, '-', '.', '_' allowed", req.queueName)
+	}
+	isURL, err := checkDestination(req.destination)
+	if err != nil {
+		return nil, err
+	}
+	p := &preparedPublish{req: req, opts: opts, isURL: isURL, now: now, notBefore: now.Add(opts.delay), orig: configHeaders(req.header)}
+	switch {
+	case opts.dedupID != "":
+		p.dedupKey = "id:" + opts.dedupID
+	case opts.contentDedup:
+		p.dedupKey = "content:" + contentHash(req.destination, opts.header, req.body)
+	}
+	if opts.hasNotBefore { // wins over Upstash-Delay (docs/qstash-protocol.md §3.3)
+		p.notBefore = opts.notBefore
+	}
+	return p, nil
+}
+
+// commit creates p's message(s): one for a URL, one per endpoint for a URL
+// group, none for a duplicate. The caller holds s.mu.
+func (s *Server) commit(p *preparedPublish) (any, int, error) {
+	req, opts := p.req, p.opts
 	if s.closed {
 		return nil, 0, errorf(http.StatusServiceUnavailable, "server is shutting down")
 	}
 	targets := []endpoint{{URL: req.destination}}
 	topicName := ""
-	if !isURL {
+	if !p.isURL {
 		t := s.topics[req.destination]
 		if t == nil {
 			if strings.Contains(req.destination, ".") {
@@ -94,8 +118,8 @@ func (s *Server) publish(req publishRequest) (any, int, error) {
 		}
 		targets, topicName = slices.Clone(t.endpoints), t.name
 	}
-	if dedupKey != "" {
-		if prev, ok := s.lookupDedup(dedupKey); ok {
+	if p.dedupKey != "" {
+		if prev, ok := s.lookupDedup(p.dedupKey); ok {
 			s.log.Debug("deduplicated", "destination", req.destination)
 			return markDeduplicated(prev), http.StatusAccepted, nil
 		}
@@ -111,61 +135,27 @@ func (s *Server) publish(req publishRequest) (any, int, error) {
 	if opts.flow != nil {
 		fk = s.getFlowKey(opts.flow)
 	}
-	orig := configHeaders(req.header)
 	resps := make([]pubResp, 0, len(targets))
 	for _, t := range targets {
 		m := &message{
 			id: randomID("msg_", 28), url: t.URL, topic: topicName, endpoint: t.Name, queueName: req.queueName,
 			method: opts.method, header: opts.header, body: req.body, retries: opts.retries, retryDelay: opts.retryDelay,
 			timeout: opts.timeout, callback: opts.callback, failure: opts.failure, flow: opts.flow, labels: opts.labels,
-			redact: opts.redact, scheduleID: req.scheduleID, callerIP: req.callerIP, createdAt: now, notBefore: notBefore,
-			origHeader: orig, queue: q, flowKey: fk,
+			redact: opts.redact, scheduleID: req.scheduleID, callerIP: req.callerIP, createdAt: p.now, notBefore: p.notBefore,
+			origHeader: p.orig, queue: q, flowKey: fk,
 		}
 		s.admit(m)
 		resps = append(resps, pubResp{MessageID: m.id, URL: t.URL})
-		s.log.Debug("published", "messageId", m.id, "url", t.URL, "queue", req.queueName, "notBefore", notBefore)
+		s.log.Debug("published", "messageId", m.id, "url", t.URL, "queue", req.queueName, "notBefore", p.notBefore)
 	}
 	var resp any = resps[0]
-	if !isURL {
+	if !p.isURL {
 		resp = resps
 	}
-	if dedupKey != "" {
-		s.rememberDedup(dedupKey, resp)
+	if p.dedupKey != "" {
+		s.rememberDedup(p.dedupKey, resp)
 	}
 	return resp, http.StatusOK, nil
-}
-
-func markDeduplicated(prev any) any {
-	switch v := prev.(type) {
-	case pubResp:
-		v.Deduplicated = true
-		return v
-	case []pubResp:
-		out := slices.Clone(v)
-		for i := range out {
-			out[i].Deduplicated = true
-		}
-		return out
-	}
-	return prev
-}
-
-// contentHash is the content-based dedup id: destination, body, Content-Type
-// and forwarded headers (§1.4).
-func contentHash(dest string, header http.Header, body []byte) string {
-	h := sha256.New()
-	io.WriteString(h, dest)
-	h.Write([]byte{0})
-	keys := make([]string, 0, len(header))
-	for k := range header {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		io.WriteString(h, k+":"+strings.Join(header[k], ",")+"\x00")
-	}
-	h.Write(body)
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 // configHeaders keeps what a DLQ retry needs to republish the message.
@@ -182,11 +172,11 @@ func configHeaders(h http.Header) http.Header {
 }
 
 // destinationFromPath rebuilds the destination of /v2/publish/<dest> and
-// /v2/enqueue/<q>/<dest> (§1.2): SDKs append it raw, so it arrives with
-// "://" in the path and its query string as the request's own; a fully
-// percent-encoded destination and a collapsed "https:/host" are accepted
-// too. upstash-* query parameters become config headers in h; qstash_token
-// is dropped.
+// /v2/enqueue/<q>/<dest> (docs/qstash-protocol.md §2.2): SDKs append it
+// raw, so it arrives with "://" in the path and its query string as the
+// request's own; a fully percent-encoded destination and a collapsed
+// "https:/host" are accepted too. upstash-* query parameters become config
+// headers in h (docs/qstash-protocol.md §3.4); qstash_token is dropped.
 func destinationFromPath(escaped, rawQuery string, h http.Header) (string, error) {
 	d := escaped
 	if !hasPrefixFold(d, "http://") && !hasPrefixFold(d, "https://") && strings.Contains(d, "%") {
@@ -236,27 +226,6 @@ func destinationFromPath(escaped, rawQuery string, h http.Header) (string, error
 	return d, nil
 }
 
-func callerIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
-
-// readBody reads a request body of at most limit bytes.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		return nil, errTooLarge(limit)
-	}
-	if err != nil {
-		return nil, errorf(http.StatusBadRequest, "cannot read body: %v", err)
-	}
-	return b, nil
-}
-
 func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request, rest string) {
 	if rest == "" {
 		writeError(w, errorf(http.StatusBadRequest, "missing destination"))
@@ -297,7 +266,7 @@ func (s *Server) publishFromRequest(w http.ResponseWriter, r *http.Request, rest
 	writeJSON(w, status, resp)
 }
 
-// batchItem is one element of POST /v2/batch (§1.6).
+// batchItem is one element of POST /v2/batch (docs/qstash-protocol.md §3.6).
 type batchItem struct {
 	Destination string            `json:"destination"`
 	Headers     map[string]string `json:"headers"`
@@ -335,7 +304,8 @@ func (s *Server) handleBatch(w http.ResponseWriter, r *http.Request) {
 			body = []byte(*it.Body)
 		}
 		// A failing item gets an error object in its slot; the others are
-		// still sent (§1.6; the real per-item error shape is undocumented).
+		// still sent (docs/qstash-protocol.md §3.6: the real per-item error
+		// shape is undocumented).
 		resp, _, err := s.publish(publishRequest{destination: strings.TrimSpace(it.Destination), queueName: it.Queue, header: h, body: body, callerIP: ip})
 		if err != nil {
 			out[i] = map[string]string{"error": err.Error()}

@@ -3,8 +3,10 @@ package qstashdev_test
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,19 +53,8 @@ func TestPublishDeliversSignedRequest(t *testing.T) {
 			t.Errorf("%s = %q, want %q", k, checks[k], w)
 		}
 	}
-	// Delivered messages leave the message store (§5.1).
-	waitFor(t, func() bool { _, err := e.client.Messages().Get(res.MessageId); return err != nil })
-}
-
-func waitFor(t testing.TB, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	// Delivered messages leave the message store (docs/qstash-protocol.md §13).
+	e.waitFor(t, func() bool { _, err := e.client.Messages().Get(res.MessageId); return err != nil })
 }
 
 func TestDelayAndNotBefore(t *testing.T) {
@@ -82,7 +73,7 @@ func TestDelayAndNotBefore(t *testing.T) {
 	if m.Body != "d" || m.Url != e.rcv.URL("/delay") || m.MaxRetries != 0 || m.NotBefore-m.CreatedAt != 1000 {
 		t.Errorf("pending message %+v", m)
 	}
-	// Not-Before wins over Delay (§1.4).
+	// Not-Before wins over Delay (docs/qstash-protocol.md §3.3).
 	nb := time.Now().Add(1500 * time.Millisecond).Unix()
 	_, err = e.client.Publish(qstash.PublishOptions{Url: e.rcv.URL("/notbefore"), Body: "n", Delay: "1h", NotBefore: strconv.FormatInt(nb, 10)})
 	if err != nil {
@@ -176,7 +167,7 @@ func TestOutcomeClassification(t *testing.T) {
 				}
 			}
 			if tt.dlqStatus == 0 {
-				waitFor(t, func() bool { _, err := e.client.Messages().Get(res.MessageId); return err != nil })
+				e.waitFor(t, func() bool { _, err := e.client.Messages().Get(res.MessageId); return err != nil })
 				msgs, _, err := e.client.Dlq().List(qstash.ListDlqOptions{})
 				if err != nil || len(msgs) != 0 {
 					t.Errorf("DLQ = %v, %v; want empty", msgs, err)
@@ -184,7 +175,7 @@ func TestOutcomeClassification(t *testing.T) {
 				return
 			}
 			var msgs []qstash.DlqMessage
-			waitFor(t, func() bool {
+			e.waitFor(t, func() bool {
 				msgs, _, err = e.client.Dlq().List(qstash.ListDlqOptions{Filter: qstash.DlqFilter{MessageId: res.MessageId}})
 				return err == nil && len(msgs) == 1
 			})
@@ -253,10 +244,9 @@ func TestDeduplication(t *testing.T) {
 	if !got["1"] || !got["same"] || !got["other"] {
 		t.Errorf("deliveries %v", got)
 	}
-	select {
-	case d := <-e.rcv.ch:
-		t.Errorf("duplicate delivered: %q", d.body)
-	case <-time.After(100 * time.Millisecond):
+	// Duplicates are refused while publishing: six publishes, three messages.
+	if n := e.countEvents(t, "state=CREATED&url="+url.QueryEscape(e.rcv.URL("/dedup"))); n != 3 {
+		t.Errorf("%d messages created, want 3", n)
 	}
 }
 
@@ -353,7 +343,7 @@ func TestCallbacksFailureCallbackAndDLQ(t *testing.T) {
 	}
 	// The retry failed again (Retries 0) and landed in the DLQ; delete it.
 	var msgs []qstash.DlqMessage
-	waitFor(t, func() bool {
+	e.waitFor(t, func() bool {
 		msgs, _, err = e.client.Dlq().List(qstash.ListDlqOptions{Filter: qstash.DlqFilter{MessageId: rr.MessageID}})
 		return err == nil && len(msgs) == 1
 	})
@@ -412,12 +402,13 @@ func TestCancel(t *testing.T) {
 
 func TestQueueIsFIFOAndWaitsThroughRetries(t *testing.T) {
 	t.Parallel()
+	release := make(chan struct{})
 	e := setup(t, qstashdev.Config{}, func(d delivery) reply {
-		time.Sleep(2 * time.Millisecond) // widen the window for overlap
+		rep := reply{hold: release}
 		if string(d.body) == "3" && d.retried() == 0 {
-			return reply{status: 500}
+			rep.status = 500
 		}
-		return reply{}
+		return rep
 	})
 	const n = 10
 	for i := range n {
@@ -426,9 +417,16 @@ func TestQueueIsFIFOAndWaitsThroughRetries(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Each delivery is held until the queue's state is checked: attempt i
+	// in flight means exactly i+1 attempts started, none beside it.
 	var order []string
-	for _, d := range e.rcv.take(t, n+1, 10*time.Second) {
+	for i := range n + 1 {
+		d := e.rcv.next(t, 10*time.Second)
 		order = append(order, string(d.body))
+		if started := e.countEvents(t, "state=ACTIVE&queueName=orders"); started != i+1 {
+			t.Fatalf("attempt %d in flight, %d started", i, started)
+		}
+		release <- struct{}{}
 	}
 	want := "0 1 2 3 3 4 5 6 7 8 9"
 	if got := strings.Join(order, " "); got != want {
@@ -445,10 +443,8 @@ func TestQueueIsFIFOAndWaitsThroughRetries(t *testing.T) {
 
 func TestQueueParallelismAndPause(t *testing.T) {
 	t.Parallel()
-	e := setup(t, qstashdev.Config{}, func(d delivery) reply {
-		time.Sleep(60 * time.Millisecond)
-		return reply{}
-	})
+	release := make(chan struct{})
+	e := setup(t, qstashdev.Config{}, func(d delivery) reply { return reply{hold: release} })
 	status, body := e.api(t, "POST", "/v2/queues", strings.NewReader(`{"queueName":"wide","parallelism":3,"paused":true}`), nil)
 	if status != 200 {
 		t.Fatalf("upsert queue: %d %s", status, body)
@@ -458,15 +454,28 @@ func TestQueueParallelismAndPause(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	select {
-	case <-e.rcv.ch:
-		t.Fatal("delivery from a paused queue")
-	case <-time.After(50 * time.Millisecond):
+	// A queue starts attempts synchronously when it admits a message, so a
+	// paused queue's nine messages have none started, and all nine wait.
+	if started := e.countEvents(t, "state=ACTIVE&queueName=wide"); started != 0 {
+		t.Fatalf("%d attempts started from a paused queue", started)
+	}
+	if status, body := e.api(t, "GET", "/v2/queues/wide", nil, nil); status != 200 || !strings.Contains(string(body), `"lag":9`) {
+		t.Fatalf("paused queue: %d %s", status, body)
 	}
 	if status, _ := e.api(t, "POST", "/v2/queues/wide/resume", nil, nil); status != 200 {
 		t.Fatal("resume failed")
 	}
-	e.rcv.take(t, 9, 5*time.Second)
+	// Three at a time: each batch is held until it is all in flight and no
+	// fourth attempt has started.
+	for batch := 1; batch <= 3; batch++ {
+		e.rcv.take(t, 3, 5*time.Second)
+		if started := e.countEvents(t, "state=ACTIVE&queueName=wide"); started != 3*batch {
+			t.Fatalf("batch %d: %d attempts started, want %d", batch, started, 3*batch)
+		}
+		for range 3 {
+			release <- struct{}{}
+		}
+	}
 	if m := e.rcv.maxIn.Load(); m != 3 {
 		t.Errorf("max concurrent %d, want 3", m)
 	}
@@ -476,10 +485,8 @@ func TestFlowControl(t *testing.T) {
 	t.Parallel()
 	t.Run("parallelism", func(t *testing.T) {
 		t.Parallel()
-		e := setup(t, qstashdev.Config{}, func(d delivery) reply {
-			time.Sleep(60 * time.Millisecond)
-			return reply{}
-		})
+		release := make(chan struct{})
+		e := setup(t, qstashdev.Config{}, func(d delivery) reply { return reply{hold: release} })
 		for i := range 8 {
 			status, body := e.api(t, "POST", "/v2/publish/"+e.rcv.URL("/fc"), strings.NewReader(strconv.Itoa(i)), map[string]string{
 				"Upstash-Flow-Control-Key": "tenant-1", "Upstash-Flow-Control-Value": "parallelism=2",
@@ -488,13 +495,20 @@ func TestFlowControl(t *testing.T) {
 				t.Fatalf("publish: %d %s", status, body)
 			}
 		}
-		e.rcv.take(t, 8, 5*time.Second)
+		// Two at a time: each pair is held while the key shows it in flight
+		// and the rest waiting.
+		for pair := 1; pair <= 4; pair++ {
+			e.rcv.take(t, 2, 5*time.Second)
+			status, body := e.api(t, "GET", "/v2/flowControl/tenant-1", nil, nil)
+			want := fmt.Sprintf(`"waitListSize":%d,"parallelismMax":2,"parallelismCount":2`, 8-2*pair)
+			if status != 200 || !strings.Contains(string(body), want) {
+				t.Fatalf("pair %d: flow control key %d %s, want %s", pair, status, body, want)
+			}
+			release <- struct{}{}
+			release <- struct{}{}
+		}
 		if m := e.rcv.maxIn.Load(); m != 2 {
 			t.Errorf("max concurrent %d, want 2", m)
-		}
-		status, body := e.api(t, "GET", "/v2/flowControl/tenant-1", nil, nil)
-		if status != 200 || !strings.Contains(string(body), `"parallelismMax":2`) {
-			t.Errorf("flow control key: %d %s", status, body)
 		}
 	})
 	t.Run("rate", func(t *testing.T) {
@@ -609,30 +623,33 @@ func TestSchedules(t *testing.T) {
 	if got, _ := s.Get(id); !got.IsPaused {
 		t.Error("not paused")
 	}
-	// A paused schedule creates no messages: count them through the event
-	// log (deliveries of messages created just before the pause may still
-	// be on their way, so don't count those).
-	created := func() int {
-		_, b := e.api(t, "GET", "/v2/events?state=CREATED&scheduleId="+id, nil, nil)
-		var ev struct{ Events []json.RawMessage }
-		json.Unmarshal(b, &ev)
-		return len(ev.Events)
+	// A paused schedule creates no messages. Triggers create their
+	// messages under the server's lock, so the count is final once Pause
+	// returns. A barrier schedule on the same cron is due no earlier than
+	// the paused one's next trigger would be, and due triggers fire in
+	// order: once the barrier has created a message, the paused schedule
+	// would have too.
+	created := func(scheduleID string) int { return e.countEvents(t, "state=CREATED&scheduleId="+scheduleID) }
+	before := created(id)
+	barrier, err := s.Create(qstash.ScheduleOptions{Destination: e.rcv.URL("/barrier"), Cron: "* * * * * *"})
+	if err != nil {
+		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond) // a trigger that fired just before the pause
-	before := created()
-	time.Sleep(1200 * time.Millisecond)
-	if after := created(); after != before {
+	e.waitFor(t, func() bool { return created(barrier) > 0 })
+	if after := created(id); after != before {
 		t.Errorf("paused schedule created %d messages", after-before)
 	}
-	for len(e.rcv.ch) > 0 {
-		<-e.rcv.ch
+	if err := s.Delete(barrier); err != nil {
+		t.Fatal(err)
 	}
 	if err := s.Resume(id); err != nil {
 		t.Fatal(err)
 	}
-	e.rcv.next(t, 3*time.Second)
+	// Deliveries of earlier triggers (and the barrier's) may still arrive;
+	// wait for one created after the resume.
+	e.waitFor(t, func() bool { return created(id) > before })
 	list, err := s.List()
-	if err != nil || len(list) != 1 {
+	if err != nil || len(list) != 1 || list[0].Id != id {
 		t.Errorf("List = %v, %v", list, err)
 	}
 	if err := s.Delete(id); err != nil {
@@ -691,7 +708,7 @@ func TestTimeoutFailsAttempt(t *testing.T) {
 	}
 	e.rcv.next(t, 5*time.Second)
 	var msgs []qstash.DlqMessage
-	waitFor(t, func() bool {
+	e.waitFor(t, func() bool {
 		msgs, _, _ = e.client.Dlq().List(qstash.ListDlqOptions{Filter: qstash.DlqFilter{MessageId: res.MessageId}})
 		return len(msgs) == 1
 	})

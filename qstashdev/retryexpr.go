@@ -7,7 +7,8 @@ import (
 	"strings"
 )
 
-// retryExpr is a compiled Upstash-Retry-Delay expression (§1.4): arithmetic
+// retryExpr is a compiled Upstash-Retry-Delay expression
+// (docs/qstash-protocol.md §6.3): arithmetic
 // over the variable "retried" giving milliseconds. Grammar (whitespace free):
 //
 //	expr    = term { ("+" | "-") term }

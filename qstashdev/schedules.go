@@ -9,7 +9,7 @@ import (
 	"github.com/robfig/cron/v3"
 )
 
-// cronParser reads the 5-field cron of §5.2 with an optional CRON_TZ=
+// cronParser reads the 5-field cron of docs/qstash-protocol.md §12 with an optional CRON_TZ=
 // prefix. Extensions for local testing: an optional leading seconds field
 // (6 fields) and descriptors such as @every 2s or @hourly.
 var cronParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
@@ -39,47 +39,46 @@ func (s *Server) routeSchedules(w http.ResponseWriter, r *http.Request, rest str
 	isAction := validName(id) && (strings.EqualFold(action, "pause") || strings.EqualFold(action, "resume"))
 	switch {
 	case rest == "" && r.Method == http.MethodGet:
-		s.mu.Lock()
-		out := make([]scheduleJSON, 0, len(s.schedules))
-		for _, sch := range s.schedules {
-			out = append(out, sch.view())
-		}
-		s.mu.Unlock()
+		out := views(s, s.schedules)
 		slices.SortFunc(out, func(a, b scheduleJSON) int { return int(a.CreatedAt - b.CreatedAt) })
 		writeJSON(w, http.StatusOK, out)
 	case isAction && (r.Method == http.MethodPatch || r.Method == http.MethodPost):
-		// OAS says POST, every SDK sends PATCH (§1.8): accept both.
+		// OAS says POST, every SDK sends PATCH: accept both
+		// (docs/qstash-protocol.md §2.4).
+		pause := strings.EqualFold(action, "pause")
 		s.mu.Lock()
-		defer s.mu.Unlock()
 		sch := s.schedules[id]
+		if sch != nil {
+			sch.paused = pause
+			s.removeTimer(sch.timer)
+			sch.timer = nil
+			if !pause {
+				s.armSchedule(sch)
+			}
+		}
+		s.mu.Unlock()
 		if sch == nil {
 			writeError(w, errorf(http.StatusNotFound, "schedule %s not found", id))
 			return
-		}
-		sch.paused = strings.EqualFold(action, "pause")
-		s.removeTimer(sch.timer)
-		sch.timer = nil
-		if !sch.paused {
-			s.armSchedule(sch)
 		}
 		s.log.Info("schedule "+strings.ToLower(action)+"d", "scheduleId", id)
 		w.WriteHeader(http.StatusOK)
 	case rest != "" && r.Method == http.MethodPost:
 		s.handleScheduleCreate(w, r, rest)
-	case rest != "" && action == "" && (r.Method == http.MethodGet || r.Method == http.MethodDelete):
+	case rest != "" && action == "" && r.Method == http.MethodGet:
+		serveView(s, w, s.schedules, "schedule", id)
+	case rest != "" && action == "" && r.Method == http.MethodDelete:
 		s.mu.Lock()
-		defer s.mu.Unlock()
 		sch := s.schedules[id]
+		if sch != nil {
+			s.removeTimer(sch.timer)
+			delete(s.schedules, id)
+		}
+		s.mu.Unlock()
 		if sch == nil {
 			writeError(w, errorf(http.StatusNotFound, "schedule %s not found", id))
 			return
 		}
-		if r.Method == http.MethodGet {
-			writeJSON(w, http.StatusOK, sch.view())
-			return
-		}
-		s.removeTimer(sch.timer)
-		delete(s.schedules, id)
 		s.log.Info("schedule deleted", "scheduleId", id)
 		w.WriteHeader(http.StatusOK)
 	case rest == "" || isAction || action == "":
@@ -140,16 +139,22 @@ func (s *Server) handleScheduleCreate(w http.ResponseWriter, r *http.Request, re
 		sch.id = randomID("scd_", 28)
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	full := false
 	if old := s.schedules[sch.id]; old != nil {
-		// An existing id is fully replaced (§1.4).
+		// An existing id is fully replaced (docs/qstash-protocol.md §12).
 		s.removeTimer(old.timer)
-	} else if len(s.schedules) >= s.cfg.MaxSchedules {
+	} else {
+		full = len(s.schedules) >= s.cfg.MaxSchedules
+	}
+	if !full {
+		s.schedules[sch.id] = sch
+		s.armSchedule(sch)
+	}
+	s.mu.Unlock()
+	if full {
 		writeError(w, errorf(http.StatusPreconditionFailed, "too many schedules (limit %d)", s.cfg.MaxSchedules))
 		return
 	}
-	s.schedules[sch.id] = sch
-	s.armSchedule(sch)
 	s.log.Info("schedule created", "scheduleId", sch.id, "cron", sch.cron, "destination", dest)
 	writeJSON(w, http.StatusOK, map[string]string{"scheduleId": sch.id})
 }
@@ -166,9 +171,9 @@ func (s *Server) armSchedule(sch *schedule) {
 	s.addTimer(sch.timer)
 }
 
-// fireSchedule publishes the schedule's message and re-arms it. Called by
-// the scheduler with s.mu held; publish takes the lock itself, so the
-// message is created from a goroutine.
+// fireSchedule publishes the schedule's message(s) and re-arms it. Called
+// by the scheduler with s.mu held, so a trigger and a pause or delete never
+// interleave: once a pause has returned, the schedule creates nothing more.
 func (s *Server) fireSchedule(sch *schedule) {
 	if s.schedules[sch.id] != sch || sch.paused || s.closed {
 		return
@@ -177,32 +182,30 @@ func (s *Server) fireSchedule(sch *schedule) {
 	s.armSchedule(sch)
 	req := publishRequest{destination: sch.destination, queueName: sch.queueName, header: sch.header.Clone(),
 		body: sch.body, callerIP: sch.callerIP, scheduleID: sch.id}
-	s.deliveries.Add(1)
-	go func() {
-		defer s.deliveries.Done()
-		resp, _, err := s.publish(req)
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if err != nil {
-			s.log.Warn("schedule trigger failed", "scheduleId", sch.id, "err", err)
-			return
+	p, err := s.prepare(req)
+	var resp any
+	if err == nil {
+		resp, _, err = s.commit(p)
+	}
+	if err != nil {
+		s.log.Warn("schedule trigger failed", "scheduleId", sch.id, "err", err)
+		return
+	}
+	clear(sch.lastStates)
+	var ids []pubResp
+	switch v := resp.(type) {
+	case pubResp:
+		ids = append(ids, v)
+	case []pubResp:
+		ids = v
+	}
+	for _, p := range ids {
+		state := "IN_PROGRESS"
+		if _, live := s.messages[p.MessageID]; !live {
+			state = "SUCCESS"
 		}
-		clear(sch.lastStates)
-		ids := []pubResp{}
-		switch v := resp.(type) {
-		case pubResp:
-			ids = append(ids, v)
-		case []pubResp:
-			ids = v
-		}
-		for _, p := range ids {
-			state := "IN_PROGRESS"
-			if _, live := s.messages[p.MessageID]; !live {
-				state = "SUCCESS"
-			}
-			sch.lastStates[p.MessageID] = state
-		}
-	}()
+		sch.lastStates[p.MessageID] = state
+	}
 }
 
 type scheduleJSON struct {

@@ -1,7 +1,6 @@
 package qstashdev
 
 import (
-	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -13,20 +12,36 @@ import (
 )
 
 // Server is an in-memory QStash-compatible server. Create it with New, serve
-// its Handler (or call Serve / ListenAndServe), and stop it with Shutdown or
-// Close. All methods are safe for concurrent use.
+// its Handler (or call Serve), and stop it with Shutdown or Close. All
+// methods are safe for concurrent use.
 type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	client *http.Client
 
-	// mu guards everything below. Deliveries run outside it; they take it
-	// only to record their outcome.
+	// Locking: one mutex, mu, guards all mutable state: the fields from mu
+	// to onEvent, the values the maps and stores hold (every field of
+	// queue, flowKey, topic, schedule, dedupEntry and dlqEntry, and the
+	// message fields below its blank line), the timer heap and the closed
+	// flag. cfg, log and client never change after New; message fields
+	// above the blank line are fixed at creation and read without the lock.
+	//
+	//   - Functions documented "the caller holds s.mu" (the message life
+	//     cycle in state.go, the queue and flow-control gates, the
+	//     scheduler's fire, event, deadLetter, ...) never lock; everything
+	//     else takes mu itself, for as short a span as it can.
+	//   - No I/O under mu: handlers read their request before locking,
+	//     build their answer under the lock, unlock, then write it.
+	//     Deliveries run in their own goroutines on a snapshot (attempt)
+	//     and lock only to record the outcome (finishAttempt).
+	//   - The scheduler goroutine (loop) fires due timers with mu held, so
+	//     a timer's work (start an attempt, reopen a rate window, trigger a
+	//     schedule) is atomic with respect to the API.
 	mu         sync.Mutex
 	curKey     string
 	nextKey    string
 	seq        uint64
-	messages   map[string]*message
+	messages   map[string]*message // pending messages, by id
 	pending    int
 	dedup      map[string]*dedupEntry
 	dedupOrder []*dedupEntry
@@ -39,9 +54,13 @@ type Server struct {
 	timers     timerHeap
 	closed     bool
 	httpSrv    *http.Server
+	// onEvent, when set (by tests, through export_test.go), is called with
+	// s.mu held for every event-log record: tests wait on it instead of
+	// sleeping.
+	onEvent func(state, messageID string)
 
-	wake     chan struct{}
-	stop     chan struct{}
+	wake     chan struct{} // an earlier timer was added
+	stop     chan struct{} // closed by Shutdown/Close: the loop exits
 	loopDone chan struct{}
 	stopOnce sync.Once
 
@@ -53,8 +72,8 @@ type Server struct {
 }
 
 // New validates cfg, applies defaults and starts the scheduler. The returned
-// Server does not listen anywhere until Serve or ListenAndServe is called;
-// its Handler can be mounted on any http.Server or httptest.Server.
+// Server does not listen anywhere until Serve is called; its Handler can be
+// mounted on any http.Server or httptest.Server.
 func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("qstashdev: invalid config: %w", err)
@@ -88,9 +107,6 @@ func New(cfg Config) (*Server, error) {
 // Handler returns the HTTP handler serving the QStash API.
 func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
 
-// Config returns the effective configuration (defaults applied).
-func (s *Server) Config() Config { return s.cfg }
-
 // SigningKeys returns the keys in force (they change on rotation).
 func (s *Server) SigningKeys() (current, next string) {
 	s.mu.Lock()
@@ -120,30 +136,6 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.httpSrv = hs
 	s.mu.Unlock()
 	return hs.Serve(ln)
-}
-
-// ListenAndServe listens on Config.Addr and serves until ctx is done, then
-// shuts down gracefully (waiting up to 10 s for in-flight deliveries).
-func (s *Server) ListenAndServe(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.cfg.Addr)
-	if err != nil {
-		return err
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(ln) }()
-	select {
-	case err := <-errc:
-		s.Close()
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err = s.Shutdown(sctx)
-	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
-		return serr
-	}
-	return err
 }
 
 // Shutdown stops accepting API requests and starting deliveries, stops the
@@ -192,131 +184,4 @@ func (s *Server) Close() error {
 	s.deliveries.Wait()
 	s.client.CloseIdleConnections()
 	return err
-}
-
-// --- scheduler -----------------------------------------------------------
-
-type timerKind uint8
-
-const (
-	timerMessage  timerKind = iota // a message's next attempt is due
-	timerFlow                      // a flow-control rate window ends
-	timerSchedule                  // a cron schedule fires
-)
-
-type timerItem struct {
-	at   time.Time // monotonic
-	seq  uint64
-	kind timerKind
-	msg  *message
-	flow *flowKey
-	sch  *schedule
-	idx  int
-}
-
-// timerHeap is a min-heap by due time, ties broken by insertion order so
-// messages due together stay FIFO.
-type timerHeap []*timerItem
-
-func (h timerHeap) Len() int { return len(h) }
-func (h timerHeap) Less(i, j int) bool {
-	if h[i].at.Equal(h[j].at) {
-		return h[i].seq < h[j].seq
-	}
-	return h[i].at.Before(h[j].at)
-}
-func (h timerHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i]; h[i].idx = i; h[j].idx = j }
-func (h *timerHeap) Push(x any) {
-	it := x.(*timerItem)
-	it.idx = len(*h)
-	*h = append(*h, it)
-}
-func (h *timerHeap) Pop() any {
-	old := *h
-	it := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	it.idx = -1
-	return it
-}
-
-// addTimer schedules it; the caller holds s.mu.
-func (s *Server) addTimer(it *timerItem) {
-	s.seq++
-	it.seq = s.seq
-	heap.Push(&s.timers, it)
-	if it.idx == 0 {
-		select {
-		case s.wake <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// removeTimer unschedules it if still pending; the caller holds s.mu.
-func (s *Server) removeTimer(it *timerItem) {
-	if it != nil && it.idx >= 0 && it.idx < len(s.timers) && s.timers[it.idx] == it {
-		heap.Remove(&s.timers, it.idx)
-	}
-}
-
-// loop is the one scheduler goroutine: it sleeps until the earliest timer is
-// due (or a new earlier one is added), fires every due timer, and repeats.
-// No polling, so a delayed message starts within timer resolution of its
-// due time.
-func (s *Server) loop() {
-	defer close(s.loopDone)
-	t := time.NewTimer(time.Hour)
-	t.Stop()
-	for {
-		s.mu.Lock()
-		now := time.Now()
-		for len(s.timers) > 0 && !s.timers[0].at.After(now) {
-			it := heap.Pop(&s.timers).(*timerItem)
-			s.fire(it)
-		}
-		wait := time.Duration(-1)
-		if len(s.timers) > 0 {
-			wait = s.timers[0].at.Sub(now)
-		}
-		s.mu.Unlock()
-		if wait >= 0 {
-			t.Reset(wait)
-		} else {
-			t.Stop()
-		}
-		select {
-		case <-t.C:
-		case <-s.wake:
-		case <-s.stop:
-			t.Stop()
-			return
-		}
-	}
-}
-
-func (s *Server) fire(it *timerItem) {
-	switch it.kind {
-	case timerMessage:
-		if it.msg.timer == it {
-			it.msg.timer = nil
-		}
-		s.ready(it.msg)
-	case timerFlow:
-		if it.flow.timer == it {
-			it.flow.timer = nil
-		}
-		s.pumpFlow(it.flow)
-	case timerSchedule:
-		if it.sch.timer == it {
-			it.sch.timer = nil
-		}
-		s.fireSchedule(it.sch)
-	}
-}
-
-// monoAt converts a wall-clock instant of Config.Now into a monotonic
-// deadline for the timer heap.
-func (s *Server) monoAt(wall time.Time) time.Time {
-	return time.Now().Add(wall.Sub(s.cfg.Now()))
 }

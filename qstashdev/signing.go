@@ -13,8 +13,10 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jws"
 )
 
-// signingClaims is the Upstash-Signature payload (§3.1). The field order is
-// the one production uses, so tokens match the §3.7 vectors byte for byte.
+// signingClaims is the Upstash-Signature payload
+// (docs/qstash-protocol.md §5.1). The field order is the one production
+// uses, so tokens match the test vectors of docs/qstash-protocol.md §5.5
+// byte for byte.
 type signingClaims struct {
 	Iss  string `json:"iss"`
 	Sub  string `json:"sub"`
@@ -25,7 +27,8 @@ type signingClaims struct {
 	Body string `json:"body"`
 }
 
-// tokenLifetime is how long a delivery token is valid (§3.1).
+// tokenLifetime is how long a delivery token is valid
+// (docs/qstash-protocol.md §5.1).
 const tokenLifetime = 300 * time.Second
 
 // bodyHash is base64url(SHA-256(body)) with padding, as production sends it.
@@ -34,7 +37,8 @@ func bodyHash(body []byte) string {
 	return base64.URLEncoding.EncodeToString(sum[:])
 }
 
-// signToken mints the HS256 JWT for one delivery attempt (§3.8). The key is
+// signToken mints the HS256 JWT for one delivery attempt
+// (docs/qstash-protocol.md §5.1). The key is
 // the UTF-8 bytes of the whole "sig_..." string, not a decoded secret.
 func signToken(key, sub string, body []byte, now time.Time, jti string, nbf int64) (string, error) {
 	var buf bytes.Buffer

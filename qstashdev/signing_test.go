@@ -6,7 +6,7 @@ import (
 )
 
 // TestSignTokenMatchesReferenceVectors checks the token against the vectors of
-// qstash-protocol.md §3.7, which pass the official JS Receiver.
+// docs/qstash-protocol.md §5.5, which pass the official JS Receiver.
 func TestSignTokenMatchesReferenceVectors(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(1700000000, 0)

@@ -6,7 +6,12 @@ import (
 	"time"
 )
 
-// Message states as the logs API names them (§2.2, §5.6).
+// The life of a message: admitted, gated by its queue and flow-control key,
+// attempted, then delivered, retried, dead-lettered or cancelled
+// (docs/qstash-protocol.md §6). Every function in this file is called with
+// s.mu held.
+
+// Message states as the logs API names them (docs/qstash-protocol.md §6.5).
 const (
 	stateCreated         = "CREATED"
 	stateActive          = "ACTIVE"
@@ -20,7 +25,8 @@ const (
 
 // message is one delivery target of a publish (a URL-group publish makes one
 // per endpoint). Fields above the blank line never change after creation,
-// so delivery goroutines may read them without the lock.
+// so delivery goroutines and views may read them without the lock; the
+// fields below it are guarded by Server.mu.
 type message struct {
 	id         string
 	url        string
@@ -62,57 +68,6 @@ type message struct {
 	flowSlot    bool
 }
 
-// queue is a named FIFO queue (§2.6): at most parallelism messages are
-// active at once, and a message keeps its slot through its retries and
-// until its callbacks are done.
-type queue struct {
-	name        string
-	parallelism int
-	paused      bool
-	createdAt   time.Time
-	updatedAt   time.Time
-	waiting     []*message
-	active      int
-	lag         int // messages of this queue not yet finished
-}
-
-// flowKey gates attempts sharing an Upstash-Flow-Control-Key (§2.6).
-type flowKey struct {
-	key         string
-	parallelism int
-	rate        int
-	period      time.Duration
-	waiting     []*message
-	inflight    int
-	windowStart time.Time
-	count       int
-	timer       *timerItem
-}
-
-type topic struct {
-	name      string
-	createdAt time.Time
-	updatedAt time.Time
-	endpoints []endpoint
-}
-
-type endpoint struct {
-	Name string `json:"name,omitempty"`
-	URL  string `json:"url"`
-}
-
-type dedupEntry struct {
-	key     string
-	expires time.Time
-	resp    any // the publish response to replay
-	gone    bool
-}
-
-// dedupWindow is how long a deduplication id is remembered (§2.7).
-const dedupWindow = 10 * time.Minute
-
-// --- lifecycle (all called with s.mu held) --------------------------------
-
 // admit registers a new message and schedules its first attempt.
 func (s *Server) admit(m *message) {
 	s.messages[m.id] = m
@@ -145,18 +100,7 @@ func (s *Server) ready(m *message) {
 	s.attemptReady(m)
 }
 
-func (s *Server) pumpQueue(q *queue) {
-	for !q.paused && q.active < q.parallelism && len(q.waiting) > 0 {
-		m := q.waiting[0]
-		q.waiting[0] = nil
-		q.waiting = q.waiting[1:]
-		m.inQueueWait = false
-		q.active++
-		m.queueSlot = true
-		s.attemptReady(m)
-	}
-}
-
+// attemptReady passes m through its flow-control gate, if any, to start.
 func (s *Server) attemptReady(m *message) {
 	if fk := m.flowKey; fk != nil {
 		m.inFlowWait = true
@@ -165,33 +109,6 @@ func (s *Server) attemptReady(m *message) {
 		return
 	}
 	s.start(m)
-}
-
-func (s *Server) pumpFlow(fk *flowKey) {
-	now := time.Now()
-	if fk.rate > 0 && !now.Before(fk.windowStart.Add(fk.period)) {
-		fk.windowStart, fk.count = now, 0
-	}
-	for len(fk.waiting) > 0 {
-		if fk.parallelism > 0 && fk.inflight >= fk.parallelism {
-			return
-		}
-		if fk.rate > 0 && fk.count >= fk.rate {
-			if fk.timer == nil {
-				fk.timer = &timerItem{at: fk.windowStart.Add(fk.period), kind: timerFlow, flow: fk}
-				s.addTimer(fk.timer)
-			}
-			return
-		}
-		m := fk.waiting[0]
-		fk.waiting[0] = nil
-		fk.waiting = fk.waiting[1:]
-		m.inFlowWait = false
-		fk.inflight++
-		fk.count++
-		m.flowSlot = true
-		s.start(m)
-	}
 }
 
 // start launches one delivery attempt in its own goroutine.
@@ -222,8 +139,9 @@ func (s *Server) start(m *message) {
 	}()
 }
 
-// finishAttempt classifies an attempt's outcome (§2.2) and decides what
-// comes next: done, retry, or dead letter.
+// finishAttempt classifies an attempt's outcome
+// (docs/qstash-protocol.md §6.1) and decides what comes next: done, retry,
+// or dead letter.
 func (s *Server) finishAttempt(m *message, res *attemptResult) {
 	m.inflight = false
 	m.attempts++
@@ -310,14 +228,6 @@ func (s *Server) finalize(m *message, state string) {
 	}
 }
 
-func (s *Server) releaseQueueSlot(m *message) {
-	if m.done && m.children == 0 && m.queueSlot {
-		m.queueSlot = false
-		m.queue.active--
-		s.pumpQueue(m.queue)
-	}
-}
-
 // cancel stops m. An attempt already in flight cannot be recalled; its
 // outcome is ignored and the message ends as cancelled.
 func (s *Server) cancel(m *message) {
@@ -333,6 +243,8 @@ func (s *Server) cancel(m *message) {
 	s.finalize(m, stateCancelled)
 }
 
+// scheduleStateOf maps a final message state to the schedule's
+// lastScheduleStates vocabulary.
 func scheduleStateOf(state string) string {
 	switch state {
 	case stateDelivered:
@@ -342,57 +254,4 @@ func scheduleStateOf(state string) string {
 	default:
 		return "IN_PROGRESS"
 	}
-}
-
-// getQueue returns the named queue, creating it (parallelism 1) if needed.
-func (s *Server) getQueue(name string) *queue {
-	q := s.queues[name]
-	if q == nil {
-		now := s.cfg.Now()
-		q = &queue{name: name, parallelism: 1, createdAt: now, updatedAt: now}
-		s.queues[name] = q
-	}
-	return q
-}
-
-// getFlowKey returns the key's gate with the latest message's settings
-// (§2.6: the newest config wins).
-func (s *Server) getFlowKey(fc *flowConfig) *flowKey {
-	fk := s.flows[fc.key]
-	if fk == nil {
-		fk = &flowKey{key: fc.key}
-		s.flows[fc.key] = fk
-	}
-	fk.parallelism, fk.rate, fk.period = fc.parallelism, fc.rate, fc.period
-	return fk
-}
-
-// rememberDedup stores a publish response under key for the window,
-// evicting expired keys first (they expire in insertion order).
-func (s *Server) rememberDedup(key string, resp any) {
-	now := time.Now()
-	for len(s.dedupOrder) > 0 && (s.dedupOrder[0].gone || !now.Before(s.dedupOrder[0].expires)) {
-		e := s.dedupOrder[0]
-		if s.dedup[e.key] == e {
-			delete(s.dedup, e.key)
-		}
-		s.dedupOrder[0] = nil
-		s.dedupOrder = s.dedupOrder[1:]
-	}
-	e := &dedupEntry{key: key, expires: now.Add(dedupWindow), resp: resp}
-	s.dedup[key] = e
-	s.dedupOrder = append(s.dedupOrder, e)
-}
-
-func (s *Server) lookupDedup(key string) (any, bool) {
-	e := s.dedup[key]
-	if e == nil {
-		return nil, false
-	}
-	if !time.Now().Before(e.expires) {
-		delete(s.dedup, key)
-		e.gone = true
-		return nil, false
-	}
-	return e.resp, true
 }

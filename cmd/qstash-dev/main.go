@@ -44,6 +44,7 @@ func main() {
 
 // options are the command's settings after flags and environment.
 type options struct {
+	addr        string
 	cfg         qstashdev.Config
 	logLevel    slog.Level
 	healthcheck bool
@@ -102,13 +103,13 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 		return options{}, fmt.Errorf("invalid -log-level %q", *level)
 	}
 	cfg := qstashdev.Config{
-		Addr: *addr, Token: *token, CurrentSigningKey: *cur, NextSigningKey: *next,
+		Token: *token, CurrentSigningKey: *cur, NextSigningKey: *next,
 		TimeScale: ts, MaxBodyBytes: mb, AllowAnyToken: *anyToken,
 	}
 	if err := cfg.Validate(); err != nil {
 		return options{}, err
 	}
-	return options{cfg: cfg, logLevel: lvl, healthcheck: *health}, nil
+	return options{addr: *addr, cfg: cfg, logLevel: lvl, healthcheck: *health}, nil
 }
 
 func flagSet(fs *flag.FlagSet, name string) bool {
@@ -144,14 +145,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	if opts.healthcheck {
-		return probe(ctx, opts.cfg)
+		return probe(ctx, opts.addr, opts.cfg.Token)
 	}
 	opts.cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: opts.logLevel}))
 	srv, err := qstashdev.New(opts.cfg)
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", opts.cfg.Addr)
+	ln, err := net.Listen("tcp", opts.addr)
 	if err != nil {
 		srv.Close()
 		return err
@@ -193,10 +194,10 @@ Retry waits are scaled by %v. Try:
 // errUnhealthy is a failed -healthcheck probe.
 var errUnhealthy = errors.New("healthcheck failed")
 
-// probe asks a running server on cfg.Addr for its keys. A wildcard listen
+// probe asks a running server on addr for its keys. A wildcard listen
 // address (a container's 0.0.0.0) is probed on loopback.
-func probe(ctx context.Context, cfg qstashdev.Config) error {
-	host, port, err := net.SplitHostPort(cfg.Addr)
+func probe(ctx context.Context, addr, token string) error {
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return err
 	}
@@ -209,7 +210,7 @@ func probe(ctx context.Context, cfg qstashdev.Config) error {
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+cfg.Token)
+	req.Header.Set("Authorization", "Bearer "+token)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUnhealthy, err)

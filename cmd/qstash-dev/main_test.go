@@ -23,27 +23,27 @@ func TestParseOptions(t *testing.T) {
 	}{
 		{name: "defaults", check: func(t *testing.T, o options) {
 			c := o.cfg
-			if c.Addr != "127.0.0.1:8080" || c.Token != qstashdev.DevToken || c.CurrentSigningKey != qstashdev.DevCurrentSigningKey ||
+			if o.addr != "127.0.0.1:8080" || c.Token != qstashdev.DevToken || c.CurrentSigningKey != qstashdev.DevCurrentSigningKey ||
 				c.NextSigningKey != qstashdev.DevNextSigningKey || c.TimeScale != 1 || c.MaxBodyBytes != 1<<20 {
 				t.Errorf("defaults %+v", c)
 			}
 		}},
 		{name: "env", env: map[string]string{"QSTASH_DEV_ADDR": "127.0.0.1:9999", "QSTASH_DEV_TIME_SCALE": "0.01", "QSTASH_DEV_MAX_BODY": "2MiB", "QSTASH_DEV_TOKEN": "tok"},
 			check: func(t *testing.T, o options) {
-				if o.cfg.Addr != "127.0.0.1:9999" || o.cfg.TimeScale != 0.01 || o.cfg.MaxBodyBytes != 2<<20 || o.cfg.Token != "tok" {
+				if o.addr != "127.0.0.1:9999" || o.cfg.TimeScale != 0.01 || o.cfg.MaxBodyBytes != 2<<20 || o.cfg.Token != "tok" {
 					t.Errorf("%+v", o.cfg)
 				}
 			}},
 		{name: "flags win over env", args: []string{"-addr", "127.0.0.1:7000", "-time-scale", "0.5", "-max-body", "4096", "-current-signing-key", "sig_a", "-next-signing-key", "sig_b"},
 			env: map[string]string{"QSTASH_DEV_ADDR": "127.0.0.1:9999", "QSTASH_DEV_TIME_SCALE": "0.01"},
 			check: func(t *testing.T, o options) {
-				if o.cfg.Addr != "127.0.0.1:7000" || o.cfg.TimeScale != 0.5 || o.cfg.MaxBodyBytes != 4096 || o.cfg.CurrentSigningKey != "sig_a" || o.cfg.NextSigningKey != "sig_b" {
+				if o.addr != "127.0.0.1:7000" || o.cfg.TimeScale != 0.5 || o.cfg.MaxBodyBytes != 4096 || o.cfg.CurrentSigningKey != "sig_a" || o.cfg.NextSigningKey != "sig_b" {
 					t.Errorf("%+v", o.cfg)
 				}
 			}},
 		{name: "port shortcut", args: []string{"-port", "8181"}, check: func(t *testing.T, o options) {
-			if o.cfg.Addr != "127.0.0.1:8181" {
-				t.Errorf("addr %s", o.cfg.Addr)
+			if o.addr != "127.0.0.1:8181" {
+				t.Errorf("addr %s", o.addr)
 			}
 		}},
 		{name: "real QStash env ignored", env: map[string]string{"QSTASH_TOKEN": "prod", "QSTASH_CURRENT_SIGNING_KEY": "sig_prod"}, check: func(t *testing.T, o options) {

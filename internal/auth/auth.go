@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -41,6 +42,9 @@ const maxTokenLen = 8 << 10
 
 // maxSubjectLen matches the store's limit on user ids.
 const maxSubjectLen = 255
+
+// maxJWKSBytes bounds a JWKS response; real key sets are a few KiB.
+const maxJWKSBytes = 1 << 20
 
 // jwksAlgorithms are the only algorithms accepted from a JWKS. HS256 is
 // absent on purpose: a public key must never be usable as an HMAC secret
@@ -134,12 +138,15 @@ type Claims struct {
 }
 
 // Authenticator verifies bearer tokens. It is safe for concurrent use.
+// With a JWKS it owns background work; stop it with Close.
 type Authenticator struct {
 	secret   []byte
 	jwksURL  string
 	cache    *jwk.Cache
-	cancel   context.CancelFunc
-	parse    []jwt.ParseOption // validation options shared by both modes
+	fetcher  *fetchClient       // the only way the cache reaches the network
+	life     context.Context    // done once Close has begun
+	cancel   context.CancelFunc // ends life
+	parse    []jwt.ParseOption  // validation options shared by both modes
 	now      func() time.Time
 	minFetch time.Duration
 	log      *slog.Logger
@@ -152,7 +159,8 @@ type Authenticator struct {
 // New builds an Authenticator. With a JWKS URL it fetches the key set once
 // (bounded by FetchTimeout) and fails if that fetch fails, so a wrong URL
 // stops start-up instead of rejecting every request later; afterwards the
-// set is refreshed in the background until Close.
+// set is refreshed in the background until Close. Call Close when done
+// (it is a no-op for an HS256 secret).
 func New(cfg Config) (*Authenticator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -216,28 +224,92 @@ func New(cfg Config) (*Authenticator, error) {
 		c.Timeout = cfg.FetchTimeout
 		client = &c
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	a.cancel = cancel
-	a.cache = jwk.NewCache(ctx)
-	if err := a.cache.Register(cfg.JWKSURL, jwk.WithHTTPClient(client), jwk.WithRefreshInterval(cfg.RefreshInterval)); err != nil {
-		cancel()
+	a.life, a.cancel = context.WithCancel(context.Background())
+	a.fetcher = &fetchClient{life: a.life, client: client}
+	a.cache = jwk.NewCache(a.life)
+	if err := a.cache.Register(cfg.JWKSURL, jwk.WithHTTPClient(a.fetcher), jwk.WithRefreshInterval(cfg.RefreshInterval)); err != nil {
+		a.Close()
 		return nil, fmt.Errorf("auth: register JWKS: %w", err)
 	}
-	fetchCtx, fetchCancel := context.WithTimeout(ctx, cfg.FetchTimeout)
+	fetchCtx, fetchCancel := context.WithTimeout(a.life, cfg.FetchTimeout)
 	defer fetchCancel()
 	if _, err := a.cache.Refresh(fetchCtx, cfg.JWKSURL); err != nil {
-		cancel()
+		a.Close()
 		return nil, fmt.Errorf("%w: first fetch of %s: %v", ErrKeysUnavailable, cfg.JWKSURL, err)
 	}
 	a.lastRefetch = cfg.Now()
 	return a, nil
 }
 
-// Close stops the background JWKS refresh. Safe to call more than once.
+// Close stops the JWKS refresher: it cancels a fetch in flight, waits for
+// it to return, and makes every later fetch fail at once, so nothing of
+// the Authenticator touches the network after Close returns. Verify keeps
+// working with the keys already fetched; a token whose kid needs a refetch
+// gets ErrKeysUnavailable. Close is idempotent, safe to call concurrently,
+// and a no-op with an HS256 secret.
 func (a *Authenticator) Close() {
-	if a.cancel != nil {
-		a.cancel()
+	if a.cancel == nil {
+		return
 	}
+	a.cancel()
+	a.fetcher.close()
+}
+
+// fetchClient is the JWKS cache's HTTP client, bound to the
+// Authenticator's lifetime. jwx's cache calls Get without a context, from
+// goroutines Close cannot join; here every fetch carries the lifetime
+// context (so Close aborts it), reads the whole bounded body before
+// returning (so no I/O is left to the cache), and is counted (so Close can
+// wait for it).
+type fetchClient struct {
+	life   context.Context
+	client *http.Client
+
+	mu       sync.Mutex // orders inflight.Add before close's Wait
+	closed   bool
+	inflight sync.WaitGroup
+}
+
+// errClosed is what a fetch after Close returns.
+var errClosed = errors.New("auth: authenticator closed")
+
+// Get fetches u, implementing jwk.HTTPClient.
+func (c *fetchClient) Get(u string) (*http.Response, error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, errClosed
+	}
+	c.inflight.Add(1)
+	c.mu.Unlock()
+	defer c.inflight.Done()
+	req, err := http.NewRequestWithContext(c.life, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	res, err := c.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(res.Body, maxJWKSBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the JWKS: %w", err)
+	}
+	if len(body) > maxJWKSBytes {
+		return nil, fmt.Errorf("the JWKS is larger than %d bytes", maxJWKSBytes)
+	}
+	res.Body = io.NopCloser(bytes.NewReader(body))
+	return res, nil
+}
+
+// close refuses new fetches and waits for those in flight; the caller has
+// cancelled life, so they return promptly.
+func (c *fetchClient) close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.inflight.Wait()
 }
 
 // rejection is an ErrInvalidToken with a metric/log reason.
@@ -357,6 +429,13 @@ func (a *Authenticator) key(ctx context.Context, kid string) (jwk.Key, error) {
 			return k, nil
 		}
 	}
+	if a.life.Err() != nil {
+		// Closed: the set is final; a fetch could only fail.
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrKeysUnavailable, err)
+		}
+		return nil, fmt.Errorf("%w: %v", ErrKeysUnavailable, errClosed)
+	}
 	a.mu.Lock()
 	now := a.now()
 	if now.Sub(a.lastRefetch) < a.minFetch {
@@ -368,6 +447,12 @@ func (a *Authenticator) key(ctx context.Context, kid string) (jwk.Key, error) {
 	}
 	a.lastRefetch = now
 	a.mu.Unlock()
+	// The refetch ends with the caller's context or with Close, whichever
+	// comes first: after Close the cache's workers are gone, and a fetch
+	// would wait for them forever.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(a.life, cancel)()
 	set, err = a.cache.Refresh(ctx, a.jwksURL)
 	if err != nil {
 		a.log.Warn("JWKS refetch failed", "error", err.Error())

@@ -2,6 +2,7 @@ package auth_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/hmac"
@@ -363,10 +364,7 @@ func TestLoadConfig(t *testing.T) {
 
 func TestDevToken(t *testing.T) {
 	t.Parallel()
-	a, err := auth.New(auth.Config{HS256Secret: secret})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := newHS(t, func(c *auth.Config) { c.Now = nil })
 	tok, err := auth.DevToken(secret, "demo-fan", time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -414,12 +412,23 @@ type jwksServer struct {
 	keys  []jwk.Key
 	hits  atomic.Int64
 	fails atomic.Bool
+	// hang, when set, makes each request signal on the channel and then
+	// wait until the client gives up.
+	hang atomic.Pointer[chan struct{}]
 }
 
 func newJWKSServer(t testing.TB, keys ...jwk.Key) *jwksServer {
 	s := &jwksServer{keys: keys}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.hits.Add(1)
+		if ch := s.hang.Load(); ch != nil {
+			select {
+			case *ch <- struct{}{}:
+			default:
+			}
+			<-r.Context().Done()
+			return
+		}
 		if s.fails.Load() {
 			http.Error(w, "down", http.StatusServiceUnavailable)
 			return
@@ -461,23 +470,63 @@ func privateKey(t testing.TB, raw any, kid string, alg jwa.SignatureAlgorithm) j
 	return k
 }
 
-func TestJWKS(t *testing.T) {
-	t.Parallel()
-	rsaRaw, _ := rsa.GenerateKey(rand.Reader, 2048)
-	ecRaw, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	strangerRaw, _ := rsa.GenerateKey(rand.Reader, 2048)
-	rsaKey := privateKey(t, rsaRaw, "rsa-1", jwa.RS256)
-	ecKey := privateKey(t, ecRaw, "ec-1", "") // no alg: the key type decides
-	stranger := privateKey(t, strangerRaw, "rsa-1", jwa.RS256)
-	srv := newJWKSServer(t, rsaKey, ecKey)
+// rsaKeys are generated once: RSA-2048 generation is slow under -race, and
+// the keys are only read.
+var rsaKeys = sync.OnceValue(func() []*rsa.PrivateKey {
+	keys := make([]*rsa.PrivateKey, 4)
+	for i := range keys {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			panic(err)
+		}
+		keys[i] = k
+	}
+	return keys
+})
 
-	var clock atomic.Int64
-	clock.Store(now.UnixNano())
-	a, err := auth.New(auth.Config{JWKSURL: srv.URL + "/jwks.json", Now: func() time.Time { return time.Unix(0, clock.Load()) }, MinRefetchInterval: time.Minute})
+// jwksBundle is an Authenticator on its own JWKS server and clock.
+type jwksBundle struct {
+	srv      *jwksServer
+	a        *auth.Authenticator
+	clock    atomic.Int64 // unix ns
+	rsaRaw   *rsa.PrivateKey
+	rsaKey   jwk.Key // kid rsa-1, published
+	stranger *rsa.PrivateKey
+}
+
+func setupJWKS(t *testing.T, mod func(*auth.Config), extra ...jwk.Key) *jwksBundle {
+	t.Helper()
+	keys := rsaKeys()
+	b := &jwksBundle{rsaRaw: keys[0], stranger: keys[1]}
+	b.rsaKey = privateKey(t, b.rsaRaw, "rsa-1", jwa.RS256)
+	b.srv = newJWKSServer(t, append([]jwk.Key{b.rsaKey}, extra...)...)
+	b.clock.Store(now.UnixNano())
+	cfg := auth.Config{JWKSURL: b.srv.URL + "/jwks.json", Now: b.now, MinRefetchInterval: time.Minute}
+	if mod != nil {
+		mod(&cfg)
+	}
+	a, err := auth.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(a.Close)
+	b.a = a
+	return b
+}
+
+func (b *jwksBundle) now() time.Time          { return time.Unix(0, b.clock.Load()) }
+func (b *jwksBundle) advance(d time.Duration) { b.clock.Add(int64(d)) }
+func (b *jwksBundle) forged(t *testing.T) jwk.Key {
+	return privateKey(t, b.stranger, "forged", jwa.RS256)
+}
+
+func TestJWKS(t *testing.T) {
+	t.Parallel()
+	ecRaw, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ecKey := privateKey(t, ecRaw, "ec-1", "") // no alg: the key type decides
+	b := setupJWKS(t, nil, ecKey)
+	rsaRaw, rsaKey := b.rsaRaw, b.rsaKey
+	stranger := privateKey(t, b.stranger, "rsa-1", jwa.RS256)
 
 	pubDER, _ := x509.MarshalPKIXPublicKey(&rsaRaw.PublicKey)
 	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})
@@ -502,7 +551,8 @@ func TestJWKS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := a.Verify(t.Context(), tt.token)
+			t.Parallel()
+			c, err := b.a.Verify(t.Context(), tt.token)
 			if auth.Reason(err) != tt.reason {
 				t.Fatalf("err = %v (reason %q), want reason %q", err, auth.Reason(err), tt.reason)
 			}
@@ -511,59 +561,137 @@ func TestJWKS(t *testing.T) {
 			}
 		})
 	}
+}
 
-	t.Run("rotation: an unknown kid refetches, boundedly", func(t *testing.T) {
-		// The start-up fetch counts as the last one: let the interval pass.
-		clock.Add(int64(time.Minute + time.Second))
-		before := srv.hits.Load()
-		rotatedRaw, _ := rsa.GenerateKey(rand.Reader, 2048)
-		rotated := privateKey(t, rotatedRaw, "rsa-2", jwa.RS256)
-		srv.add(rotated)
-		if _, err := a.Verify(t.Context(), sign(t, jwa.RS256, rotated, claims())); err != nil {
-			t.Fatalf("rotated key: %v", err)
+// TestJWKSRotation: an unknown kid refetches the set, at most once per
+// MinRefetchInterval.
+func TestJWKSRotation(t *testing.T) {
+	t.Parallel()
+	b := setupJWKS(t, nil)
+	// The start-up fetch counts as the last one: let the interval pass.
+	b.advance(time.Minute + time.Second)
+	before := b.srv.hits.Load()
+	rotated := privateKey(t, rsaKeys()[2], "rsa-2", jwa.RS256)
+	b.srv.add(rotated)
+	if _, err := b.a.Verify(t.Context(), sign(t, jwa.RS256, rotated, claims())); err != nil {
+		t.Fatalf("rotated key: %v", err)
+	}
+	if got := b.srv.hits.Load() - before; got != 1 {
+		t.Fatalf("%d fetches for the rotated kid, want 1", got)
+	}
+	// Forged kids inside the interval cost no fetch.
+	for i := range 5 {
+		if _, err := b.a.Verify(t.Context(), sign(t, jwa.RS256, b.forged(t), claims())); auth.Reason(err) != "unknown_kid" {
+			t.Fatalf("forged kid %d: %v", i, err)
 		}
-		if got := srv.hits.Load() - before; got != 1 {
-			t.Fatalf("%d fetches for the rotated kid, want 1", got)
-		}
-		// Forged kids inside the interval cost no fetch.
-		for i := range 5 {
-			forged := privateKey(t, strangerRaw, "forged", jwa.RS256)
-			if _, err := a.Verify(t.Context(), sign(t, jwa.RS256, forged, claims())); auth.Reason(err) != "unknown_kid" {
-				t.Fatalf("forged kid %d: %v", i, err)
-			}
-		}
-		if got := srv.hits.Load() - before; got != 1 {
-			t.Fatalf("%d fetches after forged kids, want still 1", got)
-		}
-		// After the interval one more fetch is allowed.
-		clock.Add(int64(time.Minute + time.Second))
-		forged := privateKey(t, strangerRaw, "forged", jwa.RS256)
-		if _, err := a.Verify(t.Context(), sign(t, jwa.RS256, forged, claims("exp", now.Add(2*time.Hour).Unix()))); auth.Reason(err) != "unknown_kid" {
-			t.Fatalf("forged kid after interval: %v", err)
-		}
-		if got := srv.hits.Load() - before; got != 2 {
-			t.Fatalf("%d fetches after the interval, want 2", got)
-		}
-	})
+	}
+	if got := b.srv.hits.Load() - before; got != 1 {
+		t.Fatalf("%d fetches after forged kids, want still 1", got)
+	}
+	// After the interval one more fetch is allowed.
+	b.advance(time.Minute + time.Second)
+	if _, err := b.a.Verify(t.Context(), sign(t, jwa.RS256, b.forged(t), claims("exp", now.Add(2*time.Hour).Unix()))); auth.Reason(err) != "unknown_kid" {
+		t.Fatalf("forged kid after interval: %v", err)
+	}
+	if got := b.srv.hits.Load() - before; got != 2 {
+		t.Fatalf("%d fetches after the interval, want 2", got)
+	}
+}
 
-	t.Run("JWKS down during a refetch is 503, not 401", func(t *testing.T) {
-		clock.Add(int64(2 * time.Minute))
-		srv.fails.Store(true)
-		defer srv.fails.Store(false)
-		other := privateKey(t, strangerRaw, "other", jwa.RS256)
-		tok := sign(t, jwa.RS256, other, claims("exp", now.Add(3*time.Hour).Unix()))
-		if _, err := a.Verify(t.Context(), tok); !errors.Is(err, auth.ErrKeysUnavailable) {
-			t.Fatalf("err = %v, want ErrKeysUnavailable", err)
+// TestJWKSDown: a JWKS that cannot be fetched during a refetch is a 503,
+// not a 401, and known keys keep working from the cache.
+func TestJWKSDown(t *testing.T) {
+	t.Parallel()
+	b := setupJWKS(t, nil)
+	b.advance(2 * time.Minute)
+	b.srv.fails.Store(true)
+	tok := sign(t, jwa.RS256, b.forged(t), claims("exp", now.Add(3*time.Hour).Unix()))
+	if _, err := b.a.Verify(t.Context(), tok); !errors.Is(err, auth.ErrKeysUnavailable) {
+		t.Fatalf("err = %v, want ErrKeysUnavailable", err)
+	}
+	b.advance(2 * time.Minute)
+	if rec := serve(b.a.Required(), "Bearer "+tok); rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
+		t.Fatalf("status = %d, Retry-After %q", rec.Code, rec.Header().Get("Retry-After"))
+	}
+	if _, err := b.a.Verify(t.Context(), sign(t, jwa.RS256, b.rsaKey, claims("exp", now.Add(3*time.Hour).Unix()))); err != nil {
+		t.Fatalf("cached key while JWKS is down: %v", err)
+	}
+}
+
+// roundTripper reports when each JWKS request returns, and with what.
+type roundTripper struct{ returned chan error }
+
+func (rt roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
+	res, err := http.DefaultTransport.RoundTrip(r)
+	rt.returned <- err
+	return res, err
+}
+
+// TestClose: Close aborts a JWKS fetch in flight and returns only after
+// it has; afterwards the Authenticator never reaches the network, and
+// keys already fetched still verify.
+func TestClose(t *testing.T) {
+	t.Parallel()
+	entered := make(chan struct{}, 1)
+	rt := roundTripper{returned: make(chan error, 10)}
+	b := setupJWKS(t, func(c *auth.Config) { c.HTTPClient = &http.Client{Transport: rt} })
+	if err := <-rt.returned; err != nil { // the start-up fetch
+		t.Fatal(err)
+	}
+	// From now on the JWKS server hangs until the client gives up.
+	b.srv.hang.Store(&entered)
+
+	b.advance(2 * time.Minute)
+	verified := make(chan error, 1)
+	go func() {
+		_, err := b.a.Verify(context.Background(), sign(t, jwa.RS256, b.forged(t), claims()))
+		verified <- err
+	}()
+	<-entered // a refetch is in flight
+
+	closed := make(chan struct{})
+	go func() { b.a.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return while a JWKS fetch hung")
+	}
+	select {
+	case err := <-rt.returned:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("in-flight fetch ended with %v, want context.Canceled", err)
 		}
-		clock.Add(int64(2 * time.Minute))
-		if rec := serve(a.Required(), "Bearer "+tok); rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
-			t.Fatalf("status = %d, Retry-After %q", rec.Code, rec.Header().Get("Retry-After"))
+	default:
+		t.Fatal("Close returned while the JWKS fetch was still running")
+	}
+	select {
+	case err := <-verified:
+		if !errors.Is(err, auth.ErrKeysUnavailable) {
+			t.Fatalf("Verify during Close: %v, want ErrKeysUnavailable", err)
 		}
-		// Known keys keep working from the cache.
-		if _, err := a.Verify(t.Context(), sign(t, jwa.RS256, rsaKey, claims("exp", now.Add(3*time.Hour).Unix()))); err != nil {
-			t.Fatalf("cached key while JWKS is down: %v", err)
-		}
-	})
+	case <-time.After(10 * time.Second):
+		t.Fatal("Verify hung after Close")
+	}
+
+	// After Close: no fetch, an unknown kid is unavailable at once, a
+	// known one still verifies, and Close is idempotent.
+	hits := b.srv.hits.Load()
+	b.advance(2 * time.Minute)
+	if _, err := b.a.Verify(t.Context(), sign(t, jwa.RS256, b.forged(t), claims())); !errors.Is(err, auth.ErrKeysUnavailable) {
+		t.Fatalf("unknown kid after Close: %v", err)
+	}
+	if _, err := b.a.Verify(t.Context(), sign(t, jwa.RS256, b.rsaKey, claims())); err != nil {
+		t.Fatalf("known kid after Close: %v", err)
+	}
+	b.a.Close()
+	if got := b.srv.hits.Load(); got != hits {
+		t.Fatalf("%d JWKS requests after Close", got-hits)
+	}
+	select {
+	case err := <-rt.returned:
+		t.Fatalf("a JWKS request was made after Close (%v)", err)
+	default:
+	}
 }
 
 func TestJWKSUnreachableAtStart(t *testing.T) {

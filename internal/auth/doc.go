@@ -21,6 +21,11 @@
 // leeway; iss and aud when configured. Tokens are never logged: rejections
 // log and count a short reason only (jobworker_auth_rejections_total).
 //
+// Lifecycle: with a JWKS URL, New starts a background refresher; Close
+// stops it, aborting and awaiting a fetch in flight, so nothing of the
+// package reaches the network afterwards. Call it at shutdown once the
+// HTTP server has drained (Verify still works with the keys it has).
+//
 // Environment (LoadConfig): AUTH_JWT_SECRET (HS256, at least 32 bytes) or
 // AUTH_JWKS_URL, plus optional AUTH_ISSUER and AUTH_AUDIENCE.
 //

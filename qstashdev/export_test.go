@@ -1,0 +1,10 @@
+package qstashdev
+
+// OnEvent makes s call fn, with its lock held, for every event-log record
+// (state, message id), so tests can wait for a state change instead of
+// sleeping. fn must not block or call s.
+func OnEvent(s *Server, fn func(state, messageID string)) {
+	s.mu.Lock()
+	s.onEvent = fn
+	s.mu.Unlock()
+}
