@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-// Key layout (architecture.md): <Prefix>cache:<key> holds the value and
+// Key layout (docs/architecture.md): <Prefix>cache:<key> holds the value and
 // <Prefix>lock:cache:<key> the mini-lock. Scripts touch both, so they must
 // share a Redis Cluster slot:
 //   - a key that already carries a hash tag ("status:{42}") is used as is:

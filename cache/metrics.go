@@ -1,9 +1,9 @@
 package cache
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/digis/jobworker/internal/collector"
 )
 
 // Outcome is how one GetOrCompute call was answered. It is the value of the
@@ -75,19 +75,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	if reg != nil {
 		var err error
-		if m.requests, err = register(reg, m.requests); err != nil {
+		if m.requests, err = collector.Register(reg, m.requests); err != nil {
 			return nil, err
 		}
-		if m.computations, err = register(reg, m.computations); err != nil {
+		if m.computations, err = collector.Register(reg, m.computations); err != nil {
 			return nil, err
 		}
-		if m.computeSeconds, err = register(reg, m.computeSeconds); err != nil {
+		if m.computeSeconds, err = collector.Register(reg, m.computeSeconds); err != nil {
 			return nil, err
 		}
-		if m.redisErrors, err = register(reg, m.redisErrors); err != nil {
+		if m.redisErrors, err = collector.Register(reg, m.redisErrors); err != nil {
 			return nil, err
 		}
-		if m.writesSkipped, err = register(reg, m.writesSkipped); err != nil {
+		if m.writesSkipped, err = collector.Register(reg, m.writesSkipped); err != nil {
 			return nil, err
 		}
 	}
@@ -96,22 +96,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.byOutcome[o] = m.requests.WithLabelValues(string(o))
 	}
 	return m, nil
-}
-
-// register registers col, or returns the identical collector already
-// registered: several caches on one registry share their series.
-func register[C prometheus.Collector](reg prometheus.Registerer, col C) (C, error) {
-	err := reg.Register(col)
-	if err == nil {
-		return col, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return col, err
 }
 
 func (m *metrics) outcome(o Outcome) { m.byOutcome[o].Inc() }

@@ -289,7 +289,7 @@ func (h *handler) execute(c echo.Context, next echo.HandlerFunc, lease *Lease, r
 		rec.WriteHeader(http.StatusInternalServerError)
 		_, _ = rec.Write(ambiguousBody)
 	} else if herr != nil {
-		// §A.5: Echo renders a returned error only after the whole chain
+		// Echo renders a returned error only after the whole chain
 		// has returned, too late to record. Render it here, inside the
 		// recorder, and return nil so it is not rendered twice.
 		c.Error(unwrapNoSideEffect(herr))

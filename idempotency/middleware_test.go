@@ -350,7 +350,7 @@ func TestMiddlewarePanicIsRecordedAndNeverRerun(t *testing.T) {
 	}
 }
 
-// Every row of decide, through Echo's real error handler (§A.5): errors
+// Every row of decide, through Echo's real error handler: errors
 // returned as Go errors are rendered inside the middleware and recorded with
 // their body, not lost.
 func TestMiddlewarePolicyTable(t *testing.T) {
@@ -542,7 +542,7 @@ func TestMiddlewareRefusesAnonymous(t *testing.T) {
 	}
 }
 
-// Header rules (§D.3 row 23), in process: some of these values cannot even
+// Idempotency-Key header rules, in process: some of these values cannot even
 // be sent by Go's HTTP client.
 func TestMiddlewareKeyHeaderRules(t *testing.T) {
 	t.Parallel()

@@ -80,7 +80,7 @@ var notStored = map[int]bool{
 //	anything else (2xx, 3xx, 402, 409, 410, …) → store
 //
 // "Final status" is what the client got, after Echo's HTTPErrorHandler
-// rendered any returned error (the middleware calls c.Error itself, §A.5).
+// rendered any returned error (the middleware calls c.Error itself).
 // A record expires after the store's ResultTTL; after that the key is new.
 func decide(status int, panicked bool, handlerErr error) decision {
 	switch {

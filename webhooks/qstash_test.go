@@ -23,7 +23,7 @@ import (
 	"github.com/digis/jobworker/webhooks/webhookstest"
 )
 
-// §3.7 test vectors of the QStash protocol notes (dev-server keys).
+// The test vectors of docs/qstash-protocol.md §5.5 (dev-server keys).
 const (
 	vecCurrent = webhookstest.QStashDevCurrentKey
 	vecNext    = webhookstest.QStashDevNextKey
@@ -152,7 +152,7 @@ func TestQStashVerify(t *testing.T) {
 		wantCheck string // "" = accepted
 		wantKey   string
 	}{
-		// §3.7 golden vectors.
+		// docs/qstash-protocol.md §5.5 golden vectors.
 		{name: "V1 current key, padded body claim", given: given{token: vecV1}, wantKey: "current"},
 		{name: "V2 next key (rotation)", given: given{token: vecV2}, wantKey: "next"},
 		{name: "V3 nbf 0, unpadded body claim", given: given{token: vecV3}, wantKey: "current"},

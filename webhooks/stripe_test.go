@@ -84,7 +84,7 @@ func TestStripeVerify(t *testing.T) {
 		{name: "exactly tolerance old", given: given{header: "t=" + strconv.FormatInt(now-300, 10) + ",v1=" + v1(stripeSecret, now-300, ev)}, wantKey: "0"},
 		{name: "exactly tolerance ahead", given: given{header: "t=" + strconv.FormatInt(now+300, 10) + ",v1=" + v1(stripeSecret, now+300, ev)}, wantKey: "0"},
 
-		// §B.2 edge table.
+		// Timestamp and header edges where stripe-go alone is looser.
 		{name: "24 h in the future (stripe-go accepts)", given: given{header: webhookstest.StripeSignature(stripeSecret, ev, stripeNow.Add(24*time.Hour))}, wantCheck: webhooks.CheckIssuedInFuture},
 		{name: "301 s in the future", given: given{header: "t=" + strconv.FormatInt(now+301, 10) + ",v1=" + v1(stripeSecret, now+301, ev)}, wantCheck: webhooks.CheckIssuedInFuture},
 		{name: "301 s old", given: given{header: "t=" + strconv.FormatInt(now-301, 10) + ",v1=" + v1(stripeSecret, now-301, ev)}, wantCheck: webhooks.CheckExpired},
@@ -108,7 +108,7 @@ func TestStripeVerify(t *testing.T) {
 		{name: "signed empty body", given: given{payload: []byte{}, header: "t=" + ts + ",v1=" + v1(stripeSecret, now, nil)}, wantCheck: webhooks.CheckPayload},
 		{name: "data.object not an object", given: given{payload: []byte(`{"id":"evt_3","type":"x","data":{"object":5}}`), header: "t=" + ts + ",v1=" + v1(stripeSecret, now, []byte(`{"id":"evt_3","type":"x","data":{"object":5}}`))}, wantCheck: webhooks.CheckPayload},
 
-		// §D.3 rows 5–9.
+		// Hostile Stripe-Signature headers.
 		{name: "missing header", given: given{header: ""}, wantCheck: webhooks.CheckMissing},
 		{name: "whitespace header", given: given{header: "  \t"}, wantCheck: webhooks.CheckMissing},
 		{name: "negative t", given: given{header: "t=-1,v1=" + good}, wantCheck: webhooks.CheckMalformed},

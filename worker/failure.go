@@ -16,7 +16,7 @@ import (
 )
 
 // failureCallback is the part of QStash's failure-callback body an operator
-// needs (docs/qstash-protocol.md, callbacks). Everything else, headers and
+// needs (docs/qstash-protocol.md §8.2). Everything else, headers and
 // the original body included, is left unread: it may carry personal data.
 type failureCallback struct {
 	Status          int    `json:"status"`

@@ -3,7 +3,7 @@
 //
 // QStash tokens are signed with jwx (HS256, header {"alg":"HS256","typ":"JWT"},
 // key = the UTF-8 bytes of the "sig_…" string), following the emulator
-// recipe of the QStash protocol notes; Stripe headers come from stripe-go's
+// recipe of docs/qstash-protocol.md §5.1; Stripe headers come from stripe-go's
 // webhook.GenerateTestSignedPayload. Nothing here is for production use.
 package webhookstest
 
