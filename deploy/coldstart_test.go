@@ -152,13 +152,13 @@ func startOnce(t *testing.T, client *http.Client, bin string, env []string, meas
 		if time.Now().After(deadline) {
 			t.Fatalf("%s not ready within 10 s", bin)
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(time.Millisecond) // the resolution of the measurement
 	}
 	ready := time.Since(start)
 	if !measureRSS {
 		return ready, 0
 	}
-	time.Sleep(time.Second)
+	time.Sleep(time.Second) // RSS after a second of idling, as the figure is defined
 	status, err := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/status")
 	if err != nil {
 		t.Fatal(err)

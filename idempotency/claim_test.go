@@ -10,22 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digis/jobworker/internal/testwait"
 	"github.com/digis/jobworker/idempotency"
 	"github.com/digis/jobworker/internal/redistest"
 )
-
-// eventually polls cond until it holds or within passes. It waits on a
-// condition of the system under test, not on a fixed delay.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // lagging is a wall clock behind the real one: every claim computed from it
 // has expired by the time Redis runs it, the state a claim is in when a
@@ -108,7 +96,7 @@ func TestStoreAbandonedClaimIsReleasedOrTakenOver(t *testing.T) {
 				t.Fatalf("Acquire = %v, want ErrUnavailable", err)
 			}
 			var res idempotency.Result
-			eventually(t, 5*time.Second, "the abandoned claim no longer blocks the key", func() bool {
+			testwait.For(t, 5*time.Second, "the abandoned claim no longer blocks the key", func() bool {
 				res, err = retry.Acquire(ctx, "k", "fp")
 				return err == nil && res.Outcome == idempotency.Acquired
 			})
@@ -161,7 +149,7 @@ func TestStoreClaimIsShortUntilKeptAlive(t *testing.T) {
 	}
 	kctx, stop := l.KeepAlive(ctx)
 	defer stop()
-	eventually(t, 5*time.Second, "the first renewal extends the claim to the lease TTL", func() bool {
+	testwait.For(t, 5*time.Second, "the first renewal extends the claim to the lease TTL", func() bool {
 		return b.rdb.PTTL(ctx, l.Key()).Val() > 20*time.Second
 	})
 	if kctx.Err() != nil {
@@ -169,7 +157,7 @@ func TestStoreClaimIsShortUntilKeptAlive(t *testing.T) {
 	}
 	// Unrenewed, a claim frees the key quickly (a crashed owner).
 	mustAcquire(t, b.store, "other", "")
-	eventually(t, 5*time.Second, "an unrenewed claim expires", func() bool {
+	testwait.For(t, 5*time.Second, "an unrenewed claim expires", func() bool {
 		res, err := b.store.Acquire(ctx, "other", "")
 		return err == nil && res.Outcome == idempotency.Acquired
 	})
@@ -196,7 +184,7 @@ func TestStoreFinishesReleaseAndCompleteAfterAnOutage(t *testing.T) {
 			ctx := context.Background()
 			l := mustAcquire(t, a, "k", "fp")
 			_, _ = l.KeepAlive(ctx) // renewed into a full lease: 30 s unless cleaned up
-			eventually(t, 5*time.Second, "the claim renewed into a full lease", func() bool {
+			testwait.For(t, 5*time.Second, "the claim renewed into a full lease", func() bool {
 				return srv.Client(t).PTTL(ctx, l.Key()).Val() > 20*time.Second
 			})
 			srv.Pause()
@@ -210,7 +198,7 @@ func TestStoreFinishesReleaseAndCompleteAfterAnOutage(t *testing.T) {
 				t.Fatalf("%s on a paused Redis = %v, want ErrUnavailable", op, err)
 			}
 			want := map[string]idempotency.Outcome{"release": idempotency.Acquired, "complete": idempotency.Done}[op]
-			eventually(t, 5*time.Second, op+" finished in the background", func() bool {
+			testwait.For(t, 5*time.Second, op+" finished in the background", func() bool {
 				res, err := other.Acquire(ctx, "k", "fp")
 				return err == nil && res.Outcome == want && (op == "release" || string(res.Value) == "result")
 			})

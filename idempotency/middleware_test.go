@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digis/jobworker/internal/testwait"
 	"github.com/digis/jobworker/internal/metrictest"
 
 	"github.com/labstack/echo/v4"
@@ -490,13 +491,7 @@ func TestMiddlewareRedisHungFailsFast(t *testing.T) {
 
 func waitRedis(t *testing.T, rdb *redis.Client) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for rdb.Ping(context.Background()).Err() != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("redis did not come back")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, 5*time.Second, "redis back", func() bool { return rdb.Ping(context.Background()).Err() == nil })
 }
 
 // Keys are scoped: another principal (or route) with the same key runs its
@@ -647,20 +642,17 @@ func TestMiddlewareClientDisconnectStillRecords(t *testing.T) {
 		t.Fatal("request not cancelled")
 	}
 	release.open()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	// Until the detached handler records its answer, retries see 409.
+	testwait.For(t, 5*time.Second, "the abandoned request's answer replayed", func() bool {
 		rep := b.do(t, r)
-		if rep.replayed() {
-			if string(rep.body) != "done anyway" {
-				t.Fatalf("replay %q", rep.body)
-			}
-			break
-		}
-		if rep.status != http.StatusConflict || time.Now().After(deadline) {
+		if !rep.replayed() && rep.status != http.StatusConflict {
 			t.Fatalf("retry = %d %s", rep.status, rep.body)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		if rep.replayed() && string(rep.body) != "done anyway" {
+			t.Fatalf("replay %q", rep.body)
+		}
+		return rep.replayed()
+	})
 	if b.calls.Load() != 1 {
 		t.Fatalf("calls = %d", b.calls.Load())
 	}

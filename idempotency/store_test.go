@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/digis/jobworker/internal/testwait"
 	"github.com/digis/jobworker/idempotency"
 	"github.com/digis/jobworker/internal/redistest"
 )
@@ -220,17 +221,10 @@ func TestStoreCrashedOwnerFreesAfterLease(t *testing.T) {
 	t.Parallel()
 	b := setupStore(t, idempotency.StoreConfig{LeaseTTL: 100 * time.Millisecond, Timeout: 50 * time.Millisecond})
 	mustAcquire(t, b.store, "k", "")
-	deadline := time.Now().Add(2 * time.Second)
-	for {
+	testwait.For(t, 2*time.Second, "the key free again after a 100ms lease", func() bool {
 		res, err := b.store.Acquire(context.Background(), "k", "")
-		if err == nil && res.Outcome == idempotency.Acquired {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("key still held 2s after a 100ms lease: %v %v", res.Outcome, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err == nil && res.Outcome == idempotency.Acquired
+	})
 }
 
 // LabsCrypt/remitlend #1624: concurrent identical claims, exactly one wins.

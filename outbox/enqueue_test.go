@@ -15,6 +15,7 @@ import (
 
 	"github.com/digis/jobworker/internal/pgtest"
 	"github.com/digis/jobworker/internal/store"
+	"github.com/digis/jobworker/internal/testwait"
 	"github.com/digis/jobworker/jobs"
 	"github.com/digis/jobworker/outbox"
 )
@@ -145,7 +146,7 @@ func TestPublishedOnlyAfterCommit(t *testing.T) {
 			// one (rounds take due rows oldest first), so it has looked
 			// past the held row while the transaction was open.
 			b.enqueueCommitted(t, "probe")
-			eventually(t, 5*time.Second, "the probe job", func() bool { return b.recv.count("probe") == 1 })
+			testwait.For(t, 5*time.Second, "the probe job", func() bool { return b.recv.count("probe") == 1 })
 			if n := b.recv.count("held"); n != 0 {
 				t.Fatalf("delivered %d times before commit", n)
 			}
@@ -159,12 +160,12 @@ func TestPublishedOnlyAfterCommit(t *testing.T) {
 				}
 				// A later committed job proves the relays were live all along.
 				b.enqueueCommitted(t, "after")
-				eventually(t, 5*time.Second, "the later job", func() bool { return b.recv.count("after") == 1 })
+				testwait.For(t, 5*time.Second, "the later job", func() bool { return b.recv.count("after") == 1 })
 				if n := b.recv.count("held"); n != 0 {
 					t.Fatalf("rolled-back job delivered %d times", n)
 				}
 				// QStash may deliver before the relay records "sent".
-				eventually(t, 5*time.Second, "only the probe and the later job, sent", func() bool {
+				testwait.For(t, 5*time.Second, "only the probe and the later job, sent", func() bool {
 					st := b.states(t)
 					return st["sent"] == 2 && len(st) == 1
 				})
@@ -173,7 +174,7 @@ func TestPublishedOnlyAfterCommit(t *testing.T) {
 			if err := tx.Commit(ctx); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, 5*time.Second, "the committed job", func() bool { return b.recv.count("held") == 1 })
+			testwait.For(t, 5*time.Second, "the committed job", func() bool { return b.recv.count("held") == 1 })
 		})
 	}
 }
@@ -210,7 +211,7 @@ func TestEnqueueDatabaseSQL(t *testing.T) {
 	if err != nil || res.Published != 1 {
 		t.Fatalf("RunOnce = %+v, %v; want 1 published", res, err)
 	}
-	eventually(t, 5*time.Second, "delivery", func() bool { return b.recv.count("sql-committed") == 1 })
+	testwait.For(t, 5*time.Second, "delivery", func() bool { return b.recv.count("sql-committed") == 1 })
 	if b.recv.count("sql-rolled-back") != 0 {
 		t.Error("the rolled-back database/sql job was delivered")
 	}
@@ -256,7 +257,7 @@ func TestDeduplicationIDs(t *testing.T) {
 	if err != nil || res.Published != 1 || res.Deduplicated != 1 {
 		t.Fatalf("second RunOnce = %+v, %v; want 1 published, deduplicated", res, err)
 	}
-	eventually(t, 5*time.Second, "deliveries", func() bool { return b.recv.distinct() == 3 })
+	testwait.For(t, 5*time.Second, "deliveries", func() bool { return b.recv.distinct() == 3 })
 	if d := b.recv.duplicates(); len(d) > 0 {
 		t.Errorf("delivered more than once: %v", d)
 	}

@@ -311,18 +311,6 @@ func (b *bundle) deduplicatedRows(t testing.TB) int {
 	return n
 }
 
-// eventually polls cond until it holds, or fails the test after within.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func ids(prefix string, n int) []string {
 	out := make([]string, n)
 	for i := range out {

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/digis/jobworker/internal/proctest"
+	"github.com/digis/jobworker/internal/testwait"
 	"github.com/digis/jobworker/jobs"
 	"github.com/digis/jobworker/outbox"
 	"github.com/digis/jobworker/qstashdev"
@@ -76,7 +77,7 @@ func startHelper(t *testing.T, b *bundle, batch int) *proctest.Proc {
 	p := proctest.Start(t, os.Args[0], []string{"-test.run=^$"},
 		helperEnv+"=1", "DATABASE_URL="+b.db.URL, "QSTASH_URL="+b.front.URL, "WORKER_URL="+b.recv.srv.URL,
 		"BATCH="+strconv.Itoa(batch))
-	eventually(t, 15*time.Second, "the relay process to start", func() bool { return strings.Contains(p.Output(), "ready") })
+	testwait.For(t, 15*time.Second, "the relay process to start", func() bool { return strings.Contains(p.Output(), "ready") })
 	return p
 }
 
@@ -135,19 +136,19 @@ func TestRelayProcessKilledMidBatch(t *testing.T) {
 			b.front.setWrap(nil)
 
 			// The kill undid the claim: nothing was recorded as sent.
-			eventually(t, 10*time.Second, "the killed session's locks to go", func() bool {
+			testwait.For(t, 10*time.Second, "the killed session's locks to go", func() bool {
 				return b.states(t)["pending"] == jobsN
 			})
 
 			p2 := startHelper(t, b, batch)
-			eventually(t, 20*time.Second, "every row to be sent", func() bool { return b.states(t)["sent"] == jobsN })
+			testwait.For(t, 20*time.Second, "every row to be sent", func() bool { return b.states(t)["sent"] == jobsN })
 			if err := p2.Signal(syscall.SIGTERM); err != nil {
 				t.Fatal(err)
 			}
 			if code := p2.Wait(t, 15*time.Second); code != 0 {
 				t.Errorf("graceful stop exited %d:\n%s", code, p2.Output())
 			}
-			eventually(t, 20*time.Second, "every delivery", func() bool { return b.recv.distinct() == jobsN })
+			testwait.For(t, 20*time.Second, "every delivery", func() bool { return b.recv.distinct() == jobsN })
 			if d := b.recv.duplicates(); len(d) > 0 {
 				t.Fatalf("delivered more than once: %v", d)
 			}

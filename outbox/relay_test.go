@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/digis/jobworker/internal/metrictest"
+	"github.com/digis/jobworker/internal/testwait"
 	"github.com/digis/jobworker/jobs"
 	"github.com/digis/jobworker/outbox"
 )
@@ -72,12 +73,12 @@ func TestNotifyWakesRelay(t *testing.T) {
 	b := setup(t)
 	r := b.relay(t, func(c *outbox.Config) { c.SweepInterval = time.Hour })
 	start(t, r)
-	eventually(t, 5*time.Second, "LISTEN", func() bool {
+	testwait.For(t, 5*time.Second, "LISTEN", func() bool {
 		v, _ := metrictest.Value(t, b.reg, "jobworker_outbox_listening", nil)
 		return v == 1
 	})
 	b.enqueueCommitted(t, ids("n", 20)...)
-	eventually(t, 5*time.Second, "deliveries", func() bool { return b.recv.distinct() == 20 })
+	testwait.For(t, 5*time.Second, "deliveries", func() bool { return b.recv.distinct() == 20 })
 	if v, _ := metrictest.Value(t, b.reg, "jobworker_outbox_published_total", map[string]string{"job": "outbox.test", "result": "ok"}); v != 20 {
 		t.Errorf("published_total = %v, want 20", v)
 	}
@@ -95,7 +96,7 @@ func TestSweepFindsUnnotifiedRows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "the sweep to publish", func() bool { return b.recv.count("quiet") == 1 })
+	testwait.For(t, 5*time.Second, "the sweep to publish", func() bool { return b.recv.count("quiet") == 1 })
 }
 
 // A lost LISTEN connection is re-established with backoff; afterwards
@@ -110,19 +111,19 @@ func TestListenReconnects(t *testing.T) {
 		v, _ := metrictest.Value(t, b.reg, "jobworker_outbox_listen_connects_total", nil)
 		return v
 	}
-	eventually(t, 5*time.Second, "LISTEN", func() bool { return connects() == 1 })
+	testwait.For(t, 5*time.Second, "LISTEN", func() bool { return connects() == 1 })
 	var killed int
 	err := b.pool.QueryRow(t.Context(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 		WHERE datname = current_database() AND application_name = 'jobworker-outbox-listener'`).Scan(&killed)
 	if err != nil || killed != 1 {
 		t.Fatalf("terminated %d listener sessions: %v", killed, err)
 	}
-	eventually(t, 5*time.Second, "the LISTEN reconnect", func() bool { return connects() == 2 })
+	testwait.For(t, 5*time.Second, "the LISTEN reconnect", func() bool { return connects() == 2 })
 	if !strings.Contains(b.logs.String(), "LISTEN connection lost") {
 		t.Error("no log line for the lost LISTEN connection")
 	}
 	b.enqueueCommitted(t, "after-reconnect")
-	eventually(t, 5*time.Second, "the job after the reconnect", func() bool { return b.recv.count("after-reconnect") == 1 })
+	testwait.For(t, 5*time.Second, "the job after the reconnect", func() bool { return b.recv.count("after-reconnect") == 1 })
 }
 
 // QStash down for a while (its port refusing connections, then serving
@@ -140,19 +141,19 @@ func TestQStashOutage(t *testing.T) {
 			b.enqueueCommitted(t, all[i:min(i+3, len(all))]...)
 		}
 	})
-	eventually(t, 10*time.Second, "some deliveries before the outage", func() bool { return b.recv.distinct() >= 30 })
+	testwait.For(t, 10*time.Second, "some deliveries before the outage", func() bool { return b.recv.distinct() >= 30 })
 	b.front.stop()
 	errorsSeen := func() float64 {
 		v, _ := metrictest.Value(t, b.reg, "jobworker_outbox_publish_errors_total", map[string]string{"class": "network"})
 		return v
 	}
 	// Stay down until the relay has failed repeatedly, backing off.
-	eventually(t, 10*time.Second, "publish failures during the outage", func() bool { return errorsSeen() >= 5 })
-	eventually(t, 10*time.Second, "rows to pile up", func() bool { return b.states(t)["pending"] >= 20 })
+	testwait.For(t, 10*time.Second, "publish failures during the outage", func() bool { return errorsSeen() >= 5 })
+	testwait.For(t, 10*time.Second, "rows to pile up", func() bool { return b.states(t)["pending"] >= 20 })
 	b.front.start()
 	wg.Wait()
-	eventually(t, 20*time.Second, "every row sent", func() bool { return b.states(t)["sent"] == len(all) })
-	eventually(t, 20*time.Second, "every delivery", func() bool { return b.recv.distinct() == len(all) })
+	testwait.For(t, 20*time.Second, "every row sent", func() bool { return b.states(t)["sent"] == len(all) })
+	testwait.For(t, 20*time.Second, "every delivery", func() bool { return b.recv.distinct() == len(all) })
 	if d := b.recv.duplicates(); len(d) > 0 {
 		t.Fatalf("delivered more than once: %v", d)
 	}
@@ -223,7 +224,7 @@ func TestRefusals(t *testing.T) {
 			if err != nil || res.Published != 5 {
 				t.Fatalf("RunOnce after recovery = %+v, %v", res, err)
 			}
-			eventually(t, 5*time.Second, "deliveries", func() bool { return b.recv.distinct() == 5 })
+			testwait.For(t, 5*time.Second, "deliveries", func() bool { return b.recv.distinct() == 5 })
 		})
 	}
 }
@@ -261,7 +262,7 @@ func TestPermanentRefusalMarksFailed(t *testing.T) {
 	if err != nil || res.Published != 2 || res.Failed != 2 {
 		t.Fatalf("RunOnce = %+v, %v; want 2 published, 2 failed", res, err)
 	}
-	eventually(t, 5*time.Second, "the good jobs", func() bool { return b.recv.count("good-1")+b.recv.count("good-2") == 2 })
+	testwait.For(t, 5*time.Second, "the good jobs", func() bool { return b.recv.count("good-1")+b.recv.count("good-2") == 2 })
 	var state, lastErr string
 	if err := b.pool.QueryRow(ctx, `SELECT state, last_error FROM jobworker_outbox WHERE id = $1`, bad).Scan(&state, &lastErr); err != nil {
 		t.Fatal(err)
@@ -359,8 +360,8 @@ func TestTwoRelaysNeverPublishARowTwice(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	eventually(t, 30*time.Second, "every row sent", func() bool { return b.states(t)["sent"] == n })
-	eventually(t, 30*time.Second, "every delivery", func() bool { return b.recv.distinct() == n })
+	testwait.For(t, 30*time.Second, "every row sent", func() bool { return b.states(t)["sent"] == n })
+	testwait.For(t, 30*time.Second, "every delivery", func() bool { return b.recv.distinct() == n })
 	if d := b.recv.duplicates(); len(d) > 0 {
 		t.Fatalf("delivered more than once: %v", d)
 	}

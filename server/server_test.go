@@ -19,6 +19,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/digis/jobworker/internal/problem"
+	"github.com/digis/jobworker/internal/testwait"
 	"github.com/digis/jobworker/server"
 )
 
@@ -228,16 +229,13 @@ func TestShutdownFinishesInFlight(t *testing.T) {
 	stopped := make(chan error, 1)
 	go func() { stopped <- stop() }()
 	// Shutdown is waiting for the request; new connections are refused.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, err := net.DialTimeout("tcp", strings.TrimPrefix(base, "http://"), 100*time.Millisecond); err != nil {
-			break
+	testwait.For(t, 5*time.Second, "the listener closed during shutdown", func() bool {
+		conn, err := net.DialTimeout("tcp", strings.TrimPrefix(base, "http://"), 100*time.Millisecond)
+		if err == nil {
+			conn.Close()
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("listener still open during shutdown")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return err != nil
+	})
 	select {
 	case err := <-stopped:
 		t.Fatalf("shutdown returned (%v) before the in-flight request finished", err)
@@ -328,8 +326,8 @@ func TestHelperProcess(t *testing.T) {
 	ctx := server.SignalContext()
 	s.Echo.GET("/work", func(c echo.Context) error {
 		fmt.Println("entered")
-		<-ctx.Done() // SIGTERM arrives while this request runs
-		time.Sleep(100 * time.Millisecond)
+		<-ctx.Done()                       // SIGTERM arrives while this request runs
+		time.Sleep(100 * time.Millisecond) // the request's remaining work
 		return c.String(200, "finished")
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

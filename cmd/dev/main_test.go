@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/digis/jobworker/internal/proctest"
+	"github.com/digis/jobworker/internal/testwait"
 	"github.com/digis/jobworker/qstashdev"
 )
 
@@ -67,29 +68,17 @@ func TestLocalStack(t *testing.T) {
 
 func waitFor(t *testing.T, p *proctest.Proc, text string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(p.Output(), text) {
-		if time.Now().After(deadline) {
-			t.Fatalf("never saw %q:\n%s", text, p.Output())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.For(t, 30*time.Second, "output "+text+" in:\n"+p.Output(), func() bool { return strings.Contains(p.Output(), text) })
 }
 
 func waitOK(t *testing.T, url string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	testwait.For(t, 15*time.Second, url+" answering 200", func() bool {
 		res, err := http.Get(url)
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == 200 {
-				return
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never answered 200 (%v)", url, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		res.Body.Close()
+		return res.StatusCode == http.StatusOK
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/digis/jobworker/internal/metrictest"
+	"github.com/digis/jobworker/internal/testwait"
 
 	"github.com/digis/jobworker/cache"
 	"github.com/digis/jobworker/internal/apiapp"
@@ -261,13 +263,7 @@ func metric(t *testing.T, base, series string) float64 {
 func (b *bundle) waitJob(t *testing.T, kind string, n float64) {
 	t.Helper()
 	series := `jobworker_deliveries_total{job="` + kind + `",outcome="done"}`
-	deadline := time.Now().Add(10 * time.Second)
-	for metric(t, b.worker, series) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not reach %v", series, n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, 10*time.Second, fmt.Sprintf("%s reaching %v", series, n), func() bool { return metric(t, b.worker, series) >= n })
 }
 
 func wantProblem(t *testing.T, a answer, status int, what string) {

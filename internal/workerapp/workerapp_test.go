@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/digis/jobworker/internal/metrictest"
+	"github.com/digis/jobworker/internal/testwait"
 
 	"github.com/redis/go-redis/v9"
 	qstash "github.com/upstash/qstash-go"
@@ -267,17 +268,7 @@ func metric(t *testing.T, base, series string) float64 {
 // delivery after the handler returns, a moment after the effect.
 func waitMetric(t *testing.T, base, series string, want float64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got := metric(t, base, series)
-		if got == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s = %v, want %v", series, got, want)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, 10*time.Second, fmt.Sprintf("%s = %v", series, want), func() bool { return metric(t, base, series) == want })
 }
 
 func TestEnqueueDeliverRun(t *testing.T) {
@@ -316,30 +307,20 @@ func TestPermanentErrorGoesToDLQWithoutRetries(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := qstash.NewClientWith(qstash.Options{Url: b.qstash.URL, Token: qstashdev.DevToken})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var dead []qstash.DlqMessage
+	testwait.For(t, 10*time.Second, "the message in the DLQ", func() bool {
 		msgs, _, err := q.Dlq().List(qstash.ListDlqOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(msgs) == 1 {
-			if msgs[0].MessageId != res.MessageID || msgs[0].ResponseStatus != jobs.StatusNonRetryable {
-				t.Fatalf("DLQ entry %+v", msgs[0])
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("message never reached the DLQ")
-		}
-		time.Sleep(20 * time.Millisecond)
+		dead = msgs
+		return len(msgs) > 0
+	})
+	if len(dead) != 1 || dead[0].MessageId != res.MessageID || dead[0].ResponseStatus != jobs.StatusNonRetryable {
+		t.Fatalf("DLQ = %+v", dead)
 	}
 	// The failure callback records the dead job.
-	for metric(t, b.url, `jobworker_dead_jobs_total{job="test.permanent"}`) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("failure callback not recorded")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitMetric(t, b.url, `jobworker_dead_jobs_total{job="test.permanent"}`, 1)
 	if _, a := b.effects.get("permanent"); a != 1 {
 		t.Fatalf("attempts = %d, want exactly 1 (no retries after 489)", a)
 	}
@@ -474,13 +455,9 @@ func TestRedisOutageLosesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for metric(t, b.url, `jobworker_deliveries_total{job="test.count",outcome="unavailable"}`) < float64(len(ids)) {
-		if time.Now().After(deadline) {
-			t.Fatal("deliveries were not refused while Redis was down")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, 10*time.Second, "every delivery refused while Redis is down", func() bool {
+		return metric(t, b.url, `jobworker_deliveries_total{job="test.count",outcome="unavailable"}`) >= float64(len(ids))
+	})
 	for _, id := range ids {
 		if r, _ := b.effects.get(id); r != 0 {
 			t.Fatalf("%s ran while Redis was down", id)
@@ -502,7 +479,8 @@ func TestRedisOutageLosesNothing(t *testing.T) {
 func TestRedisDiesMidJob(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	if _, err := b.client.Enqueue(context.Background(), blockJob{ID: "mid"}, jobs.WithRetries(3)); err != nil {
+	res, err := b.client.Enqueue(context.Background(), blockJob{ID: "mid"}, jobs.WithRetries(3))
+	if err != nil {
 		t.Fatal(err)
 	}
 	b.effects.waitStarted(t)
@@ -510,10 +488,15 @@ func TestRedisDiesMidJob(t *testing.T) {
 	close(b.effects.release)
 	b.effects.waitFor(t, 10*time.Second, "the job to finish", func() bool { r, _ := b.effects.get("mid"); return r == 1 })
 	b.redis.Restart()
-	// Give QStash's (scaled) retries time to show up if the answer was not 200.
-	time.Sleep(300 * time.Millisecond)
-	if r, _ := b.effects.get("mid"); r != 1 {
-		t.Fatalf("runs = %d", r)
+	// QStash drops a message from its store once it was answered 2xx; a
+	// non-2xx answer would have kept it for a retry.
+	q := qstash.NewClientWith(qstash.Options{Url: b.qstash.URL, Token: qstashdev.DevToken})
+	testwait.For(t, 10*time.Second, "the message delivered", func() bool {
+		_, err := q.Messages().Get(res.MessageID)
+		return err != nil
+	})
+	if r, a := b.effects.get("mid"); r != 1 || a != 1 {
+		t.Fatalf("runs = %d, attempts = %d; want 1", r, a)
 	}
 	waitMetric(t, b.url, `jobworker_deliveries_total{job="test.block",outcome="done"}`, 1)
 }
@@ -570,17 +553,20 @@ func TestSIGTERMLetsRunningJobFinish(t *testing.T) {
 		s, _ := deliver(t, w.URL, "test.slow", "msg_slow", []byte(`{"id":"slow"}`))
 		got <- s
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(w.Output(), "slow job started") {
-		if time.Now().After(deadline) {
-			t.Fatalf("job never started:\n%s", w.Output())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, 10*time.Second, "the slow job started", func() bool { return strings.Contains(w.Output(), "slow job started") })
 	if err := w.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond) // inside the 500 ms drain delay
+	// Draining shows on /readyz; the 500 ms drain delay keeps the listener
+	// open meanwhile.
+	testwait.For(t, 5*time.Second, "the worker draining", func() bool {
+		res, err := http.Get(w.URL + "/readyz")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == http.StatusServiceUnavailable
+	})
 	s, h := deliver(t, w.URL, "test.slow", "msg_late", []byte(`{"id":"late"}`))
 	if s != http.StatusServiceUnavailable || h.Get("Retry-After") == "" {
 		t.Fatalf("delivery during drain: %d Retry-After=%q", s, h.Get("Retry-After"))
@@ -641,12 +627,12 @@ func TestHelperWorker(t *testing.T) {
 	p, err := workerapp.Build(cfg, func(reg *jobs.Registry, _ *process.Process) error {
 		return errors.Join(
 			jobs.Register(reg, func(ctx context.Context, j *jobs.Job[redisCountJob]) error {
-				time.Sleep(50 * time.Millisecond) // widen the race window
+				time.Sleep(50 * time.Millisecond) // the job's work: long enough for duplicates to overlap it
 				return rdb.Incr(ctx, "effects:"+j.Args.ID).Err()
 			}),
 			jobs.Register(reg, func(ctx context.Context, j *jobs.Job[slowJob]) error {
 				fmt.Println("slow job started")
-				time.Sleep(time.Second)
+				time.Sleep(time.Second) // the job's work, outlasting the SIGTERM
 				return rdb.Incr(ctx, "effects:"+j.Args.ID).Err()
 			}),
 		)
