@@ -474,3 +474,65 @@ func TestMigrationKeeps0001Reversals(t *testing.T) {
 	}
 	checkLedger(t, db.Pool)
 }
+
+// TestPostgresReversalGuardAcrossConnections bypasses the Go code: two
+// connections each post a reversal step computed from the same stale read
+// (nothing reversed yet). Whichever commits second must be refused by the
+// schema, so the ledger never holds steps that do not add up.
+func TestPostgresReversalGuardAcrossConnections(t *testing.T) {
+	t.Parallel()
+	s, pool := newPostgres(t)
+	ctx := t.Context()
+	if _, err := s.Credit(ctx, "fan", 50, "pi_1"); err != nil {
+		t.Fatal(err)
+	}
+	// Enough in the wallet for both steps: only the reversal guard may refuse.
+	if _, err := s.Credit(ctx, "fan", 100, "pi_2"); err != nil {
+		t.Fatal(err)
+	}
+	step := func(tokens int) (pgx.Tx, error) {
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, q := range []string{
+			fmt.Sprintf(`INSERT INTO ledger_transactions (kind, reverses_id, reversed_total) SELECT 'reversal', id, %d FROM ledger_transactions WHERE external_ref = 'pi_1'`, tokens),
+			fmt.Sprintf(`INSERT INTO ledger_entries (transaction_id, account_id, amount) SELECT currval(pg_get_serial_sequence('ledger_transactions','id')), id, CASE WHEN user_id IS NULL THEN %d ELSE -%d END FROM accounts WHERE user_id = 'fan' OR system_name = 'stripe/deposits'`, tokens, tokens),
+		} {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				_ = tx.Rollback(ctx)
+				return nil, err
+			}
+		}
+		return tx, nil
+	}
+	first, err := step(30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The second waits on the wallet row the first updated; it proceeds
+	// once the first commits, having computed its total (40 = 0 + 40)
+	// before seeing the first step. 30 + 40 would also exceed the deposit.
+	secondErr := make(chan error, 1)
+	go func() {
+		tx, err := step(40)
+		if err == nil {
+			err = tx.Commit(ctx)
+		}
+		secondErr <- err
+	}()
+	if err := first.Commit(ctx); err != nil {
+		t.Fatalf("first step: %v", err)
+	}
+	var pe *pgconn.PgError
+	if err := <-secondErr; !errors.As(err, &pe) || pe.Code != "23514" || pe.ConstraintName != "ledger_reversal_within_deposit" {
+		t.Fatalf("second stale step committed or failed otherwise: %v", err)
+	}
+	st, err := s.RefundState(ctx, "pi_1")
+	if err != nil || st.Reversed != 30 {
+		t.Fatalf("state = %+v, %v; want the first step only", st, err)
+	}
+	if b, _ := s.Balance(ctx, "fan"); b != 120 {
+		t.Fatalf("balance %d, want 120", b)
+	}
+}
