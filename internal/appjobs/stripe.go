@@ -22,9 +22,11 @@ const (
 	// StripeChargeRefunded carries the Charge after every refund, partial
 	// or full: its cumulative amount_refunded is what the ledger follows.
 	StripeChargeRefunded = "charge.refunded"
-	// The Refund object's updates: only a failed or canceled refund is
-	// acted on (recorded for an operator). refund.created is not needed:
-	// charge.refunded reports the same refund with the cumulative amount.
+	// Events carrying a Refund object: only a failed or canceled refund is
+	// acted on (recorded for an operator). The amounts of the others are
+	// taken from charge.refunded, which reports every refund with the
+	// charge's cumulative amount.
+	StripeRefundCreated       = "refund.created"
 	StripeRefundUpdated       = "refund.updated"
 	StripeRefundFailed        = "refund.failed"
 	StripeChargeRefundUpdated = "charge.refund.updated"
@@ -144,7 +146,7 @@ func StripeJob(ev webhooks.StripeEvent) (StripeEvent, error) {
 		if err != nil {
 			return job, fmt.Errorf("charge object: %w", err)
 		}
-	case StripeRefundUpdated, StripeRefundFailed, StripeChargeRefundUpdated:
+	case StripeRefundCreated, StripeRefundUpdated, StripeRefundFailed, StripeChargeRefundUpdated:
 		var rf struct {
 			ID            string          `json:"id"`
 			Amount        int64           `json:"amount"`
@@ -192,7 +194,7 @@ func expandableID(raw json.RawMessage) string {
 // stripeTypes bounds the type label of jobworker_stripe_events_total.
 var stripeTypes = map[string]bool{
 	StripePaymentSucceeded: true, StripeChargeRefunded: true,
-	StripeRefundUpdated: true, StripeRefundFailed: true, StripeChargeRefundUpdated: true,
+	StripeRefundCreated: true, StripeRefundUpdated: true, StripeRefundFailed: true, StripeChargeRefundUpdated: true,
 }
 
 // operatorResults are the outcomes an operator must follow up (the
@@ -293,7 +295,7 @@ func handleStripe(ctx context.Context, st store.Store, ev StripeEvent) (stripeOu
 			out.result = ResultReplayed
 		}
 		return out, nil
-	case StripeRefundUpdated, StripeRefundFailed, StripeChargeRefundUpdated:
+	case StripeRefundCreated, StripeRefundUpdated, StripeRefundFailed, StripeChargeRefundUpdated:
 		if ev.RefundStatus != store.RefundFailed && ev.RefundStatus != store.RefundCanceled {
 			return stripeOutcome{result: ResultIgnored}, nil // pending or succeeded: charge.refunded has the amounts
 		}

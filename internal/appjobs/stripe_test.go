@@ -291,6 +291,7 @@ func TestStripeHandler(t *testing.T) {
 			b.mustDeliver(t, refundEvent(t, "evt_f2", StripeRefundUpdated, "re_1", "pi_1", "failed", 500), ResultReplayed)
 			b.mustDeliver(t, refundEvent(t, "evt_f3", StripeChargeRefundUpdated, "re_1", "pi_1", "failed", 500), ResultReplayed)
 			b.mustDeliver(t, refundEvent(t, "evt_s1", StripeRefundUpdated, "re_2", "pi_1", "succeeded", 100), ResultIgnored)
+			b.mustDeliver(t, refundEvent(t, "evt_c1", StripeRefundCreated, "re_3", "pi_1", "pending", 100), ResultIgnored)
 			b.wantBalance(t, "user_a", 0)
 			ex, err := b.store.RefundExceptions(ctx, 0)
 			if err != nil || len(ex) != 2 {

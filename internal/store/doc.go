@@ -79,8 +79,9 @@
 // once: later events for the payment, or the user's next purchase, do not
 // collect it; the operator decides (claw back from the creator, write off).
 //
-// Failed or canceled refunds (refund.failed, refund.updated and
-// charge.refund.updated with status failed or canceled) are recorded once
+// Failed or canceled refunds (refund.failed, or refund.created,
+// refund.updated and charge.refund.updated with status failed or canceled:
+// whichever arrives first) are recorded once
 // per refund (stripe_refund_failures) and move no money: the reversal
 // stays. Reversing the reversal automatically would be wrong twice over:
 // Stripe returns a failed refund's money to the merchant, who still owes

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync/atomic"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -377,15 +376,14 @@ func depositByRef(ctx context.Context, q querier, ref string) (deposit, bool, er
 type refundRow struct {
 	refundFacts
 	shortfall int64
-	createdAt time.Time
 }
 
 func readRefund(ctx context.Context, q querier, ref string) (refundRow, bool, error) {
 	var r refundRow
 	err := q.QueryRow(ctx, `
-		SELECT coalesce(charge_ref, ''), charge_amount, amount_refunded, fully_refunded, shortfall, created_at
+		SELECT coalesce(charge_ref, ''), charge_amount, amount_refunded, fully_refunded, shortfall
 		FROM stripe_refunds WHERE payment_ref = $1`, ref).
-		Scan(&r.ChargeRef, &r.ChargeAmount, &r.AmountRefunded, &r.FullyRefunded, &r.shortfall, &r.createdAt)
+		Scan(&r.ChargeRef, &r.ChargeAmount, &r.AmountRefunded, &r.FullyRefunded, &r.shortfall)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return refundRow{}, false, nil
 	}

@@ -150,11 +150,8 @@ type Tip struct {
 	Replayed       bool      `json:"-"`
 }
 
-// Transfer kinds.
-const (
-	KindDeposit  = "deposit"
-	KindReversal = "reversal"
-)
+// KindDeposit is the kind of a Transfer: a Stripe deposit.
+const KindDeposit = "deposit"
 
 // Transfer is a deposit (Credit). Replayed is true when the call changed
 // nothing because it had already happened.
@@ -162,7 +159,7 @@ type Transfer struct {
 	ID          int64     `json:"id"`
 	Kind        string    `json:"kind"`
 	UserID      string    `json:"userId"`
-	Amount      int64     `json:"amount"` // always positive; Kind says the direction
+	Amount      int64     `json:"amount"` // tokens, positive
 	ExternalRef string    `json:"externalRef"`
 	CreatedAt   time.Time `json:"createdAt"`
 	// Reversed is the tokens of this deposit reversed in the same
