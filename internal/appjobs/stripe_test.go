@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/digis/jobworker/internal/metrictest"
 	"github.com/digis/jobworker/internal/pgtest"
 	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/jobs"
@@ -177,25 +178,8 @@ func (b *handlerBundle) count(t *testing.T, typ, result string) float64 {
 	if !stripeTypes[typ] {
 		typ = "other"
 	}
-	families, err := b.metrics.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != "jobworker_stripe_events_total" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			if labels["type"] == typ && labels["result"] == result {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
+	v, _ := metrictest.Value(t, b.metrics, "jobworker_stripe_events_total", map[string]string{"type": typ, "result": result})
+	return v
 }
 
 func (b *handlerBundle) wantBalance(t *testing.T, user string, want int64) {
