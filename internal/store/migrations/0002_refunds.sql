@@ -113,23 +113,24 @@ CREATE INDEX stripe_refund_failures_payment_idx ON stripe_refund_failures (payme
 
 -- The operator's one place to look: refunds still waiting for their
 -- payment, tokens a refund could not take back, and failed or canceled
--- refunds, oldest first.
-CREATE VIEW refund_exceptions AS
-WITH deposits AS (
-    SELECT d.external_ref, a.user_id
+-- refunds, oldest first. Each lookup of a deposit goes through the unique
+-- external_ref index.
+CREATE FUNCTION deposit_user(ref text) RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT a.user_id
       FROM ledger_transactions d
       JOIN ledger_entries e ON e.transaction_id = d.id
       JOIN accounts a ON a.id = e.account_id AND a.user_id IS NOT NULL
-     WHERE d.kind = 'deposit'
-)
+     WHERE d.external_ref = ref AND d.kind = 'deposit'
+$$;
+CREATE VIEW refund_exceptions AS
 SELECT 'pending'::text AS kind, r.payment_ref, NULL::text AS refund_ref, NULL::text AS user_id,
        NULL::bigint AS tokens, r.amount_refunded AS amount, r.created_at AS since
   FROM stripe_refunds r
- WHERE NOT EXISTS (SELECT 1 FROM deposits d WHERE d.external_ref = r.payment_ref)
+ WHERE NOT EXISTS (SELECT 1 FROM ledger_transactions d WHERE d.external_ref = r.payment_ref AND d.kind = 'deposit')
 UNION ALL
-SELECT 'shortfall', r.payment_ref, NULL, d.user_id, r.shortfall, NULL, r.shortfall_at
-  FROM stripe_refunds r JOIN deposits d ON d.external_ref = r.payment_ref
+SELECT 'shortfall', r.payment_ref, NULL, deposit_user(r.payment_ref), r.shortfall, NULL, r.shortfall_at
+  FROM stripe_refunds r
  WHERE r.shortfall > 0
 UNION ALL
-SELECT 'refund_' || f.status, f.payment_ref, f.refund_ref, d.user_id, NULL, f.amount, f.created_at
-  FROM stripe_refund_failures f LEFT JOIN deposits d ON d.external_ref = f.payment_ref;
+SELECT 'refund_' || f.status, f.payment_ref, f.refund_ref, deposit_user(f.payment_ref), NULL, f.amount, f.created_at
+  FROM stripe_refund_failures f;
