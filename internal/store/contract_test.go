@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -80,12 +81,15 @@ func checkLedger(t *testing.T, pool *pgxpool.Pool) {
 	}
 }
 
-// contract is the behaviour every Store must have, run against each
-// implementation.
-var contract = []struct {
+// contractCase is one behaviour every Store must have.
+type contractCase struct {
 	name string
 	run  func(t *testing.T, b bundle)
-}{
+}
+
+// contract is the behaviour every Store must have, run against each
+// implementation (refundContract, in refunds_test.go, too).
+var contract = []contractCase{
 	{"start claims username and lookups find it", func(t *testing.T, b bundle) {
 		ctx := t.Context()
 		st := mustStart(t, b.s, "alice", "Alice", "hello")
@@ -415,68 +419,6 @@ var contract = []struct {
 		}
 		wantBalance(t, b.s, "fan", 70)
 	}},
-	{"reverse undoes a deposit once", func(t *testing.T, b bundle) {
-		ctx := t.Context()
-		if _, err := b.s.Reverse(ctx, "pi_none"); !errors.Is(err, store.ErrNotFound) {
-			t.Fatalf("reverse unknown err = %v", err)
-		}
-		if _, err := b.s.Reverse(ctx, ""); !errors.Is(err, store.ErrInvalid) {
-			t.Fatalf("reverse empty err = %v", err)
-		}
-		mustCredit(t, b.s, "fan", 300, "pi_1")
-		mustCredit(t, b.s, "fan", 200, "pi_2")
-		rev, err := b.s.Reverse(ctx, "pi_1")
-		if err != nil || rev.Replayed || rev.Kind != store.KindReversal || rev.Amount != 300 || rev.UserID != "fan" || rev.ExternalRef != "pi_1" {
-			t.Fatalf("reverse = %+v, %v", rev, err)
-		}
-		again, err := b.s.Reverse(ctx, "pi_1")
-		if err != nil || !again.Replayed || again.ID != rev.ID {
-			t.Fatalf("repeat reverse = %+v, %v", again, err)
-		}
-		wantBalance(t, b.s, "fan", 200)
-		// A reversed deposit is still credited at most once.
-		if tr, err := b.s.Credit(ctx, "fan", 300, "pi_1"); err != nil || !tr.Replayed {
-			t.Fatalf("credit after reversal = %+v, %v", tr, err)
-		}
-		wantBalance(t, b.s, "fan", 200)
-	}},
-	{"20 concurrent reversals reverse once", func(t *testing.T, b bundle) {
-		mustCredit(t, b.s, "fan", 90, "pi_1")
-		mustCredit(t, b.s, "fan", 10, "pi_2")
-		trs, errs := concurrently(20, func(int) (store.Transfer, error) { return b.s.Reverse(context.Background(), "pi_1") })
-		fresh := 0
-		for i, err := range errs {
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !trs[i].Replayed {
-				fresh++
-			}
-		}
-		if fresh != 1 {
-			t.Fatalf("%d reversals were not replays, want 1", fresh)
-		}
-		wantBalance(t, b.s, "fan", 10)
-	}},
-	{"reverse of spent money is refused and changes nothing", func(t *testing.T, b bundle) {
-		ctx := t.Context()
-		st := mustStart(t, b.s, "creator", "creator", "")
-		mustCredit(t, b.s, "fan", 100, "pi_1")
-		if _, err := b.s.Tip(ctx, store.TipRequest{TipperID: "fan", StreamID: st.ID, Amount: 60, IdempotencyKey: "k"}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := b.s.Reverse(ctx, "pi_1"); !errors.Is(err, store.ErrInsufficientFunds) {
-			t.Fatalf("reverse err = %v, want ErrInsufficientFunds", err)
-		}
-		wantBalance(t, b.s, "fan", 40)
-		wantBalance(t, b.s, "creator", 60)
-		// Topped up again, the refund goes through (the job's retry).
-		mustCredit(t, b.s, "fan", 60, "pi_2")
-		if _, err := b.s.Reverse(ctx, "pi_1"); err != nil {
-			t.Fatal(err)
-		}
-		wantBalance(t, b.s, "fan", 0)
-	}},
 	{"seed demo is idempotent", func(t *testing.T, b bundle) {
 		ctx := t.Context()
 		for range 2 {
@@ -502,7 +444,7 @@ func TestContract(t *testing.T) {
 	for _, im := range impls {
 		t.Run(im.name, func(t *testing.T) {
 			t.Parallel()
-			for _, c := range contract {
+			for _, c := range slices.Concat(contract, refundContract) {
 				t.Run(c.name, func(t *testing.T) {
 					t.Parallel()
 					c.run(t, im.new(t))

@@ -15,11 +15,13 @@
 // movement is a ledger transaction with entries that sum to zero: a tip
 // debits the tipper's wallet and credits the creator's; a Stripe deposit
 // (Credit) debits the system account "stripe/deposits" and credits the
-// user; a refund (Reverse) posts the opposite. The schema enforces it:
-// balances are maintained from the entries by a trigger, user balances have
-// CHECK (balance >= 0), an unbalanced transaction fails at commit, entries
-// are append-only, a PaymentIntent id (external_ref) is credited once, a
-// deposit is reversed once, and (tipper_id, idempotency_key) is unique.
+// user; a refund (ApplyRefund) posts the opposite, in one or more steps. The
+// schema enforces it: balances are maintained from the entries by a
+// trigger, user balances have CHECK (balance >= 0), an unbalanced
+// transaction fails at commit, entries are append-only, a PaymentIntent id
+// (external_ref) is credited once, a deposit's reversal steps are unique
+// per running total and never add up to more than the deposit, and
+// (tipper_id, idempotency_key) is unique.
 //
 // # Idempotency, the last guard
 //
@@ -39,12 +41,74 @@
 //
 // # Refunds
 //
-// Reverse undoes a whole deposit once. When the user has already spent the
-// money it refuses with ErrInsufficientFunds and writes nothing; the Stripe
-// job should fail permanently (dead letter) for an operator, because the
-// tokens now sit in creators' wallets. Partial refunds are a later schema
-// change (a refund reference per reversal instead of one reversal per
-// deposit).
+// Stripe does not order its events, and a job delayed by a retry runs after
+// later ones, so a refund may be handled before the payment it refunds.
+// Refunds are therefore applied so that every ordering and repetition of a
+// payment and its refunds ends in the same ledger:
+//
+//   - ApplyRefund records what a charge.refunded event says, per
+//     PaymentIntent (table stripe_refunds), merged with what was recorded
+//     before: the largest cumulative amount_refunded (the latest, whatever
+//     the delivery order), the "refunded" flag once set, the charge and its
+//     amount (another charge or amount is ErrIdempotencyKeyReused).
+//   - The tokens the refunds take back are ReversalTarget: all of them when
+//     the charge is fully refunded, else floor(tokens × amount_refunded /
+//     charge amount). Rounding is down, on the cumulative amount, so it
+//     never takes more than the refunded share and does not add up over
+//     partial refunds (the user keeps less than one token more than the
+//     exact share); a full refund takes back exactly the deposit.
+//   - Only the positive difference between that target and what is already
+//     reversed (or recorded as shortfall) is posted, as one reversal step
+//     carrying the new running total. Duplicates and stale events (a lower
+//     cumulative amount) find nothing to do; several partial refunds add
+//     up; nothing goes beyond the deposit.
+//   - A refund before its deposit is recorded (RefundPending, never
+//     ignored), and Credit reverses its share in the same database
+//     transaction as the deposit: the tokens are never spendable. A
+//     per-PaymentIntent advisory lock (pg_advisory_xact_lock) serialises the
+//     payment and its refunds even before their rows exist, so a refund and
+//     its payment committing at the same moment cannot miss each other.
+//
+// Tokens already spent (tipped to creators) are not clawed back from the
+// creators: ApplyRefund takes what the wallet still holds (a balance never
+// goes negative) and records the rest as the payment's shortfall
+// (RefundShortfall; stripe_refunds.shortfall and shortfall_at). The
+// stripe.event job then succeeds with result reversal_shortfall and a
+// warning: the row is the durable record an operator works from, where a
+// dead-lettered job would add nothing and expire. A shortfall is recorded
+// once: later events for the payment, or the user's next purchase, do not
+// collect it; the operator decides (claw back from the creator, write off).
+//
+// Failed or canceled refunds (refund.failed, or refund.created,
+// refund.updated and charge.refund.updated with status failed or canceled:
+// whichever arrives first) are recorded once
+// per refund (stripe_refund_failures) and move no money: the reversal
+// stays. Reversing the reversal automatically would be wrong twice over:
+// Stripe returns a failed refund's money to the merchant, who still owes
+// the customer the refund and usually delivers it another way (re-crediting
+// the tokens too would pay twice); and a charge.refunded delivered later
+// says nothing about which refunds its cumulative amount includes, so an
+// automatic re-credit could be undone or doubled by event order. The
+// operator either delivers the refund another way (nothing to do here) or
+// credits the tokens back under a new reference, e.g.
+// Credit(ctx, user, tokens, "operator:"+refundID), which the ledger keeps.
+//
+// A refund whose PaymentIntent never becomes a deposit (it was not a token
+// purchase, or its payment job is in the dead-letter queue) stays recorded
+// as pending indefinitely: nothing expires it, and if the payment is ever
+// credited (a DLQ replay) the refund is applied then. Delete such a row
+// only when sure the payment will never be credited.
+//
+// What an operator looks at, oldest first (RefundExceptions from Go):
+//
+//	SELECT * FROM refund_exceptions ORDER BY since;
+//
+// kind "pending" (a refund without its deposit yet; amount is the amount
+// refunded, in the charge's minor units), "shortfall" (user_id and the
+// tokens not taken back), "refund_failed" and "refund_canceled" (refund_ref
+// and its amount). The Stripe endpoint must send payment_intent.succeeded,
+// charge.refunded and refund.failed (or refund.updated); other events are
+// ignored.
 //
 // # Migrations
 //

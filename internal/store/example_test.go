@@ -50,3 +50,32 @@ func ExampleStore_Credit() {
 	// 1000 true
 	// 1000
 }
+
+// A refund handled before its payment is recorded, and applied in the
+// credit's transaction when the payment lands. Partial refunds add up; the
+// cumulative amount refunded is what counts, so duplicates and stale events
+// change nothing.
+func ExampleStore_ApplyRefund() {
+	ctx := context.Background()
+	s, _ := store.NewMemory(store.Options{})
+	// charge.refunded for 2.00 of a 10.00 charge, before payment_intent.succeeded.
+	res, _ := s.ApplyRefund(ctx, store.Refund{PaymentRef: "pi_3N1x", ChargeAmount: 1000, AmountRefunded: 200})
+	fmt.Println(res.Outcome)
+
+	dep, _ := s.Credit(ctx, "user-1", 500, "pi_3N1x") // 500 tokens bought
+	fmt.Println(dep.Amount, dep.Reversed)
+
+	// A second refund (2.00 + 3.00), then the first one redelivered.
+	for _, cumulative := range []int64{500, 200} {
+		res, _ = s.ApplyRefund(ctx, store.Refund{PaymentRef: "pi_3N1x", ChargeAmount: 1000, AmountRefunded: cumulative})
+		fmt.Println(res.Outcome, res.Reversed, res.State.Reversed)
+	}
+	b, _ := s.Balance(ctx, "user-1")
+	fmt.Println(b)
+	// Output:
+	// pending
+	// 500 100
+	// reversed 150 250
+	// unchanged 0 250
+	// 250
+}

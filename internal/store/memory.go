@@ -1,8 +1,11 @@
 package store
 
 import (
+	"cmp"
 	"context"
+	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 )
@@ -20,12 +23,27 @@ type Memory struct {
 	streams   map[int64]*Stream
 	usernames map[string]int64
 	balances  map[string]int64
-	system    int64                // the stripe/deposits account: minus what users hold
-	tips      map[tipKey]*Tip      // by (tipper, idempotency key)
-	tipList   []*Tip               // in order, for the 30-day sums
-	deposits  map[string]*Transfer // by external ref
-	reversals map[string]*Transfer // by the deposit's external ref
+	system    int64                     // the stripe/deposits account: minus what users hold
+	tips      map[tipKey]*Tip           // by (tipper, idempotency key)
+	tipList   []*Tip                    // in order, for the 30-day sums
+	deposits  map[string]*memDeposit    // by external ref
+	refunds   map[string]*memRefund     // by payment ref
+	failures  map[string]*RefundFailure // by refund ref
 	nextID    int64
+}
+
+// memDeposit is a deposit and the tokens reversed from it so far.
+type memDeposit struct {
+	Transfer
+	reversed int64
+}
+
+// memRefund is the stripe_refunds row.
+type memRefund struct {
+	refundFacts
+	shortfall   int64
+	shortfallAt time.Time
+	createdAt   time.Time
 }
 
 type tipKey struct{ tipper, key string }
@@ -46,8 +64,9 @@ func NewMemory(opts Options) (*Memory, error) {
 		usernames: map[string]int64{},
 		balances:  map[string]int64{},
 		tips:      map[tipKey]*Tip{},
-		deposits:  map[string]*Transfer{},
-		reversals: map[string]*Transfer{},
+		deposits:  map[string]*memDeposit{},
+		refunds:   map[string]*memRefund{},
+		failures:  map[string]*RefundFailure{},
 	}, nil
 }
 
@@ -216,44 +235,168 @@ func (m *Memory) Credit(ctx context.Context, userID string, amount int64, extern
 		if d.UserID != userID || d.Amount != amount {
 			return Transfer{}, ErrIdempotencyKeyReused
 		}
-		out := *d
+		out := d.Transfer
 		out.Replayed = true
 		return out, nil
 	}
-	d := &Transfer{ID: m.id(), Kind: KindDeposit, UserID: userID, Amount: amount, ExternalRef: externalRef, CreatedAt: m.now()}
+	d := &memDeposit{Transfer: Transfer{ID: m.id(), Kind: KindDeposit, UserID: userID, Amount: amount, ExternalRef: externalRef, CreatedAt: m.now()}}
 	m.deposits[externalRef] = d
-	m.balances[userID] += amount
-	m.system -= amount
-	return *d, nil
+	m.move(userID, amount)
+	out := d.Transfer
+	if rf, ok := m.refunds[externalRef]; ok {
+		if t := rf.target(amount); t > 0 {
+			m.id() // the reversal's transaction
+			d.reversed = t
+			m.move(userID, -t)
+			out.Reversed = t
+		}
+	}
+	return out, nil
 }
 
-// Reverse implements Store.
-func (m *Memory) Reverse(ctx context.Context, externalRef string) (Transfer, error) {
+// move credits (or, negative, debits) a user from the system account.
+func (m *Memory) move(userID string, amount int64) {
+	m.balances[userID] += amount
+	m.system -= amount
+}
+
+// ApplyRefund implements Store.
+func (m *Memory) ApplyRefund(ctx context.Context, r Refund) (RefundResult, error) {
 	if err := ctx.Err(); err != nil {
-		return Transfer{}, err
+		return RefundResult{}, err
 	}
-	if err := checkID("external reference", externalRef); err != nil {
-		return Transfer{}, err
+	if err := checkRefund(r); err != nil {
+		return RefundResult{}, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	d, ok := m.deposits[externalRef]
+	row, ok := m.refunds[r.PaymentRef]
 	if !ok {
-		return Transfer{}, ErrNotFound
+		row = &memRefund{createdAt: m.now()}
 	}
-	if r, ok := m.reversals[externalRef]; ok {
-		out := *r
+	facts, changed, err := row.merge(r)
+	if err != nil {
+		return RefundResult{}, err
+	}
+	if changed {
+		row.refundFacts = facts
+		m.refunds[r.PaymentRef] = row
+	}
+	dep, found := m.deposits[r.PaymentRef]
+	res := RefundResult{State: m.refundState(r.PaymentRef, row, true, dep, found)}
+	owed := res.State.Target - res.State.Reversed - res.State.Shortfall
+	switch {
+	case !found && changed:
+		res.Outcome = RefundPending
+		return res, nil
+	case owed <= 0:
+		res.Outcome = RefundUnchanged
+		return res, nil
+	}
+	res.Reversed = min(owed, m.balances[dep.UserID])
+	res.Shortfall = owed - res.Reversed
+	if res.Reversed > 0 {
+		res.TransactionID = m.id()
+		dep.reversed += res.Reversed
+		m.move(dep.UserID, -res.Reversed)
+	}
+	res.Outcome = RefundReversed
+	if res.Shortfall > 0 {
+		if row.shortfall == 0 {
+			row.shortfallAt = m.now()
+		}
+		row.shortfall += res.Shortfall
+		res.Outcome = RefundShortfall
+	}
+	res.State.Reversed, res.State.Shortfall = dep.reversed, row.shortfall
+	return res, nil
+}
+
+func (m *Memory) refundState(ref string, row *memRefund, recorded bool, dep *memDeposit, found bool) RefundState {
+	var d deposit
+	if found {
+		d = deposit{Transfer: dep.Transfer, reversed: dep.reversed}
+	}
+	return refundState(ref, recorded, row.refundFacts, row.shortfall, d, found)
+}
+
+// RefundState implements Store.
+func (m *Memory) RefundState(ctx context.Context, paymentRef string) (RefundState, error) {
+	if err := ctx.Err(); err != nil {
+		return RefundState{}, err
+	}
+	if err := checkID("payment reference", paymentRef); err != nil {
+		return RefundState{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	row, recorded := m.refunds[paymentRef]
+	if !recorded {
+		row = &memRefund{}
+	}
+	dep, found := m.deposits[paymentRef]
+	return m.refundState(paymentRef, row, recorded, dep, found), nil
+}
+
+// RecordRefundFailure implements Store.
+func (m *Memory) RecordRefundFailure(ctx context.Context, f RefundFailure) (RefundFailure, error) {
+	if err := ctx.Err(); err != nil {
+		return RefundFailure{}, err
+	}
+	if err := checkRefundFailure(f); err != nil {
+		return RefundFailure{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if old, ok := m.failures[f.RefundRef]; ok {
+		if old.PaymentRef != f.PaymentRef {
+			return RefundFailure{}, fmt.Errorf("%w: the refund was recorded for another payment", ErrIdempotencyKeyReused)
+		}
+		out := *old
 		out.Replayed = true
 		return out, nil
 	}
-	if m.balances[d.UserID] < d.Amount {
-		return Transfer{}, ErrInsufficientFunds
+	f.CreatedAt, f.Replayed = m.now(), false
+	m.failures[f.RefundRef] = &f
+	return f, nil
+}
+
+// RefundExceptions implements Store.
+func (m *Memory) RefundExceptions(ctx context.Context, limit int) ([]RefundException, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
-	r := &Transfer{ID: m.id(), Kind: KindReversal, UserID: d.UserID, Amount: d.Amount, ExternalRef: externalRef, CreatedAt: m.now()}
-	m.reversals[externalRef] = r
-	m.balances[d.UserID] -= d.Amount
-	m.system += d.Amount
-	return *r, nil
+	if limit <= 0 {
+		limit = DefaultExceptionsLimit
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []RefundException
+	for ref, row := range m.refunds {
+		dep, found := m.deposits[ref]
+		switch {
+		case !found:
+			out = append(out, RefundException{Kind: ExceptionPending, PaymentRef: ref, Amount: row.AmountRefunded, Since: row.createdAt})
+		case row.shortfall > 0:
+			out = append(out, RefundException{Kind: ExceptionShortfall, PaymentRef: ref, UserID: dep.UserID, Tokens: row.shortfall, Since: row.shortfallAt})
+		}
+	}
+	for _, f := range m.failures {
+		e := RefundException{Kind: "refund_" + f.Status, PaymentRef: f.PaymentRef, RefundRef: f.RefundRef, Amount: f.Amount, Since: f.CreatedAt}
+		if dep, ok := m.deposits[f.PaymentRef]; ok {
+			e.UserID = dep.UserID
+		}
+		out = append(out, e)
+	}
+	// The order of the view's ORDER BY.
+	slices.SortFunc(out, func(a, b RefundException) int {
+		return cmp.Or(a.Since.Compare(b.Since), cmp.Compare(a.Kind, b.Kind),
+			cmp.Compare(a.PaymentRef, b.PaymentRef), cmp.Compare(a.RefundRef, b.RefundRef))
+	})
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
 }
 
 // TipsLast30Days implements Store.

@@ -19,8 +19,8 @@ type Options struct {
 	// DefaultMaxTipAmount.
 	MaxTipAmount int64
 	// Logger receives a line per decision worth one (tip or deposit
-	// replayed, key reused, refund refused). Lines carry user ids and row
-	// ids only. Defaults to discarding (Open's in-memory warning then goes
+	// replayed, key reused, refund applied, recorded or short). Lines carry
+	// user ids, row ids and token counts only. Defaults to discarding (Open's in-memory warning then goes
 	// to slog.Default, so it is never silent).
 	Logger *slog.Logger
 	// Now is the clock of the Memory store (tip timestamps and the 30-day

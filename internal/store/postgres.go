@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync/atomic"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -22,6 +21,7 @@ type Postgres struct {
 	maxTip   int64
 	log      *slog.Logger
 	schemaOK atomic.Bool // CheckSchema passed once; migrations are never undone
+	hook     func(op string)
 }
 
 var _ Store = (*Postgres)(nil)
@@ -41,11 +41,10 @@ func NewPostgres(pool *pgxpool.Pool, opts Options) (*Postgres, error) {
 
 // Constraint names the code maps to sentinels.
 const (
-	conBalance      = "accounts_balance_nonnegative"
-	conTipKey       = "tips_tipper_key_unique"
-	conTipSelf      = "tips_not_self"
-	conExternalRef  = "ledger_transactions_external_ref_key"
-	conReversesOnce = "ledger_transactions_reverses_id_key"
+	conBalance     = "accounts_balance_nonnegative"
+	conTipKey      = "tips_tipper_key_unique"
+	conTipSelf     = "tips_not_self"
+	conExternalRef = "ledger_transactions_external_ref_key"
 )
 
 // errTaken: an idempotency key (or external ref) was claimed by a
@@ -64,7 +63,7 @@ func mapErr(err error) error {
 		return ErrInsufficientFunds
 	case pe.Code == "23514" && pe.ConstraintName == conTipSelf:
 		return ErrSelfTip
-	case pe.Code == "23505" && (pe.ConstraintName == conTipKey || pe.ConstraintName == conExternalRef || pe.ConstraintName == conReversesOnce):
+	case pe.Code == "23505" && (pe.ConstraintName == conTipKey || pe.ConstraintName == conExternalRef):
 		return errTaken
 	case pe.Code == "23503": // foreign_key_violation: the stream vanished
 		return ErrNotFound
@@ -329,32 +328,88 @@ func (s *Postgres) Balance(ctx context.Context, userID string) (int64, error) {
 	return b, nil
 }
 
-// depositByRef reads a deposit and, when reversed, its reversal.
-func (s *Postgres) depositByRef(ctx context.Context, q querier, ref string) (dep, rev Transfer, accountID int64, found bool, err error) {
+// paymentLockClass namespaces the per-payment advisory locks ("jobr" in
+// ASCII, recognisable in pg_locks next to the migration lock).
+const paymentLockClass int32 = 0x6a6f6272
+
+// lockPayment serialises every transaction about one payment reference (its
+// credit and its refunds) whether or not its rows exist yet. Row locks
+// cannot: a refund and its payment committing at the same moment would each
+// miss the other's uncommitted row, and the refund would never be applied.
+// Held to the end of the transaction; taken before any wallet lock.
+func lockPayment(ctx context.Context, tx pgx.Tx, ref string) error {
+	_, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, paymentLockClass, ref)
+	return err
+}
+
+// deposit is a deposit with the wallet it credited and what is reversed.
+type deposit struct {
+	Transfer
+	accountID int64
+	reversed  int64 // tokens reversed so far (the last step's reversed_total)
+}
+
+// depositByRef reads a deposit and how much of it is reversed.
+func depositByRef(ctx context.Context, q querier, ref string) (deposit, bool, error) {
+	// The trigger ledger_reversal_within_deposit keeps every step's
+	// reversed_total equal to the running sum, so the largest is the total.
 	const query = `
-		SELECT d.id, d.created_at, a.id, a.user_id, e.amount, r.id, r.created_at
+		SELECT d.id, d.created_at, a.id, a.user_id, e.amount,
+		       coalesce((SELECT max(r.reversed_total) FROM ledger_transactions r WHERE r.reverses_id = d.id), 0)
 		FROM ledger_transactions d
 		JOIN ledger_entries e ON e.transaction_id = d.id
 		JOIN accounts a ON a.id = e.account_id AND a.user_id IS NOT NULL
-		LEFT JOIN ledger_transactions r ON r.reverses_id = d.id
 		WHERE d.external_ref = $1 AND d.kind = 'deposit'`
-	var revID *int64
-	var revAt *time.Time
-	err = q.QueryRow(ctx, query, ref).Scan(&dep.ID, &dep.CreatedAt, &accountID, &dep.UserID, &dep.Amount, &revID, &revAt)
+	var d deposit
+	err := q.QueryRow(ctx, query, ref).Scan(&d.ID, &d.CreatedAt, &d.accountID, &d.UserID, &d.Amount, &d.reversed)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return dep, rev, 0, false, nil
+		return deposit{}, false, nil
 	}
 	if err != nil {
-		return dep, rev, 0, false, mapErr(err)
+		return deposit{}, false, mapErr(err)
 	}
-	dep.Kind, dep.ExternalRef = KindDeposit, ref
-	if revID != nil {
-		rev = Transfer{ID: *revID, Kind: KindReversal, UserID: dep.UserID, Amount: dep.Amount, ExternalRef: ref}
-		if revAt != nil {
-			rev.CreatedAt = *revAt
-		}
+	d.Kind, d.ExternalRef = KindDeposit, ref
+	return d, true, nil
+}
+
+// refundRow is a stripe_refunds row.
+type refundRow struct {
+	refundFacts
+	shortfall int64
+}
+
+func readRefund(ctx context.Context, q querier, ref string) (refundRow, bool, error) {
+	var r refundRow
+	err := q.QueryRow(ctx, `
+		SELECT coalesce(charge_ref, ''), charge_amount, amount_refunded, fully_refunded, shortfall
+		FROM stripe_refunds WHERE payment_ref = $1`, ref).
+		Scan(&r.ChargeRef, &r.ChargeAmount, &r.AmountRefunded, &r.FullyRefunded, &r.shortfall)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return refundRow{}, false, nil
 	}
-	return dep, rev, accountID, true, nil
+	if err != nil {
+		return refundRow{}, false, mapErr(err)
+	}
+	return r, true, nil
+}
+
+// postReversal posts one reversal step of amount tokens, bringing the
+// deposit's reversed total to total. The caller holds the payment lock and
+// has locked the wallet (user wallet, then the system account: the lock
+// order of every money movement).
+func postReversal(ctx context.Context, tx pgx.Tx, dep deposit, total, amount int64) (int64, error) {
+	var txID int64
+	err := tx.QueryRow(ctx, `INSERT INTO ledger_transactions (kind, reverses_id, reversed_total) VALUES ('reversal', $1, $2) RETURNING id`,
+		dep.ID, total).Scan(&txID)
+	if err != nil {
+		return 0, err
+	}
+	_, err = tx.Exec(ctx, `
+		INSERT INTO ledger_entries (transaction_id, account_id, amount)
+		SELECT $1, id, CASE WHEN user_id IS NULL THEN $2::bigint ELSE -$2::bigint END
+		FROM accounts WHERE id = $3 OR system_name = $4
+		ORDER BY id`, txID, amount, dep.accountID, SystemDepositsAccount)
+	return txID, err
 }
 
 func (s *Postgres) replayCredit(dep Transfer, userID string, amount int64) (Transfer, error) {
@@ -367,25 +422,39 @@ func (s *Postgres) replayCredit(dep Transfer, userID string, amount int64) (Tran
 	return dep, nil
 }
 
+// beforeCommit runs a test hook at the end of a money transaction, when
+// its locks are held and nothing is committed yet.
+func (s *Postgres) beforeCommit(op string) {
+	if s.hook != nil {
+		s.hook(op)
+	}
+}
+
 // Credit implements Store.
 func (s *Postgres) Credit(ctx context.Context, userID string, amount int64, externalRef string) (Transfer, error) {
 	if err := checkCredit(userID, amount, externalRef); err != nil {
 		return Transfer{}, err
 	}
-	if dep, _, _, ok, err := s.depositByRef(ctx, s.pool, externalRef); err != nil || ok {
+	if dep, ok, err := depositByRef(ctx, s.pool, externalRef); err != nil || ok {
 		if err != nil {
 			return Transfer{}, err
 		}
-		return s.replayCredit(dep, userID, amount)
+		return s.replayCredit(dep.Transfer, userID, amount)
 	}
-	out := Transfer{Kind: KindDeposit, UserID: userID, Amount: amount, ExternalRef: externalRef}
+	var out Transfer
+	var reversalID int64
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		out, reversalID = Transfer{Kind: KindDeposit, UserID: userID, Amount: amount, ExternalRef: externalRef}, 0
+		if err := lockPayment(ctx, tx, externalRef); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, `INSERT INTO accounts (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING`, userID); err != nil {
 			return err
 		}
+		dep := deposit{Transfer: out}
 		// Lock order everywhere: user wallets (by id), then the system
 		// account (its row is locked by the entry trigger).
-		if _, err := tx.Exec(ctx, `SELECT 1 FROM accounts WHERE user_id = $1 FOR UPDATE`, userID); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT id FROM accounts WHERE user_id = $1 FOR UPDATE`, userID).Scan(&dep.accountID); err != nil {
 			return err
 		}
 		err := tx.QueryRow(ctx, `
@@ -397,92 +466,238 @@ func (s *Postgres) Credit(ctx context.Context, userID string, amount int64, exte
 		if err != nil {
 			return err
 		}
+		dep.ID = out.ID
 		_, err = tx.Exec(ctx, `
 			INSERT INTO ledger_entries (transaction_id, account_id, amount)
 			SELECT $1, id, CASE WHEN user_id IS NULL THEN -$2::bigint ELSE $2::bigint END
 			FROM accounts WHERE user_id = $3 OR system_name = $4
 			ORDER BY id`, out.ID, amount, userID, SystemDepositsAccount)
-		return err
+		if err != nil {
+			return err
+		}
+		// A refund recorded before its payment is applied here, in the
+		// credit's transaction: the tokens were never spendable. The
+		// wallet now holds at least amount, so it always covers the share.
+		rf, ok, err := readRefund(ctx, tx, externalRef)
+		if err != nil {
+			return err
+		}
+		if t := rf.target(amount); ok && t > 0 {
+			if reversalID, err = postReversal(ctx, tx, dep, t, t); err != nil {
+				return err
+			}
+			out.Reversed = t
+		}
+		s.beforeCommit("credit")
+		return nil
 	})
 	if errors.Is(err, errTaken) {
-		dep, _, _, ok, err := s.depositByRef(ctx, s.pool, externalRef)
+		dep, ok, err := depositByRef(ctx, s.pool, externalRef)
 		if err != nil {
 			return Transfer{}, err
 		}
 		if !ok {
 			return Transfer{}, fmt.Errorf("store: concurrent deposit with the same reference did not commit; retry")
 		}
-		return s.replayCredit(dep, userID, amount)
+		return s.replayCredit(dep.Transfer, userID, amount)
 	}
 	if err != nil {
 		return Transfer{}, err
 	}
 	s.log.Info("deposit credited", "user_id", userID, "transaction_id", out.ID)
+	if out.Reversed > 0 {
+		s.log.Info("refund recorded before its payment applied with the credit", "user_id", userID,
+			"transaction_id", reversalID, "tokens", out.Reversed)
+	}
 	return out, nil
 }
 
-// Reverse implements Store.
-func (s *Postgres) Reverse(ctx context.Context, externalRef string) (Transfer, error) {
-	if err := checkID("external reference", externalRef); err != nil {
-		return Transfer{}, err
+// ApplyRefund implements Store.
+func (s *Postgres) ApplyRefund(ctx context.Context, r Refund) (RefundResult, error) {
+	if err := checkRefund(r); err != nil {
+		return RefundResult{}, err
 	}
-	var out Transfer
-	replayed := false
+	var res RefundResult
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		dep, rev, accountID, ok, err := s.depositByRef(ctx, tx, externalRef)
-		if err != nil {
+		var err error
+		if res, err = s.applyRefund(ctx, tx, r); err != nil {
 			return err
 		}
-		if !ok {
-			return ErrNotFound
-		}
-		if rev.ID != 0 {
-			out, replayed = rev, true
-			return nil
-		}
-		out = Transfer{Kind: KindReversal, UserID: dep.UserID, Amount: dep.Amount, ExternalRef: externalRef}
-		err = tx.QueryRow(ctx, `
-			INSERT INTO ledger_transactions (kind, reverses_id) VALUES ('reversal', $1)
-			ON CONFLICT (reverses_id) DO NOTHING RETURNING id, created_at`, dep.ID).Scan(&out.ID, &out.CreatedAt)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return errTaken
-		}
-		if err != nil {
-			return err
-		}
-		var balance int64
-		if err := tx.QueryRow(ctx, `SELECT balance FROM accounts WHERE id = $1 FOR UPDATE`, accountID).Scan(&balance); err != nil {
-			return err
-		}
-		if balance < dep.Amount {
-			return ErrInsufficientFunds
-		}
-		_, err = tx.Exec(ctx, `
-			INSERT INTO ledger_entries (transaction_id, account_id, amount)
-			SELECT $1, id, CASE WHEN user_id IS NULL THEN $2::bigint ELSE -$2::bigint END
-			FROM accounts WHERE id = $3 OR system_name = $4
-			ORDER BY id`, out.ID, dep.Amount, accountID, SystemDepositsAccount)
-		return err
+		s.beforeCommit("refund")
+		return nil
 	})
-	if errors.Is(err, errTaken) {
-		_, rev, _, _, rerr := s.depositByRef(ctx, s.pool, externalRef)
-		if rerr != nil {
-			return Transfer{}, rerr
+	if err != nil {
+		return RefundResult{}, err
+	}
+	st := res.State
+	switch res.Outcome {
+	case RefundPending:
+		s.log.Info("refund recorded before its payment; applied when it is credited")
+	case RefundReversed:
+		s.log.Info("deposit reversed", "user_id", st.UserID, "transaction_id", res.TransactionID, "tokens", res.Reversed)
+	case RefundShortfall:
+		s.log.Warn("refund exceeds what the user still holds: the rest is recorded as shortfall for an operator",
+			"user_id", st.UserID, "transaction_id", res.TransactionID, "tokens", res.Reversed, "shortfall", res.Shortfall)
+	}
+	return res, nil
+}
+
+func (s *Postgres) applyRefund(ctx context.Context, tx pgx.Tx, r Refund) (RefundResult, error) {
+	if err := lockPayment(ctx, tx, r.PaymentRef); err != nil {
+		return RefundResult{}, err
+	}
+	row, _, err := readRefund(ctx, tx, r.PaymentRef)
+	if err != nil {
+		return RefundResult{}, err
+	}
+	facts, changed, err := row.merge(r)
+	if err != nil {
+		return RefundResult{}, err
+	}
+	if changed {
+		_, err := tx.Exec(ctx, `
+			INSERT INTO stripe_refunds (payment_ref, charge_ref, charge_amount, amount_refunded, fully_refunded)
+			VALUES ($1, nullif($2, ''), $3, $4, $5)
+			ON CONFLICT (payment_ref) DO UPDATE SET
+				charge_ref = EXCLUDED.charge_ref, charge_amount = EXCLUDED.charge_amount,
+				amount_refunded = EXCLUDED.amount_refunded, fully_refunded = EXCLUDED.fully_refunded,
+				updated_at = now()`,
+			r.PaymentRef, facts.ChargeRef, facts.ChargeAmount, facts.AmountRefunded, facts.FullyRefunded)
+		if err != nil {
+			return RefundResult{}, err
 		}
-		if rev.ID == 0 {
-			return Transfer{}, fmt.Errorf("store: concurrent reversal did not commit; retry")
+	}
+	dep, ok, err := depositByRef(ctx, tx, r.PaymentRef)
+	if err != nil {
+		return RefundResult{}, err
+	}
+	res := RefundResult{State: refundState(r.PaymentRef, true, facts, row.shortfall, dep, ok)}
+	owed := res.State.Target - res.State.Reversed - res.State.Shortfall
+	switch {
+	case !ok && changed:
+		res.Outcome = RefundPending
+		return res, nil
+	case owed <= 0:
+		res.Outcome = RefundUnchanged
+		return res, nil
+	}
+	var balance int64
+	if err := tx.QueryRow(ctx, `SELECT balance FROM accounts WHERE id = $1 FOR UPDATE`, dep.accountID).Scan(&balance); err != nil {
+		return RefundResult{}, err
+	}
+	res.Reversed = min(owed, balance)
+	res.Shortfall = owed - res.Reversed
+	if res.Reversed > 0 {
+		if res.TransactionID, err = postReversal(ctx, tx, dep, dep.reversed+res.Reversed, res.Reversed); err != nil {
+			return RefundResult{}, err
 		}
-		out, replayed, err = rev, true, nil
+	}
+	if res.Shortfall > 0 {
+		_, err := tx.Exec(ctx, `
+			UPDATE stripe_refunds SET shortfall = shortfall + $2, shortfall_at = coalesce(shortfall_at, now()), updated_at = now()
+			WHERE payment_ref = $1`, r.PaymentRef, res.Shortfall)
+		if err != nil {
+			return RefundResult{}, err
+		}
+	}
+	res.State.Reversed += res.Reversed
+	res.State.Shortfall += res.Shortfall
+	res.Outcome = RefundReversed
+	if res.Shortfall > 0 {
+		res.Outcome = RefundShortfall
+	}
+	return res, nil
+}
+
+// refundState assembles a RefundState from the merged facts and the
+// deposit (when found).
+func refundState(ref string, recorded bool, f refundFacts, shortfall int64, dep deposit, found bool) RefundState {
+	st := RefundState{PaymentRef: ref, Recorded: recorded, ChargeAmount: f.ChargeAmount,
+		AmountRefunded: f.AmountRefunded, FullyRefunded: f.FullyRefunded, Shortfall: shortfall}
+	if found {
+		st.Deposit, st.UserID, st.Reversed = dep.Amount, dep.UserID, dep.reversed
+		if recorded {
+			st.Target = f.target(dep.Amount)
+		}
+	}
+	return st
+}
+
+// RefundState implements Store.
+func (s *Postgres) RefundState(ctx context.Context, paymentRef string) (RefundState, error) {
+	if err := checkID("payment reference", paymentRef); err != nil {
+		return RefundState{}, err
+	}
+	var st RefundState
+	// One snapshot, so the deposit and the refund row agree.
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		row, recorded, err := readRefund(ctx, tx, paymentRef)
+		if err != nil {
+			return err
+		}
+		dep, found, err := depositByRef(ctx, tx, paymentRef)
+		if err != nil {
+			return err
+		}
+		st = refundState(paymentRef, recorded, row.refundFacts, row.shortfall, dep, found)
+		return nil
+	})
+	if err != nil {
+		return RefundState{}, mapErr(err)
+	}
+	return st, nil
+}
+
+// RecordRefundFailure implements Store.
+func (s *Postgres) RecordRefundFailure(ctx context.Context, f RefundFailure) (RefundFailure, error) {
+	if err := checkRefundFailure(f); err != nil {
+		return RefundFailure{}, err
+	}
+	out := f
+	err := s.pool.QueryRow(ctx, `
+		INSERT INTO stripe_refund_failures (refund_ref, payment_ref, amount, status, reason) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (refund_ref) DO NOTHING RETURNING created_at`,
+		f.RefundRef, f.PaymentRef, f.Amount, f.Status, f.Reason).Scan(&out.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// Recorded before (refund.failed and refund.updated both report
+		// one failure): the first record stands.
+		err = s.pool.QueryRow(ctx, `
+			SELECT payment_ref, amount, status, reason, created_at FROM stripe_refund_failures WHERE refund_ref = $1`, f.RefundRef).
+			Scan(&out.PaymentRef, &out.Amount, &out.Status, &out.Reason, &out.CreatedAt)
+		if err != nil {
+			return RefundFailure{}, mapErr(err)
+		}
+		if out.PaymentRef != f.PaymentRef {
+			return RefundFailure{}, fmt.Errorf("%w: the refund was recorded for another payment", ErrIdempotencyKeyReused)
+		}
+		out.Replayed = true
+		return out, nil
 	}
 	if err != nil {
-		if errors.Is(err, ErrInsufficientFunds) {
-			s.log.Warn("deposit reversal refused: the user already spent the money; an operator must decide", "user_id", out.UserID)
-		}
-		return Transfer{}, err
+		return RefundFailure{}, mapErr(err)
 	}
-	out.Replayed = replayed
-	if !replayed {
-		s.log.Info("deposit reversed", "user_id", out.UserID, "transaction_id", out.ID)
+	s.log.Warn("refund failed or canceled at Stripe; recorded for an operator (tokens are not re-credited automatically)", "status", f.Status, "reason", f.Reason)
+	return out, nil
+}
+
+// RefundExceptions implements Store.
+func (s *Postgres) RefundExceptions(ctx context.Context, limit int) ([]RefundException, error) {
+	if limit <= 0 {
+		limit = DefaultExceptionsLimit
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT kind, payment_ref, coalesce(refund_ref, ''), coalesce(user_id, ''), coalesce(tokens, 0), coalesce(amount, 0), since
+		FROM refund_exceptions ORDER BY since, kind, payment_ref, refund_ref LIMIT $1`, limit)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (RefundException, error) {
+		var e RefundException
+		err := row.Scan(&e.Kind, &e.PaymentRef, &e.RefundRef, &e.UserID, &e.Tokens, &e.Amount, &e.Since)
+		return e, err
+	})
+	if err != nil {
+		return nil, mapErr(err)
 	}
 	return out, nil
 }

@@ -72,15 +72,38 @@ type Store interface {
 	// account, exactly once per externalRef (the Stripe PaymentIntent id). A
 	// repeat with the same user and amount returns the original deposit with
 	// Replayed set and credits nothing; the same externalRef with another
-	// user or amount is ErrIdempotencyKeyReused.
+	// user or amount is ErrIdempotencyKeyReused. When a refund of
+	// externalRef was recorded first (ApplyRefund before the payment), its
+	// share is reversed in the same database transaction as the credit, and
+	// Transfer.Reversed says how many tokens.
 	Credit(ctx context.Context, userID string, amount int64, externalRef string) (Transfer, error)
-	// Reverse undoes the deposit made for externalRef (a refund), once: a
-	// repeat returns the first reversal with Replayed set. Policy when the
-	// user already spent the money: nothing is written and the error is
-	// ErrInsufficientFunds, so the job fails permanently and an operator
-	// decides (tips already paid to creators are not clawed back
-	// automatically). ErrNotFound when no deposit has that reference.
-	Reverse(ctx context.Context, externalRef string) (Transfer, error)
+	// ApplyRefund records what a charge.refunded event says about the
+	// refunds of a PaymentIntent's charge and brings the deposit's reversal
+	// up to it, in one transaction. It is order-independent and idempotent:
+	// the facts are merged (the largest cumulative amount refunded, the
+	// fully-refunded flag once set), and only the positive difference
+	// between the tokens they take back (see ReversalTarget) and what was
+	// already reversed or recorded as shortfall is posted. Without a
+	// deposit yet the refund is recorded (RefundPending) and Credit applies
+	// it later. Tokens the user already spent are not taken: they are
+	// recorded as shortfall for an operator (RefundShortfall), and the user's
+	// balance never goes below zero. Facts that contradict the recorded ones
+	// (another charge, another charge amount) are ErrIdempotencyKeyReused;
+	// malformed ones ErrInvalid.
+	ApplyRefund(ctx context.Context, r Refund) (RefundResult, error)
+	// RecordRefundFailure records, once per refund, that Stripe reports a
+	// refund as failed or canceled. It moves no money (see the package
+	// documentation, "Refunds"); a repeat returns the first record with
+	// Replayed set.
+	RecordRefundFailure(ctx context.Context, f RefundFailure) (RefundFailure, error)
+	// RefundState is what the ledger and the recorded refunds say about one
+	// PaymentIntent; the zero state (Recorded false, Deposit 0) when nothing
+	// is known.
+	RefundState(ctx context.Context, paymentRef string) (RefundState, error)
+	// RefundExceptions lists what an operator must look at, oldest first,
+	// at most limit rows (0 or less: DefaultExceptionsLimit): refunds still
+	// waiting for their payment, shortfalls, and failed or canceled refunds.
+	RefundExceptions(ctx context.Context, limit int) ([]RefundException, error)
 	// TipsLast30Days sums the tips a creator received in the last 30 days.
 	TipsLast30Days(ctx context.Context, creatorID string) (TipStats, error)
 }
@@ -127,22 +150,128 @@ type Tip struct {
 	Replayed       bool      `json:"-"`
 }
 
-// Transfer kinds.
-const (
-	KindDeposit  = "deposit"
-	KindReversal = "reversal"
-)
+// KindDeposit is the kind of a Transfer: a Stripe deposit.
+const KindDeposit = "deposit"
 
-// Transfer is a deposit (Credit) or its reversal (Reverse). Replayed is true
-// when the call changed nothing because it had already happened.
+// Transfer is a deposit (Credit). Replayed is true when the call changed
+// nothing because it had already happened.
 type Transfer struct {
 	ID          int64     `json:"id"`
 	Kind        string    `json:"kind"`
 	UserID      string    `json:"userId"`
-	Amount      int64     `json:"amount"` // always positive; Kind says the direction
+	Amount      int64     `json:"amount"` // tokens, positive
 	ExternalRef string    `json:"externalRef"`
 	CreatedAt   time.Time `json:"createdAt"`
-	Replayed    bool      `json:"-"`
+	// Reversed is the tokens of this deposit reversed in the same
+	// transaction, because its refund had been recorded first.
+	Reversed int64 `json:"reversed,omitempty"`
+	Replayed bool  `json:"-"`
+}
+
+// Refund is what one charge.refunded event says about the charge of a
+// PaymentIntent. Amounts are the charge's currency in minor units (cents),
+// not tokens.
+type Refund struct {
+	// PaymentRef is the PaymentIntent id: the deposit's external reference.
+	PaymentRef string
+	// ChargeRef is the charge id (ch_...). Optional; when given it must be
+	// the same for every refund of the payment.
+	ChargeRef string
+	// ChargeAmount is what the charge captured. 0 means unknown, which is
+	// only accepted with FullyRefunded (the share is then all of it).
+	ChargeAmount int64
+	// AmountRefunded is the charge's cumulative amount refunded, at most
+	// ChargeAmount.
+	AmountRefunded int64
+	// FullyRefunded is the charge's "refunded" flag.
+	FullyRefunded bool
+}
+
+// RefundOutcome says what ApplyRefund did.
+type RefundOutcome string
+
+// ApplyRefund outcomes.
+const (
+	// RefundReversed: tokens were reversed now.
+	RefundReversed RefundOutcome = "reversed"
+	// RefundPending: recorded; there is no deposit yet. Credit applies it.
+	RefundPending RefundOutcome = "pending"
+	// RefundUnchanged: a duplicate or an older (stale) event; nothing
+	// changed.
+	RefundUnchanged RefundOutcome = "unchanged"
+	// RefundShortfall: the user could not cover all of it; what they had
+	// was reversed and the rest recorded as shortfall for an operator.
+	RefundShortfall RefundOutcome = "shortfall"
+)
+
+// RefundResult is what one ApplyRefund call did, and the state after it.
+type RefundResult struct {
+	Outcome RefundOutcome
+	// Reversed is the tokens this call reversed.
+	Reversed int64
+	// Shortfall is the tokens this call could not reverse (recorded).
+	Shortfall int64
+	// TransactionID is the reversal's ledger transaction, 0 when none.
+	TransactionID int64
+	State         RefundState
+}
+
+// RefundState is one PaymentIntent's refund position.
+type RefundState struct {
+	PaymentRef string `json:"paymentRef"`
+	// Recorded: at least one refund of the payment has been recorded.
+	Recorded bool `json:"recorded"`
+	// Deposit is the tokens credited for the payment (0: no deposit yet),
+	// to UserID.
+	Deposit int64  `json:"deposit"`
+	UserID  string `json:"userId,omitempty"`
+	// ChargeAmount, AmountRefunded and FullyRefunded are the merged facts.
+	ChargeAmount   int64 `json:"chargeAmount"`
+	AmountRefunded int64 `json:"amountRefunded"`
+	FullyRefunded  bool  `json:"fullyRefunded"`
+	// Target is the tokens the refunds take back (ReversalTarget); 0
+	// without a deposit. Reversed + Shortfall == Target once every event
+	// has been applied.
+	Target    int64 `json:"target"`
+	Reversed  int64 `json:"reversed"`
+	Shortfall int64 `json:"shortfall"`
+}
+
+// Refund failure statuses (the Stripe Refund object's terminal unsuccessful
+// states).
+const (
+	RefundFailed   = "failed"
+	RefundCanceled = "canceled"
+)
+
+// RefundFailure is a refund Stripe reports as failed or canceled.
+type RefundFailure struct {
+	RefundRef  string    `json:"refundRef"`  // re_...
+	PaymentRef string    `json:"paymentRef"` // the PaymentIntent
+	Amount     int64     `json:"amount"`     // the refund's amount, charge currency minor units
+	Status     string    `json:"status"`     // RefundFailed or RefundCanceled
+	Reason     string    `json:"reason"`     // Stripe's failure_reason, [a-z_]{0,64}
+	CreatedAt  time.Time `json:"createdAt"`
+	Replayed   bool      `json:"-"`
+}
+
+// Refund exception kinds.
+const (
+	ExceptionPending        = "pending"         // refund recorded, payment not credited (yet)
+	ExceptionShortfall      = "shortfall"       // tokens a refund could not take back
+	ExceptionRefundFailed   = "refund_failed"   // Stripe: the refund failed
+	ExceptionRefundCanceled = "refund_canceled" // Stripe: the refund was canceled
+)
+
+// RefundException is one row an operator must look at.
+type RefundException struct {
+	Kind       string    `json:"kind"`
+	PaymentRef string    `json:"paymentRef"`
+	RefundRef  string    `json:"refundRef,omitempty"` // failures only
+	UserID     string    `json:"userId,omitempty"`    // when the deposit exists
+	Tokens     int64     `json:"tokens,omitempty"`    // shortfall only
+	Amount     int64     `json:"amount,omitempty"`    // pending: amount refunded; failures: the refund's amount (money)
+	Since      time.Time `json:"since"`
 }
 
 // TipStats is a count and sum of tips.
@@ -162,6 +291,8 @@ const (
 	maxIDLen              = 255
 	maxTitleLen           = 200
 	tipWindow             = 30 * 24 * time.Hour
+	// DefaultExceptionsLimit caps RefundExceptions when no limit is given.
+	DefaultExceptionsLimit = 100
 	// SystemDepositsAccount is the system account on the other side of
 	// every Stripe deposit; its balance is minus what users hold.
 	SystemDepositsAccount = "stripe/deposits"
