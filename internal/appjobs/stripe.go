@@ -13,7 +13,6 @@ import (
 
 	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/jobs"
-	"github.com/digis/jobworker/webhooks"
 )
 
 // Stripe event types this application acts on.
@@ -110,12 +109,23 @@ func (e StripeEvent) EnqueueDefaults() []jobs.EnqueueOption {
 	return []jobs.EnqueueOption{jobs.WithDeduplicationID("stripe:" + e.EventID), jobs.WithRetries(5)}
 }
 
+// VerifiedStripeEvent is what StripeJob reads of an event package webhooks
+// verified (webhooks.StripeEvent carries the same fields). It is a type of
+// this package so the API, which imports it for the job types, links no
+// Stripe library.
+type VerifiedStripeEvent struct {
+	ID, Type, APIVersion string
+	Livemode             bool
+	// Object is the event's data.object, raw.
+	Object json.RawMessage
+}
+
 // StripeJob reads the fields the stripe.event job needs from a verified
 // event. API-version differences are tolerated by reading only these, each
 // optional: an id field may be a string or an expanded object, and a
 // missing amount_captured falls back to amount. The job is returned with
 // what could be read even when err is not nil.
-func StripeJob(ev webhooks.StripeEvent) (StripeEvent, error) {
+func StripeJob(ev VerifiedStripeEvent) (StripeEvent, error) {
 	job := StripeEvent{EventID: ev.ID, Type: ev.Type, APIVersion: ev.APIVersion, Livemode: ev.Livemode}
 	switch ev.Type {
 	case StripePaymentSucceeded:

@@ -16,16 +16,15 @@ import (
 	"github.com/digis/jobworker/internal/pgtest"
 	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/jobs"
-	"github.com/digis/jobworker/webhooks"
 )
 
-func stripeEvent(t *testing.T, id, typ string, object any) webhooks.StripeEvent {
+func stripeEvent(t *testing.T, id, typ string, object any) VerifiedStripeEvent {
 	t.Helper()
 	raw, err := json.Marshal(object)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return webhooks.StripeEvent{ID: id, Type: typ, APIVersion: "2024-06-20", Object: raw}
+	return VerifiedStripeEvent{ID: id, Type: typ, APIVersion: "2024-06-20", Object: raw}
 }
 
 func TestStripeJobReadsWhatTheHandlerNeeds(t *testing.T) {
@@ -71,7 +70,7 @@ func TestStripeJobReadsWhatTheHandlerNeeds(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			ev := webhooks.StripeEvent{ID: "evt_1", Type: tt.typ, APIVersion: "2024-06-20", Object: json.RawMessage(tt.object)}
+			ev := VerifiedStripeEvent{ID: "evt_1", Type: tt.typ, APIVersion: "2024-06-20", Object: json.RawMessage(tt.object)}
 			got, err := StripeJob(ev)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
@@ -147,7 +146,7 @@ func setupHandler(t *testing.T, withPostgres bool) *handlerBundle {
 
 // deliver runs an event the way the worker does: StripeJob, the JSON job
 // payload, then the registered handler.
-func (b *handlerBundle) deliver(t *testing.T, ev webhooks.StripeEvent) error {
+func (b *handlerBundle) deliver(t *testing.T, ev VerifiedStripeEvent) error {
 	t.Helper()
 	job, err := StripeJob(ev)
 	if err != nil {
@@ -160,7 +159,7 @@ func (b *handlerBundle) deliver(t *testing.T, ev webhooks.StripeEvent) error {
 	return b.reg.Dispatch(context.Background(), job.Kind(), jobs.Delivery{MessageID: "msg_" + ev.ID}, body)
 }
 
-func (b *handlerBundle) mustDeliver(t *testing.T, ev webhooks.StripeEvent, wantResult string) {
+func (b *handlerBundle) mustDeliver(t *testing.T, ev VerifiedStripeEvent, wantResult string) {
 	t.Helper()
 	before := b.count(t, ev.Type, wantResult)
 	if err := b.deliver(t, ev); err != nil {
@@ -189,21 +188,21 @@ func (b *handlerBundle) wantBalance(t *testing.T, user string, want int64) {
 	}
 }
 
-func payment(t *testing.T, id, pi, user string, tokens string) webhooks.StripeEvent {
+func payment(t *testing.T, id, pi, user string, tokens string) VerifiedStripeEvent {
 	return stripeEvent(t, id, StripePaymentSucceeded, map[string]any{
 		"id": pi, "object": "payment_intent", "amount": 500, "status": "succeeded",
 		"metadata": map[string]string{MetadataUserID: user, MetadataTokens: tokens},
 	})
 }
 
-func chargeRefunded(t *testing.T, id, pi string, amount, refunded int64) webhooks.StripeEvent {
+func chargeRefunded(t *testing.T, id, pi string, amount, refunded int64) VerifiedStripeEvent {
 	return stripeEvent(t, id, StripeChargeRefunded, map[string]any{
 		"id": "ch_" + pi, "object": "charge", "amount": amount, "amount_captured": amount, "amount_refunded": refunded,
 		"refunded": refunded == amount, "payment_intent": pi, "billing_details": map[string]any{"email": "buyer@example.com"},
 	})
 }
 
-func refundEvent(t *testing.T, id, typ, refund, pi, status string, amount int64) webhooks.StripeEvent {
+func refundEvent(t *testing.T, id, typ, refund, pi, status string, amount int64) VerifiedStripeEvent {
 	return stripeEvent(t, id, typ, map[string]any{
 		"id": refund, "object": "refund", "amount": amount, "charge": "ch_" + pi, "payment_intent": pi,
 		"status": status, "failure_reason": "lost_or_stolen_card",
@@ -298,7 +297,7 @@ func TestStripeHandler(t *testing.T) {
 			b.mustDeliver(t, stripeEvent(t, "evt_o3", StripePaymentSucceeded, map[string]any{"id": "pi_2", "metadata": map[string]string{}}), ResultIgnored)
 			b.mustDeliver(t, chargeRefunded(t, "evt_r1", "pi_1", 500, 100), ResultReversed)
 			// Contradicting facts and bad metadata go to the DLQ at once.
-			for _, ev := range []webhooks.StripeEvent{
+			for _, ev := range []VerifiedStripeEvent{
 				chargeRefunded(t, "evt_bad1", "pi_1", 400, 100), // another charge amount than recorded
 				payment(t, "evt_bad2", "pi_3", "user_a", "ten"),
 				// A partial refund in an older job payload: no amounts.

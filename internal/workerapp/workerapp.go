@@ -105,7 +105,9 @@ func stripeRoute(p *process.Process, cfg config.Worker) error {
 	h, err := stripeEvents{
 		Store: dedupe, Logger: p.Log, Registerer: p.Registry,
 		Forward: func(ctx context.Context, ev webhooks.StripeEvent) error {
-			job, err := appjobs.StripeJob(ev)
+			job, err := appjobs.StripeJob(appjobs.VerifiedStripeEvent{
+				ID: ev.ID, Type: ev.Type, APIVersion: ev.APIVersion, Livemode: ev.Livemode, Object: ev.Object,
+			})
 			if err != nil {
 				// The handler sees what could be read and decides; Stripe
 				// retrying a payload it will always send the same way helps nobody.
