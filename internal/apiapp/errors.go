@@ -43,12 +43,11 @@ func (a *app) storeError(c echo.Context, err error) *echo.HTTPError {
 	return echo.NewHTTPError(http.StatusInternalServerError).SetInternal(err)
 }
 
-// invalidDetail is the store's validation message without its prefix
-// ("store: invalid argument: amount must be ..." → "amount must be ...").
+// invalidDetail is what the store says is wrong ("amount must be ...").
 func invalidDetail(err error) string {
-	msg := err.Error()
-	if i := strings.Index(msg, store.ErrInvalid.Error()+": "); i >= 0 {
-		return msg[i+len(store.ErrInvalid.Error())+2:]
+	var ie *store.InvalidError
+	if errors.As(err, &ie) {
+		return ie.Reason
 	}
 	return "invalid request"
 }
@@ -82,6 +81,7 @@ func jsonProblem(err error) string {
 	case errors.As(err, &typ):
 		return "field " + typ.Field + " has the wrong type (want " + typ.Type.String() + ")"
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		// encoding/json has no typed error for DisallowUnknownFields.
 		return strings.TrimPrefix(err.Error(), "json: ")
 	}
 	return "malformed JSON"

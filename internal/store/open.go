@@ -31,7 +31,7 @@ type Options struct {
 // Validate reports a bad option.
 func (o Options) Validate() error {
 	if o.MaxTipAmount < 0 || o.MaxTipAmount > MaxCreditAmount {
-		return fmt.Errorf("%w: MaxTipAmount must be between 1 and %d (0 for the default)", ErrInvalid, MaxCreditAmount)
+		return invalid("MaxTipAmount must be between 1 and %d (0 for the default)", MaxCreditAmount)
 	}
 	return nil
 }
@@ -116,7 +116,7 @@ func ParseMaxTipAmount(s string) (int64, error) {
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || n <= 0 || n > MaxCreditAmount {
-		return 0, fmt.Errorf("%w: %q is not a whole number of tokens between 1 and %d", ErrInvalid, s, MaxCreditAmount)
+		return 0, invalid("%q is not a whole number of tokens between 1 and %d", s, MaxCreditAmount)
 	}
 	return n, nil
 }

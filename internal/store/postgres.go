@@ -30,7 +30,7 @@ var _ Store = (*Postgres)(nil)
 // The caller owns the pool.
 func NewPostgres(pool *pgxpool.Pool, opts Options) (*Postgres, error) {
 	if pool == nil {
-		return nil, fmt.Errorf("%w: nil pool", ErrInvalid)
+		return nil, invalid("nil pool")
 	}
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -68,7 +68,7 @@ func mapErr(err error) error {
 	case pe.Code == "23503": // foreign_key_violation: the stream vanished
 		return ErrNotFound
 	case pe.Code == "22003" || pe.Code == "23514": // numeric out of range, other CHECKs
-		return fmt.Errorf("%w: refused by the database (%s)", ErrInvalid, pe.ConstraintName)
+		return invalid("refused by the database (%s)", pe.ConstraintName)
 	}
 	return fmt.Errorf("store: %w", err)
 }

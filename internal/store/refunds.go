@@ -62,11 +62,11 @@ func checkRefund(r Refund) error {
 	}
 	switch {
 	case r.ChargeAmount < 0 || r.ChargeAmount > MaxChargeAmount:
-		return fmt.Errorf("%w: charge amount must be between 0 and %d", ErrInvalid, MaxChargeAmount)
+		return invalid("charge amount must be between 0 and %d", MaxChargeAmount)
 	case r.AmountRefunded < 0 || r.AmountRefunded > r.ChargeAmount:
-		return fmt.Errorf("%w: amount refunded must be between 0 and the charge amount", ErrInvalid)
+		return invalid("amount refunded must be between 0 and the charge amount")
 	case r.ChargeAmount == 0 && !r.FullyRefunded:
-		return fmt.Errorf("%w: a partial refund needs the charge amount to know its share", ErrInvalid)
+		return invalid("a partial refund needs the charge amount to know its share")
 	}
 	return nil
 }
@@ -95,7 +95,7 @@ func (f refundFacts) merge(r Refund) (refundFacts, bool, error) {
 	if out.AmountRefunded > out.ChargeAmount {
 		// Unreachable while every event passes checkRefund (the charge
 		// amount never changes once known); the schema's CHECK mirrors it.
-		return f, false, fmt.Errorf("%w: amount refunded exceeds the charge amount", ErrInvalid)
+		return f, false, invalid("amount refunded exceeds the charge amount")
 	}
 	return out, out != f, nil
 }
@@ -111,11 +111,11 @@ func checkRefundFailure(f RefundFailure) error {
 	}
 	switch {
 	case f.Status != RefundFailed && f.Status != RefundCanceled:
-		return fmt.Errorf("%w: refund failure status must be %q or %q", ErrInvalid, RefundFailed, RefundCanceled)
+		return invalid("refund failure status must be %q or %q", RefundFailed, RefundCanceled)
 	case f.Amount < 0 || f.Amount > MaxChargeAmount:
-		return fmt.Errorf("%w: refund amount must be between 0 and %d", ErrInvalid, MaxChargeAmount)
+		return invalid("refund amount must be between 0 and %d", MaxChargeAmount)
 	case !refundReasonRE.MatchString(f.Reason):
-		return fmt.Errorf("%w: refund failure reason must be 0-64 of [a-z_]", ErrInvalid)
+		return invalid("refund failure reason must be 0-64 of [a-z_]")
 	}
 	return nil
 }

@@ -35,6 +35,20 @@ var (
 	ErrSchemaBehind = errors.New("store: database schema is behind this release")
 )
 
+// InvalidError is an argument that failed validation. It matches
+// ErrInvalid with errors.Is; Reason is safe to show the caller ("amount
+// must be between 1 and 100000").
+type InvalidError struct{ Reason string }
+
+func (e *InvalidError) Error() string { return ErrInvalid.Error() + ": " + e.Reason }
+
+// Is makes errors.Is(err, ErrInvalid) true.
+func (e *InvalidError) Is(target error) bool { return target == ErrInvalid }
+
+func invalid(format string, a ...any) error {
+	return &InvalidError{Reason: fmt.Sprintf(format, a...)}
+}
+
 // Store is what the reference application's routes and jobs need from the
 // database. Two implementations pass the same contract tests: Postgres (the
 // real one) and Memory (the one-command local stack only).
@@ -305,14 +319,14 @@ var usernameRE = regexp.MustCompile(`^[a-z0-9_]{3,30}$`)
 func NormalizeUsername(s string) (string, error) {
 	u := strings.ToLower(s)
 	if !usernameRE.MatchString(u) {
-		return "", fmt.Errorf("%w: username must be 3-30 characters of a-z, 0-9 and _", ErrInvalid)
+		return "", invalid("username must be 3-30 characters of a-z, 0-9 and _")
 	}
 	return u, nil
 }
 
 func checkID(what, id string) error {
 	if id == "" || len(id) > maxIDLen {
-		return fmt.Errorf("%w: %s must be 1-%d bytes", ErrInvalid, what, maxIDLen)
+		return invalid("%s must be 1-%d bytes", what, maxIDLen)
 	}
 	return nil
 }
@@ -326,10 +340,10 @@ func checkTip(req TipRequest, maxAmount int64) error {
 		return err
 	}
 	if req.StreamID <= 0 {
-		return fmt.Errorf("%w: stream id must be positive", ErrInvalid)
+		return invalid("stream id must be positive")
 	}
 	if req.Amount <= 0 || req.Amount > maxAmount {
-		return fmt.Errorf("%w: amount must be between 1 and %d", ErrInvalid, maxAmount)
+		return invalid("amount must be between 1 and %d", maxAmount)
 	}
 	return nil
 }
@@ -344,7 +358,7 @@ func checkStart(req StartStreamRequest) (StartStreamRequest, error) {
 	}
 	req.Username = u
 	if len(req.Title) > maxTitleLen {
-		return req, fmt.Errorf("%w: title must be at most %d bytes", ErrInvalid, maxTitleLen)
+		return req, invalid("title must be at most %d bytes", maxTitleLen)
 	}
 	return req, nil
 }
@@ -357,7 +371,7 @@ func checkCredit(userID string, amount int64, externalRef string) error {
 		return err
 	}
 	if amount <= 0 || amount > MaxCreditAmount {
-		return fmt.Errorf("%w: amount must be between 1 and %d", ErrInvalid, MaxCreditAmount)
+		return invalid("amount must be between 1 and %d", MaxCreditAmount)
 	}
 	return nil
 }
