@@ -5,7 +5,7 @@
 //
 // A Store hands out short, renewable leases on keys and keeps the result of
 // finished work, one Redis hash per key and one Lua script per step (so it
-// runs on Redis Cluster and Upstash). The worker's QStash dedupe and the
+// runs on Redis Cluster and Upstash). The worker kit's QStash dedupe and the
 // Stripe event dedupe use it directly:
 //
 //	store, err := idempotency.NewStore(rdb, idempotency.StoreConfig{
@@ -19,7 +19,7 @@
 //	case res.Outcome == idempotency.Done:             // 200, already processed
 //	case res.Outcome == idempotency.InProgress:       // non-2xx + Retry-After
 //	default: // idempotency.Acquired: run it
-//		ctx, stop := res.Lease.KeepAlive(ctx) // renews every LeaseTTL/3
+//		ctx, stop := res.Lease.KeepAlive(ctx) // renews the claim, then every LeaseTTL/3
 //		err := handle(ctx)
 //		_ = stop()
 //		if err != nil {
@@ -28,22 +28,46 @@
 //			_ = res.Lease.Complete(ctx, nil) // done for ResultTTL
 //		}
 //	}
+//	// at shutdown, before closing rdb:
+//	store.Close(ctx)
 //
 // Guarantees: Acquire claims or reports the existing record atomically, so
 // a finished key is never claimed again while its record lives; only the
-// owner (by a random token) can renew, complete or release; a lease lives
-// LeaseTTL (default 30 s) unless renewed, so a crashed owner frees the key
-// quickly; a result lives ResultTTL (default 24 h). Redis errors are
-// ErrUnavailable: callers fail closed. StoreConfig.Timeout bounds how long
-// every call waits. Build the go-redis client with ContextTimeoutEnabled so
-// the round trip itself is cut off at the deadline too (otherwise the caller
-// stops waiting while the round trip runs on until the client's ReadTimeout).
+// owner (by a random token) can renew, complete or release; a result lives
+// ResultTTL (default 24 h). Redis errors are ErrUnavailable: callers fail
+// closed. StoreConfig.Timeout bounds how long every call waits. Build the
+// go-redis client with ContextTimeoutEnabled so the round trip itself is cut
+// off at the deadline too (otherwise the caller stops waiting while the round
+// trip runs on until the client's ReadTimeout).
 //
-// Concurrent calls of one Store share round trips: at most 4 are
-// outstanding, and calls arriving while all are busy leave together as one
-// pipeline (split by slot on Redis Cluster). A lone call is never delayed,
-// and each call is still its own atomic script run, so batching changes no
-// answer; a call whose deadline passes while it is queued is never sent.
+// # A caller that gave up never blocks its own retry
+//
+// A stalled Redis (paused, overloaded, a failover) keeps commands in its
+// socket and runs them when it resumes, after their callers have given up.
+// Three things keep such a claim from holding the key:
+//
+//   - A new lease is written with an absolute expiry, the caller's deadline
+//     plus StoreConfig.ClaimGrace (1 s), which Redis applies on its own
+//     clock: a claim run late expires on arrival. The owner's KeepAlive
+//     renews it into a full LeaseTTL (30 s) lease before the grace ends, so
+//     only work that runs longer than the claim window costs a renewal. A
+//     host whose clock is behind Redis's by more than the window is detected
+//     (the reply comes in time yet the claim expired) and falls back to a
+//     relative lease, with a warning.
+//   - The store remembers claims it gave up on, and releases and completions
+//     Redis did not answer, and finishes them in the background once Redis
+//     answers (at most 10,000 at a time; see Store.Close).
+//   - A later Acquire of the same key through the same store takes over a
+//     claim it abandoned.
+//
+// So after Redis returns, the first retry of a refused request runs, once.
+//
+// # Nonces: a credential accepted once
+//
+// WithNonce records a nonce (a signed token's jti) with the claim, in the
+// same script and round trip, until the token expires: the same nonce for
+// another key is ErrNonceReused and claims nothing. Package worker uses it so
+// a captured QStash delivery cannot be replayed under another message id.
 //
 // # The Idempotency-Key middleware
 //

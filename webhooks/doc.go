@@ -36,7 +36,11 @@
 // HTTP answer (401 for QStash, 400 for Stripe, 413 above the body cap) is a
 // problem+json without detail. Keys, tokens and payloads are never logged.
 //
-// Deduplication (Upstash-Message-Id, event.id) is not done here: it belongs
-// to the handlers behind these middlewares. Package webhookstest signs test
-// deliveries.
+// For net/http, QStashVerifier.VerifyRequest reads the header and the
+// capped body and verifies in one call.
+//
+// Verification is all this package does: it holds no Redis client and no
+// QStash publisher. Deduplication (Upstash-Message-Id with the token's jti,
+// event.id) belongs to the handlers behind it; package worker is the
+// complete QStash receiver. Package webhookstest signs test deliveries.
 package webhooks
