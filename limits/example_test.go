@@ -16,6 +16,11 @@ import (
 
 // The examples run against miniredis so they need no server; the package's
 // tests use a real redis-server.
+
+// hashKey keys the identifier hashes in Redis keys: a secret every instance
+// shares (in production from the environment, e.g. RATE_LIMIT_HASH_KEY).
+var hashKey = []byte("example-only-key-use-a-secret")
+
 func exampleRedis() (*redis.Client, func()) {
 	mr, err := miniredis.Run()
 	if err != nil {
@@ -32,7 +37,7 @@ func ExampleLimiter_Allow() {
 	// Tiers and buckets default to the origin guide's; one bucket is
 	// overridden, as RATE_LIMIT_OVERRIDES="tips:quick=2/1m" would.
 	overrides, _ := limits.ParseOverrides("tips:quick=2/1m")
-	l, err := limits.New(limits.Config{Client: rdb, Prefix: "app:", Overrides: overrides, Timeout: time.Second})
+	l, err := limits.New(limits.Config{Client: rdb, HashKey: hashKey, Prefix: "app:", Overrides: overrides, Timeout: time.Second})
 	if err != nil {
 		panic(err)
 	}
@@ -60,6 +65,7 @@ func ExampleConfig_leases() {
 	leases, _ := limits.ParseLeases("api:key=50")
 	l, err := limits.New(limits.Config{
 		Client:  rdb,
+		HashKey: hashKey,
 		Tiers:   map[string]limits.Quota{"partner": limits.PerMinute(1000)},
 		Buckets: map[string]string{"api:key": "partner"},
 		Leases:  leases,
@@ -90,7 +96,7 @@ func ExampleMiddleware() {
 	rdb, done := exampleRedis()
 	defer done()
 
-	l, err := limits.New(limits.Config{Client: rdb, Timeout: time.Second})
+	l, err := limits.New(limits.Config{Client: rdb, HashKey: hashKey, Timeout: time.Second})
 	if err != nil {
 		panic(err)
 	}

@@ -96,7 +96,7 @@ func wire(p *server.Process, cfg config.API, deps Deps) error {
 		Prefix:     cfg.KeyPrefix,
 		Buckets:    buckets,
 		Overrides:  cfg.RateLimit.Overrides,
-		FailClosed: cfg.RateLimit.FailClosed,
+		Failure:    cfg.RateLimit.Failure,
 		Leases:     cfg.RateLimit.Leases,
 		Timeout:    cfg.RateLimit.RedisTimeout,
 		HashKey:    cfg.RateLimit.HashKey,

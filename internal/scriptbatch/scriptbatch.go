@@ -272,15 +272,33 @@ func (b *Batcher) drain() {
 		if batch == nil {
 			return
 		}
-		b.send(batch)
+		if b.inline {
+			b.send(batch)
+			continue
+		}
+		// The client may hold the round trip past its deadline. Its callers
+		// leave at the deadline; so does this slot, or runs queued behind a
+		// hung connection would wait for the client's own timeout. The late
+		// reply goes to callers who have left.
+		start := time.Now()
+		done := make(chan struct{})
+		go func() { b.sendAt(start, batch); close(done) }()
+		t := time.NewTimer(time.Until(b.deadline(start, batch)))
+		select {
+		case <-done:
+		case <-t.C:
+		}
+		t.Stop()
 	}
 }
 
 // send runs a batch: one EVALSHA (EVAL on NOSCRIPT) for a single call, else
 // a pipeline of EVALSHA with the NOSCRIPT replies retried as one pipeline of
 // EVAL, which also loads the script. The round trip's deadline starts now.
-func (b *Batcher) send(batch []*call) {
-	start := time.Now()
+func (b *Batcher) send(batch []*call) { b.sendAt(time.Now(), batch) }
+
+// sendAt is send for a round trip whose deadline counts from start.
+func (b *Batcher) sendAt(start time.Time, batch []*call) {
 	if len(batch) == 1 {
 		c := batch[0]
 		// c.ctx's own deadline, if earlier, still applies.
@@ -368,11 +386,13 @@ func (b *Batcher) observed(start time.Time, err error) {
 
 // RespectsDeadlines reports whether c applies context deadlines to socket
 // I/O, so a caller may send its own round trip without an extra goroutine
-// and still leave at its deadline.
+// and still leave at its deadline. A wrapping client can say so by passing
+// its inner client's Options method through.
 func RespectsDeadlines(c any) bool {
 	switch v := c.(type) {
-	case *redis.Client:
-		return v.Options().ContextTimeoutEnabled
+	case interface{ Options() *redis.Options }: // *redis.Client and wrappers
+		o := v.Options()
+		return o != nil && o.ContextTimeoutEnabled
 	case *redis.ClusterClient:
 		return v.Options().ContextTimeoutEnabled
 	case *redis.Ring:
