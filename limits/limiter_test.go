@@ -3,6 +3,9 @@ package limits
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"strconv"
@@ -708,5 +711,134 @@ func TestConcurrentCallersAreBatchedAndExact(t *testing.T) {
 				t.Fatalf("%d script runs for %d decisions", n, g*each)
 			}
 		})
+	}
+}
+
+// TestKeysAreKeyedHashes: a Redis reader cannot reproduce a key from a
+// guessed identity without HashKey: the key suffix is not the plain
+// SHA-256 of the identity, limiters sharing the key agree on every key
+// (and so on every window), and another key gives other keys.
+func TestKeysAreKeyedHashes(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	one, two := setupOn(t, srv, nil), setupOn(t, srv, nil)
+	other := setupOn(t, srv, func(c *Config) { c.HashKey = []byte("another-instance-key-0123456789") })
+	ctx := context.Background()
+	const id = "ip:203.0.113.7"
+	if _, err := one.l.Allow(ctx, "auth:otp", id); err != nil {
+		t.Fatal(err)
+	}
+	keys := allKeys(t, one.rdb)
+	if len(keys) != 1 {
+		t.Fatalf("keys %v", keys)
+	}
+	plain := sha256.Sum256([]byte(id))
+	if guess := "test:rl:strict:auth:otp:{" + hex.EncodeToString(plain[:16]) + "}"; keys[0] == guess {
+		t.Fatalf("key %s is the unkeyed hash of the identity", keys[0])
+	}
+	mac := hmac.New(sha256.New, testHashKey)
+	mac.Write([]byte(id))
+	if want := "test:rl:strict:auth:otp:{" + hex.EncodeToString(mac.Sum(nil)[:16]) + "}"; keys[0] != want {
+		t.Fatalf("key %s, want HMAC-SHA-256 under HashKey %s", keys[0], want)
+	}
+	// The second instance shares the key: it sees the same window.
+	res, err := two.l.Allow(ctx, "auth:otp", id)
+	if err != nil || res.Remaining != 8 {
+		t.Fatalf("second instance: %+v %v (want the shared window, 8 left)", res, err)
+	}
+	// Another key is another keyspace: a fresh window, a second key.
+	if res, _ := other.l.Allow(ctx, "auth:otp", id); res.Remaining != 9 || len(allKeys(t, one.rdb)) != 2 {
+		t.Fatalf("other key: %+v, keys %v", res, allKeys(t, one.rdb))
+	}
+}
+
+// TestQueueingIsNotAnOutage: Redis behind a slow network (every round trip
+// about 40 ms, under the 200 ms Timeout) and one round trip at a time, so
+// decisions queue for far longer than Timeout. None of them may be
+// degraded: the deadline measures Redis, not this process's queue.
+func TestQueueingIsNotAnOutage(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	const timeout = 200 * time.Millisecond
+	b := setupOn(t, srv, func(c *Config) {
+		rdb := redis.NewClient(&redis.Options{Addr: redistest.Delay(t, srv.Addr(), 40*time.Millisecond),
+			ContextTimeoutEnabled: true, MaxRetries: -1})
+		t.Cleanup(func() { _ = rdb.Close() })
+		c.Client = rdb
+		c.Timeout = timeout
+		c.MaxInFlight = 1
+		c.LocalCacheSize = -1
+		c.Overrides = map[string]Quota{"tips:quick": PerMinute(5)}
+	})
+	ctx := context.Background()
+	if err := window.Load(ctx, b.rdb).Err(); err != nil {
+		t.Fatal(err)
+	}
+	const n = 40 // the first few leave alone, the rest in pipelines behind them
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		allowed int
+		slowest time.Duration
+	)
+	start := time.Now()
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := b.l.Allow(ctx, "tips:quick", "user:"+strconv.Itoa(i%8))
+			mu.Lock()
+			defer mu.Unlock()
+			slowest = max(slowest, time.Since(start))
+			if err != nil || res.Reason.Degraded() || res.Reason == ReasonOverloaded {
+				t.Errorf("decision %d: %+v %v", i, res, err)
+			} else if res.Allowed {
+				allowed++
+			}
+		}()
+	}
+	wg.Wait()
+	if allowed != n { // 8 identities × 5 each
+		t.Fatalf("allowed %d of %d", allowed, n)
+	}
+	// The proof needs a decision that waited, in all, longer than Timeout.
+	if slowest <= timeout {
+		t.Fatalf("slowest decision took %s, not above Timeout %s: the test proved nothing", slowest, timeout)
+	}
+}
+
+// TestOutageKeepsAKnownSpentWindow: when Redis fails, a window this
+// instance knows is spent stays refused (blocked-locally, with its true
+// Retry-After), and a leasing bucket's local window starts from what Redis
+// last said was left, never from a fresh quota.
+func TestOutageKeepsAKnownSpentWindow(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *Config) {
+		withLease(PerMinute(10), 4)(c)
+		c.Timeout = 100 * time.Millisecond // a stopped Redis answers nothing within it
+	})
+	ctx := context.Background()
+	for range 10 {
+		_, _ = b.l.Allow(ctx, DefaultBucket, "user:spent")
+	}
+	for range 6 { // 6 admitted, and a lease held: 4 or fewer left unleased in Redis
+		_, _ = b.l.Allow(ctx, DefaultBucket, "user:busy")
+	}
+	key := b.l.key(b.l.buckets[DefaultBucket], "user:busy")
+	known := b.l.cache.peek(key, b.clock.Now())
+	b.srv.Stop()
+	b.clock.Advance(time.Second) // the lease's window by this clock is still open
+	if res, _ := b.l.Allow(ctx, DefaultBucket, "user:spent"); res.Allowed || res.Reason != ReasonBlockedLocally || res.RetryAfter < 58*time.Second {
+		t.Fatalf("spent window during the outage: %+v", res)
+	}
+	admitted := 0
+	for range 20 {
+		if res, _ := b.l.Allow(ctx, DefaultBucket, "user:busy"); res.Allowed {
+			admitted++
+		}
+	}
+	if admitted != known.tokens+known.remaining || 6+admitted > 10 {
+		t.Fatalf("admitted %d more during the outage; this instance knew %d left (%d leased, %d in Redis)",
+			admitted, known.tokens+known.remaining, known.tokens, known.remaining)
 	}
 }
