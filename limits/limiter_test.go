@@ -753,57 +753,58 @@ func TestKeysAreKeyedHashes(t *testing.T) {
 }
 
 // TestQueueingIsNotAnOutage: Redis behind a slow network (every round trip
-// about 40 ms, under the 200 ms Timeout) and one round trip at a time, so
-// decisions queue for far longer than Timeout. None of them may be
-// degraded: the deadline measures Redis, not this process's queue.
+// at least 300 ms, under the 500 ms Timeout) and one round trip at a time.
+// A second decision arrives while the first is out, waits for it, then
+// makes its own round trip: about 600 ms in all, longer than Timeout. It
+// must not be degraded: the deadline measures Redis, not this process's
+// queue.
 func TestQueueingIsNotAnOutage(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	const timeout = 200 * time.Millisecond
+	const timeout = 500 * time.Millisecond
+	// sent reports each round trip leaving, holding none.
+	sent := &gateClient{entered: make(chan struct{}, 64), release: make(chan struct{})}
+	close(sent.release)
+	sent.hold.Store(true)
 	b := setupOn(t, srv, func(c *Config) {
-		rdb := redis.NewClient(&redis.Options{Addr: redistest.Delay(t, srv.Addr(), 40*time.Millisecond),
-			ContextTimeoutEnabled: true, MaxRetries: -1})
+		// One connection, opened now: a handshake is several slow round trips.
+		rdb := redis.NewClient(&redis.Options{Addr: redistest.Delay(t, srv.Addr(), 300*time.Millisecond),
+			ContextTimeoutEnabled: true, MaxRetries: -1, PoolSize: 1})
 		t.Cleanup(func() { _ = rdb.Close() })
-		c.Client = rdb
+		if err := rdb.Ping(context.Background()).Err(); err != nil {
+			t.Fatal(err)
+		}
+		sent.Client = &countingClient{Client: rdb}
+		c.Client = sent
 		c.Timeout = timeout
 		c.MaxInFlight = 1
-		c.LocalCacheSize = -1
-		c.Overrides = map[string]Quota{"tips:quick": PerMinute(5)}
 	})
 	ctx := context.Background()
 	if err := window.Load(ctx, b.rdb).Err(); err != nil {
 		t.Fatal(err)
 	}
-	const n = 40 // the first few leave alone, the rest in pipelines behind them
-	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex
-		allowed int
-		slowest time.Duration
-	)
-	start := time.Now()
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res, err := b.l.Allow(ctx, "tips:quick", "user:"+strconv.Itoa(i%8))
-			mu.Lock()
-			defer mu.Unlock()
-			slowest = max(slowest, time.Since(start))
-			if err != nil || res.Reason.Degraded() || res.Reason == ReasonOverloaded {
-				t.Errorf("decision %d: %+v %v", i, res, err)
-			} else if res.Allowed {
-				allowed++
-			}
-		}()
+	type answer struct {
+		res  Result
+		err  error
+		took time.Duration
 	}
-	wg.Wait()
-	if allowed != n { // 8 identities × 5 each
-		t.Fatalf("allowed %d of %d", allowed, n)
+	decide := func(id string, out chan<- answer) {
+		start := time.Now()
+		res, err := b.l.Allow(ctx, "tips:quick", id)
+		out <- answer{res, err, time.Since(start)}
 	}
-	// The proof needs a decision that waited, in all, longer than Timeout.
-	if slowest <= timeout {
-		t.Fatalf("slowest decision took %s, not above Timeout %s: the test proved nothing", slowest, timeout)
+	first, second := make(chan answer, 1), make(chan answer, 1)
+	go decide("user:1", first)
+	<-sent.entered // the only slot is taken
+	go decide("user:2", second)
+	for _, ch := range []chan answer{first, second} {
+		a := <-ch
+		if a.err != nil || a.res.Reason != ReasonAllowed {
+			t.Fatalf("decision after %s: %+v %v", a.took, a.res, a.err)
+		}
+		if ch == second && a.took <= timeout {
+			t.Fatalf("the queued decision took %s, not above Timeout %s: the test proved nothing", a.took, timeout)
+		}
 	}
 }
 
