@@ -2,6 +2,7 @@ package limits_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -128,4 +129,26 @@ func ExampleMiddleware() {
 	fmt.Println(rec.Code, rec.Header().Get("X-RateLimit-Remaining"), rec.Header().Get("RateLimit-Policy"))
 	// Output:
 	// 204 9 "auth:otp";q=10;w=60
+}
+
+func ExampleConfigError() {
+	// Every configuration error names the field or input at fault, so an
+	// application maps it to its own setting (an environment variable, a
+	// flag) with errors.As instead of reading the message.
+	var ce *limits.ConfigError
+	_, err := limits.ParseLeases("generous=lots")
+	if errors.As(err, &ce) {
+		fmt.Println(ce.Field, ce.Name)
+	}
+	// Policies checks tiers, buckets, overrides, failure modes and leases
+	// without a Redis client, e.g. at start-up.
+	_, err = limits.Config{Leases: map[string]int{limits.TierStrict: 11}}.Policies()
+	if errors.As(err, &ce) {
+		fmt.Println(ce.Field, ce.Name+":", ce.Reason)
+	}
+	fmt.Println(errors.Is(err, limits.ErrInvalidConfig))
+	// Output:
+	// Leases generous
+	// Leases strict: lease 11 for "strict" exceeds the limit 10 of bucket "auth:login"
+	// true
 }
