@@ -83,8 +83,9 @@ type RateLimit struct {
 	// tier or bucket (RATE_LIMIT_LEASES, "name=requests,…", see
 	// limits.Config.Leases). Defaults to none: every admission asks Redis.
 	Leases map[string]int
-	// RedisTimeout is the deadline of one limiter round trip
-	// (RATE_LIMIT_REDIS_TIMEOUT). Defaults to 50ms.
+	// RedisTimeout is the deadline of one limiter round trip, from when it
+	// is sent (RATE_LIMIT_REDIS_TIMEOUT); past it the bucket's failure mode
+	// decides. Defaults to 50ms.
 	RedisTimeout time.Duration
 	// HashKey keys the identifier hash in rate-limit keys, so keys cannot
 	// be reversed to IPs by hashing guesses: RATE_LIMIT_HASH_KEY (at least
