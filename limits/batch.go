@@ -9,18 +9,22 @@ import (
 
 // newBatcher sends concurrent decisions together (see internal/scriptbatch):
 // at most cfg.MaxInFlight round trips are outstanding, decisions arriving
-// while they are all busy leave together as one pipeline, and a lone caller
-// is never delayed. Each decision is still its own script run, atomic on its
-// own key.
+// while they are all busy leave together as one pipeline (at most
+// cfg.MaxQueue wait; more are shed), and a lone caller is never delayed.
+// Each decision is still its own script run, atomic on its own key, and
+// each round trip's deadline, cfg.Timeout, starts when it is sent.
 func newBatcher(cfg Config, observe func(d time.Duration, err error)) *scriptbatch.Batcher {
 	return scriptbatch.New(cfg.Client, scriptbatch.Config{
 		MaxInFlight: cfg.MaxInFlight,
+		MaxQueue:    cfg.MaxQueue,
 		Timeout:     cfg.Timeout,
 		Observe:     observe,
 	})
 }
 
-// decide runs the window script for one decision through the batcher.
+// decide runs the window script for one decision through the batcher. ctx
+// is the caller's (its deadline bounds queue and round trip together); the
+// batcher adds the Timeout from the send.
 func (l *Limiter) decide(ctx context.Context, key string, q Quota, cost, want int) (reply, error) {
 	return parseReply(l.batch.Run(ctx, window, []string{key}, q.Limit, q.Period.Milliseconds(), cost, want).Result())
 }

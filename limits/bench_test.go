@@ -45,6 +45,7 @@ func benchLimiter(b *testing.B, c Client, maxInFlight, lease int) *Limiter {
 	b.Helper()
 	cfg := Config{
 		Client:      c,
+		HashKey:     testHashKey,
 		Tiers:       map[string]Quota{"bench": {Limit: 1 << 30, Period: time.Minute}},
 		Buckets:     map[string]string{"bench": "bench"},
 		Timeout:     time.Second,
@@ -340,7 +341,7 @@ func BenchmarkHTTP(b *testing.B) {
 func BenchmarkBlockedOffender(b *testing.B) {
 	srv := redistest.Start(b)
 	counted := &countingClient{Client: benchClient(b, srv)}
-	l, err := New(Config{Client: counted})
+	l, err := New(Config{Client: counted, HashKey: testHashKey})
 	if err != nil {
 		b.Fatal(err)
 	}

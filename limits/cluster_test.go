@@ -21,7 +21,7 @@ func TestCluster(t *testing.T) {
 	cc := redistest.StartCluster(t).Client(t)
 	ctx := context.Background()
 	counted := &countingClient{Client: cc}
-	l, err := New(Config{Client: counted, Prefix: "app:",
+	l, err := New(Config{Client: counted, Prefix: "app:", HashKey: testHashKey,
 		Overrides: map[string]Quota{"messages:send": {Limit: 3, Period: time.Minute}}})
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +100,7 @@ func TestCluster(t *testing.T) {
 		}
 	})
 	t.Run("leases", func(t *testing.T) {
-		leased, err := New(Config{Client: cc, Prefix: "lease:",
+		leased, err := New(Config{Client: cc, Prefix: "lease:", HashKey: testHashKey,
 			Overrides: map[string]Quota{DefaultBucket: PerMinute(100)},
 			Leases:    map[string]int{DefaultBucket: 10}})
 		if err != nil {

@@ -6,14 +6,16 @@
 // carry quotas, buckets ("auth:otp", "tips:quick", "streams:status", …) pick a
 // tier, and single buckets may override their quota:
 //
-//	l, err := limits.New(limits.Config{Client: rdb, Prefix: "app:"})
+//	l, err := limits.New(limits.Config{Client: rdb, HashKey: key, Prefix: "app:"})
 //	res, err := l.Allow(ctx, "tips:quick", "user:42")
-//	if !res.Allowed { /* res.RetryAfter */ }
+//	if !res.Allowed { /* res.RetryAfter; res.Reason.Unavailable() means 503 */ }
 //
 // For Echo, Middleware (or MiddlewareConfig.ToMiddleware) sets
 // X-RateLimit-Limit/-Remaining/-Reset (Reset in Unix epoch seconds) and the
 // IETF RateLimit-Policy/RateLimit fields (delta seconds) on every response
-// and answers refusals with 429, an integer Retry-After and a problem+json
+// and answers refusals with 429 (the client used its quota) or 503 (the
+// limiter could not decide: Redis unavailable on a fail-closed bucket, or
+// too many decisions waiting), an integer Retry-After and a problem+json
 // body. The client identity is the authenticated user id when there is one,
 // else the client IP found by an IPExtractor built for the deployment
 // (direct, xff, x-real-ip, cloudflare, vercel; there is no default), with IPv6
@@ -37,7 +39,8 @@
 // and its bound is simple to state and to test:
 //
 //   - per window, at most Limit requests are admitted, across any number of
-//     processes (the script is atomic on one key), with or without leases;
+//     processes (the script is atomic on one key), with or without leases,
+//     while Redis answers within Timeout (see "Degraded mode" for outages);
 //   - in any interval of one Period, at most 2×Limit (the end of one window
 //     and the start of the next). Windows start at each identifier's first
 //     request, so resets of different clients do not line up.
@@ -50,22 +53,37 @@
 // counts as expired, so a client that waits exactly the reported Retry-After
 // is admitted.
 //
-// # Round trips and batching
+// # Round trips, batching and queueing
 //
 // Each decision that reaches Redis is one EVALSHA (EVAL once after a
 // NOSCRIPT). At most Config.MaxInFlight (4) round trips per Limiter are
-// outstanding; decisions that arrive while all are busy leave together as
-// one pipeline. A lone
-// caller is never delayed; under load this saves most of the syscalls, which
-// is what a decision costs on a small machine. Each decision is still its own
-// atomic script run on its own key, so batching changes no answer.
+// outstanding; decisions that arrive while all are busy wait in a queue and
+// leave together as one pipeline. A lone caller is never delayed; under
+// load this saves most of the syscalls, which is what a decision costs on a
+// small machine. Each decision is still its own atomic script run on its
+// own key, so batching changes no answer.
+//
+// Config.Timeout (50 ms) bounds one round trip from the moment it is sent:
+// time spent queued behind other round trips is this process's own load,
+// not Redis being slow, and never turns a decision into a degraded one (an
+// earlier release counted it, and a loaded host then admitted bursts far
+// past strict limits). The queue is bounded (Config.MaxQueue, 1024): a
+// decision that finds it full is refused at once as ReasonOverloaded, 503
+// with Retry-After (Config.DegradedRetryAfter, 1 s), never admitted and
+// never sent. 503 rather than 429: the client did not use its quota, this
+// instance is short of capacity and the client should come back soon. The
+// caller's ctx still bounds queue and round trip together; a decision whose
+// ctx ends while queued is never sent.
 //
 // # Keys
 //
 // Prefix + "rl:<tier>:<bucket>:{<hash>}", where <hash> is 128 bits of
-// SHA-256 (HMAC-SHA-256 with Config.HashKey) of the identifier: no IP address
-// or user id is stored, and the braces make the hash the Redis Cluster hash
-// tag. Every key carries the window as its TTL.
+// HMAC-SHA-256 of the identifier under Config.HashKey: no IP address or user
+// id is stored, and without the key a Redis reader cannot recover an IPv4
+// address by hashing all 2³² of them. The key is required (at least 16
+// bytes), shared by every instance, and must not be kept in Redis; changing
+// it starts every window afresh once. The braces make the hash the Redis
+// Cluster hash tag. Every key carries the window as its TTL.
 //
 // # Local block cache
 //
@@ -92,7 +110,10 @@
 //     the request's own cost, and the counter never passes Limit;
 //   - a lease lives in the local cache until the window's end by this
 //     instance's clock, measured from when the request was sent, so it is
-//     never spent in the next window.
+//     never spent in the next window;
+//   - when Redis refuses a request while a concurrent round trip has just
+//     leased this instance enough, the request is served from that lease:
+//     a refusal always means nothing is left here (Remaining 0).
 //
 // What it costs: requests an instance holds are counted as used in Redis.
 // If an identifier's traffic moves to other instances, up to the lease per
@@ -106,26 +127,63 @@
 // are off by default: every admission then asks Redis and every header is
 // exact across instances.
 //
-// # Degraded mode
+// # Degraded mode: when Redis cannot answer
 //
-// Each round trip has a short deadline (Config.Timeout, 50 ms by default).
-// On timeout or error the bucket's policy decides: fail open (default) or,
-// for tiers/buckets listed in Config.FailClosed, refuse with a 503 and
-// Retry-After. A fail-open decision reports the full quota, since usage is
-// unknown. Every degraded decision is counted
-// (jobworker_ratelimit_degraded_total) and logged at most once per
+// A round trip that fails or passes Timeout is an outage for that decision
+// (Redis may or may not have counted it). Config.Failure sets, per tier or
+// bucket, what happens then:
+//
+//   - FailureClosed, the strict tier's default: refused, 503 with
+//     Retry-After (ReasonDegradedClosed). Strict buckets (logins, one-time
+//     codes, tips) are what an attacker hammers while the limiter is blind.
+//   - FailureLocal, every other tier's default: a fixed window per (bucket,
+//     identifier) in this instance's memory, Period long by its clock,
+//     admitting at most Limit (ReasonDegradedLocal; 429 once spent). Each
+//     instance counts alone, so an outage admits at most Limit × instances
+//     per window, never an unlimited flood. Memory is bounded
+//     (Config.DegradedCacheSize windows); a live window is never dropped
+//     (that would restart its count), so a new identifier that finds no
+//     room is refused with 503. A window the local cache knows (spent, or a
+//     leasing bucket's) carries on: its end and what was left, not a fresh
+//     quota.
+//   - FailureOpen, only when configured: admitted with no limit
+//     (ReasonDegradedOpen). The headers still report the local count.
+//
+// Whatever the mode, a window this instance knows is spent stays refused
+// (ReasonBlockedLocally). While Redis answers within Timeout no decision is
+// taken locally, so no tier passes its limit across any number of
+// instances; a Redis slower than Timeout is an outage, and only the local
+// bounds above hold. Every degraded decision is counted
+// (jobworker_ratelimit_degraded_total{action}, and
+// jobworker_ratelimit_decisions_total{reason}) and logged at most once per
 // Config.LogEvery.
+//
+// # Headers in every mode
+//
+// A refusal never reports quota remaining (X-RateLimit-Remaining and the
+// RateLimit field's r are 0 for Allow; Result.Remaining is below the cost
+// asked for). Redis decisions report the window as Redis counts it (plus
+// this instance's lease); local ones (lease, block, outage limiter) what
+// this instance knows, with Reset by its clock; 503s (fail-closed,
+// overload) report 0 remaining and Reset = Retry-After. The middleware's
+// golden tests cover each Reason.
 //
 // # Tests and time
 //
-// Enforcement uses only the Redis server's clock (key expiry and TIME); there
-// is no clock hook. Tests use short periods through per-bucket overrides
-// (1 s) instead of shifting time.
+// Windows in Redis follow only the Redis server's clock (key expiry and
+// TIME). Everything kept in memory (block cache, leases, the outage
+// limiter) reads an injectable clock (an unexported Config hook the
+// package's tests drive), so tests of windows, leases and outages never
+// sleep; they end a Redis window by expiring its key.
 //
 // # Configuration from the environment
 //
-// ParseIPSource, ParseOverrides, ParseFailClosed and ParseLeases read the
-// proposed variables RATE_LIMIT_IP_SOURCE, RATE_LIMIT_TRUSTED_PROXIES,
-// RATE_LIMIT_OVERRIDES, RATE_LIMIT_FAIL_CLOSED and RATE_LIMIT_LEASES;
-// RATE_LIMIT_REDIS_TIMEOUT is a time.ParseDuration value for Config.Timeout.
+// ParseIPSource, ParseOverrides, ParseFailure, ParseFailClosed and
+// ParseLeases read the proposed variables RATE_LIMIT_IP_SOURCE,
+// RATE_LIMIT_TRUSTED_PROXIES, RATE_LIMIT_OVERRIDES, RATE_LIMIT_FAILURE,
+// RATE_LIMIT_FAIL_CLOSED and RATE_LIMIT_LEASES; RATE_LIMIT_REDIS_TIMEOUT is a
+// time.ParseDuration value for Config.Timeout. Every configuration error is
+// a *ConfigError naming the field or input at fault (errors.As), so a
+// caller maps it to its variable without reading the message;
+// Config.Policies checks the policy fields without a client.
 package limits

@@ -2,6 +2,7 @@ package limits_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,11 @@ import (
 
 // The examples run against miniredis so they need no server; the package's
 // tests use a real redis-server.
+
+// hashKey keys the identifier hashes in Redis keys: a secret every instance
+// shares (in production from the environment, e.g. RATE_LIMIT_HASH_KEY).
+var hashKey = []byte("example-only-key-use-a-secret")
+
 func exampleRedis() (*redis.Client, func()) {
 	mr, err := miniredis.Run()
 	if err != nil {
@@ -32,7 +38,7 @@ func ExampleLimiter_Allow() {
 	// Tiers and buckets default to the origin guide's; one bucket is
 	// overridden, as RATE_LIMIT_OVERRIDES="tips:quick=2/1m" would.
 	overrides, _ := limits.ParseOverrides("tips:quick=2/1m")
-	l, err := limits.New(limits.Config{Client: rdb, Prefix: "app:", Overrides: overrides, Timeout: time.Second})
+	l, err := limits.New(limits.Config{Client: rdb, HashKey: hashKey, Prefix: "app:", Overrides: overrides, Timeout: time.Second})
 	if err != nil {
 		panic(err)
 	}
@@ -60,6 +66,7 @@ func ExampleConfig_leases() {
 	leases, _ := limits.ParseLeases("api:key=50")
 	l, err := limits.New(limits.Config{
 		Client:  rdb,
+		HashKey: hashKey,
 		Tiers:   map[string]limits.Quota{"partner": limits.PerMinute(1000)},
 		Buckets: map[string]string{"api:key": "partner"},
 		Leases:  leases,
@@ -90,7 +97,7 @@ func ExampleMiddleware() {
 	rdb, done := exampleRedis()
 	defer done()
 
-	l, err := limits.New(limits.Config{Client: rdb, Timeout: time.Second})
+	l, err := limits.New(limits.Config{Client: rdb, HashKey: hashKey, Timeout: time.Second})
 	if err != nil {
 		panic(err)
 	}
@@ -122,4 +129,26 @@ func ExampleMiddleware() {
 	fmt.Println(rec.Code, rec.Header().Get("X-RateLimit-Remaining"), rec.Header().Get("RateLimit-Policy"))
 	// Output:
 	// 204 9 "auth:otp";q=10;w=60
+}
+
+func ExampleConfigError() {
+	// Every configuration error names the field or input at fault, so an
+	// application maps it to its own setting (an environment variable, a
+	// flag) with errors.As instead of reading the message.
+	var ce *limits.ConfigError
+	_, err := limits.ParseLeases("generous=lots")
+	if errors.As(err, &ce) {
+		fmt.Println(ce.Field, ce.Name)
+	}
+	// Policies checks tiers, buckets, overrides, failure modes and leases
+	// without a Redis client, e.g. at start-up.
+	_, err = limits.Config{Leases: map[string]int{limits.TierStrict: 11}}.Policies()
+	if errors.As(err, &ce) {
+		fmt.Println(ce.Field, ce.Name+":", ce.Reason)
+	}
+	fmt.Println(errors.Is(err, limits.ErrInvalidConfig))
+	// Output:
+	// Leases generous
+	// Leases strict: lease 11 for "strict" exceeds the limit 10 of bucket "auth:login"
+	// true
 }

@@ -43,8 +43,8 @@ const (
 var ErrNoClientIP = errors.New("limits: no client IP")
 
 // ErrTrustedProxies marks configuration errors in the trusted proxy ranges
-// (missing, unwanted or unparsable), next to ErrInvalidConfig, so callers
-// can tell which setting to fix.
+// (missing, unwanted or unparsable): the *ConfigError of such an error has
+// Field FieldTrustedProxies and wraps it.
 var ErrTrustedProxies = errors.New("trusted proxies")
 
 // IPExtractor finds the client address of a request for one deployment
@@ -56,26 +56,27 @@ type IPExtractor struct {
 }
 
 // NewIPExtractor builds an extractor. Every mode except direct requires at
-// least one trusted proxy range; direct accepts none.
+// least one trusted proxy range; direct accepts none. Errors are
+// *ConfigError with Field FieldIPSource or FieldTrustedProxies.
 func NewIPExtractor(source IPSource, trusted ...netip.Prefix) (*IPExtractor, error) {
 	switch source {
 	case IPSourceDirect:
 		if len(trusted) > 0 {
-			return nil, fmt.Errorf("%w: %w: IP source %q takes none", ErrInvalidConfig, ErrTrustedProxies, source)
+			return nil, configErr(FieldTrustedProxies, "", "%w: IP source %q takes none", ErrTrustedProxies, source)
 		}
 	case IPSourceXFF, IPSourceRealIP, IPSourceCloudflare, IPSourceVercel:
 		if len(trusted) == 0 {
-			return nil, fmt.Errorf("%w: %w: IP source %q needs the trusted proxy ranges", ErrInvalidConfig, ErrTrustedProxies, source)
+			return nil, configErr(FieldTrustedProxies, "", "%w: IP source %q needs the trusted proxy ranges", ErrTrustedProxies, source)
 		}
 	case "":
-		return nil, fmt.Errorf("%w: IP source is required (direct, xff, x-real-ip, cloudflare or vercel)", ErrInvalidConfig)
+		return nil, configErr(FieldIPSource, "", "IP source is required (direct, xff, x-real-ip, cloudflare or vercel)")
 	default:
-		return nil, fmt.Errorf("%w: unknown IP source %q (want direct, xff, x-real-ip, cloudflare or vercel)", ErrInvalidConfig, source)
+		return nil, configErr(FieldIPSource, string(source), "unknown IP source %q (want direct, xff, x-real-ip, cloudflare or vercel)", source)
 	}
 	t := make([]netip.Prefix, len(trusted))
 	for i, p := range trusted {
 		if !p.IsValid() {
-			return nil, fmt.Errorf("%w: %w: invalid prefix %v", ErrInvalidConfig, ErrTrustedProxies, p)
+			return nil, configErr(FieldTrustedProxies, p.String(), "%w: invalid prefix %v", ErrTrustedProxies, p)
 		}
 		t[i] = p.Masked()
 	}
@@ -87,6 +88,7 @@ func NewIPExtractor(source IPSource, trusted ...netip.Prefix) (*IPExtractor, err
 // vercel; trustedCIDRs is a comma-separated list of CIDRs or single
 // addresses. Proposed variables: RATE_LIMIT_IP_SOURCE and
 // RATE_LIMIT_TRUSTED_PROXIES. An empty mode is an error: start-up must fail.
+// Errors are *ConfigError naming FieldIPSource or FieldTrustedProxies.
 func ParseIPSource(mode, trustedCIDRs string) (*IPExtractor, error) {
 	src := IPSource(strings.ToLower(strings.TrimSpace(mode)))
 	switch src {
@@ -99,7 +101,7 @@ func ParseIPSource(mode, trustedCIDRs string) (*IPExtractor, error) {
 	for _, s := range splitList(trustedCIDRs) {
 		p, err := parsePrefix(s)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w: %q: %v", ErrInvalidConfig, ErrTrustedProxies, s, err)
+			return nil, configErr(FieldTrustedProxies, s, "%w: %q: %v", ErrTrustedProxies, s, err)
 		}
 		trusted = append(trusted, p)
 	}

@@ -3,6 +3,8 @@ package limits
 import (
 	"context"
 	"errors"
+	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -109,7 +111,9 @@ func TestLeaseFirstRequestTakesNoLease(t *testing.T) {
 // TestLeaseNeverExceedsLimit: two limiters (two instances) with leases and
 // many goroutines each keep asking until they are refused. Together they
 // admit exactly the limit: leases never take a window past it, and as long
-// as every instance keeps asking, none of it is stranded.
+// as every instance keeps asking, none of it is stranded. Every refusal
+// reports nothing remaining: a refusal while this instance holds leased
+// requests would be a lie twice over (the request could have been served).
 func TestLeaseNeverExceedsLimit(t *testing.T) {
 	t.Parallel()
 	const limit, lease = 200, 16
@@ -123,11 +127,19 @@ func TestLeaseNeverExceedsLimit(t *testing.T) {
 				defer wg.Done()
 				for {
 					res, err := l.Allow(context.Background(), DefaultBucket, "ip:192.0.2.9")
-					if err != nil || res.Reason == ReasonDegraded {
+					if err != nil || res.Reason.Degraded() || res.Reason == ReasonOverloaded {
 						t.Errorf("Allow: %+v %v", res, err)
 						return
 					}
 					if !res.Allowed {
+						if res.Remaining != 0 {
+							t.Errorf("refused with Remaining %d: %+v", res.Remaining, res)
+						}
+						h := http.Header{}
+						WriteHeaders(h, res)
+						if h.Get(HeaderRemaining) != "0" || !strings.Contains(h.Get(HeaderRateLimit), ";r=0;") {
+							t.Errorf("refusal headers %v", h)
+						}
 						return
 					}
 					admitted.Add(1)
@@ -165,7 +177,7 @@ func TestLeaseHeldIsBoundedUnderConcurrency(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	e := b.l.cache.peek(b.l.key(b.l.buckets[DefaultBucket], "user:7"), time.Now())
+	e := b.l.cache.peek(b.l.key(b.l.buckets[DefaultBucket], "user:7"), b.clock.Now())
 	held := counter(t, b, "user:7") - goroutines*each
 	if held != e.tokens || held < 0 || held > lease || e.asked != 0 {
 		t.Fatalf("Redis counts %d beyond the admissions, the instance holds %d (asking %d), lease %d",
@@ -186,7 +198,7 @@ func TestLeaseStrandedIsBounded(t *testing.T) {
 			admitted++
 		}
 	}
-	held := idle.l.cache.peek(idle.l.key(idle.l.buckets[DefaultBucket], "user:3"), time.Now()).tokens
+	held := idle.l.cache.peek(idle.l.key(idle.l.buckets[DefaultBucket], "user:3"), idle.clock.Now()).tokens
 	if held < 1 || held > lease {
 		t.Fatalf("idle instance holds %d, want 1..%d", held, lease)
 	}
@@ -206,22 +218,28 @@ func TestLeaseStrandedIsBounded(t *testing.T) {
 	}
 }
 
+// TestLeaseEndsWithItsWindow: once this instance's clock passes the
+// window's end, a held lease is dropped, never spent: the next request asks
+// Redis. (Redis's own window is still open here, as if this instance's
+// clock ran fast: the dropped requests stay counted and are not re-leased.)
 func TestLeaseEndsWithItsWindow(t *testing.T) {
 	t.Parallel()
-	b := setup(t, withLease(Quota{Limit: 50, Period: time.Second}, 10))
+	b := setup(t, withLease(Quota{Limit: 50, Period: time.Minute}, 10))
 	ctx := context.Background()
 	for i := 0; i < 4; i++ { // takes 1, then 1+1, then 1+3: three requests held
 		_, _ = b.l.Allow(ctx, DefaultBucket, "user:4")
 	}
 	key := b.l.key(b.l.buckets[DefaultBucket], "user:4")
-	if held := b.l.cache.peek(key, time.Now()).tokens; held == 0 {
+	held := b.l.cache.peek(key, b.clock.Now()).tokens
+	if held == 0 {
 		t.Fatal("no lease held")
 	}
-	time.Sleep(1100 * time.Millisecond)
+	b.clock.Advance(time.Minute)
 	before := b.calls.scripts.Load()
 	res, _ := b.l.Allow(ctx, DefaultBucket, "user:4")
-	if res.Reason != ReasonAllowed || res.Remaining != 49 || b.calls.scripts.Load() != before+1 {
-		t.Fatalf("after the window: %+v (%d Redis calls)", res, b.calls.scripts.Load()-before)
+	used := 4 + held + 1
+	if res.Reason != ReasonAllowed || res.Remaining != 50-used || b.calls.scripts.Load() != before+1 || counter(t, b, "user:4") != used {
+		t.Fatalf("after the window: %+v (%d Redis calls, counter %d)", res, b.calls.scripts.Load()-before, counter(t, b, "user:4"))
 	}
 }
 
@@ -247,20 +265,20 @@ func TestLeaseOutlivesRedisOutage(t *testing.T) {
 	srv := redistest.Start(t)
 	b := setupOn(t, srv, func(c *Config) {
 		withLease(PerMinute(50), 10)(c)
-		c.FailClosed = []string{DefaultBucket}
+		c.Failure = map[string]FailureMode{DefaultBucket: FailureClosed}
 	})
 	ctx := context.Background()
 	for i := 0; i < 4; i++ {
 		_, _ = b.l.Allow(ctx, DefaultBucket, "user:6")
 	}
-	held := b.l.cache.peek(b.l.key(b.l.buckets[DefaultBucket], "user:6"), time.Now()).tokens
+	held := b.l.cache.peek(b.l.key(b.l.buckets[DefaultBucket], "user:6"), b.clock.Now()).tokens
 	srv.Stop()
 	for i := 0; i < held; i++ {
 		if res, _ := b.l.Allow(ctx, DefaultBucket, "user:6"); res.Reason != ReasonAllowedLocally {
 			t.Fatalf("held request %d with Redis down: %+v", i, res)
 		}
 	}
-	if res, _ := b.l.Allow(ctx, DefaultBucket, "user:6"); res.Allowed || res.Reason != ReasonDegraded {
+	if res, _ := b.l.Allow(ctx, DefaultBucket, "user:6"); res.Allowed || res.Reason != ReasonDegradedClosed {
 		t.Fatalf("after the lease, fail closed: %+v", res)
 	}
 }
@@ -275,8 +293,9 @@ func TestParseLeases(t *testing.T) {
 		t.Fatalf("empty: %v, %v", got, err)
 	}
 	for _, bad := range []string{"generous", "=3", "generous=-1", "generous=x", "generous=1,generous=2"} {
-		if _, err := ParseLeases(bad); err == nil {
-			t.Errorf("ParseLeases(%q) accepted", bad)
+		var ce *ConfigError
+		if _, err := ParseLeases(bad); !errors.As(err, &ce) || ce.Field != "Leases" || !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("ParseLeases(%q) = %v, want a *ConfigError for Leases", bad, err)
 		}
 	}
 }

@@ -15,22 +15,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/digis/jobworker/internal/scriptbatch"
-)
-
-// Sentinel errors, for errors.Is.
-var (
-	// ErrInvalidConfig wraps every configuration error from New, Validate,
-	// NewIPExtractor and the middleware's ToMiddleware.
-	ErrInvalidConfig = errors.New("limits: invalid config")
-	// ErrUnknownBucket: the bucket is not in the configuration.
-	ErrUnknownBucket = errors.New("limits: unknown bucket")
-	// ErrInvalidCost: AllowN with n < 1 or n above the bucket's limit (such a
-	// request could never be admitted, so it is refused before Redis).
-	ErrInvalidCost = errors.New("limits: invalid cost")
-	// ErrNoIdentity: the identifier is empty.
-	ErrNoIdentity = errors.New("limits: empty identifier")
 )
 
 // Reason says how a decision was reached.
@@ -44,12 +31,35 @@ const (
 	// ReasonAllowedLocally: admitted from requests this instance leased
 	// earlier in the same window (see Config.Leases), no Redis call.
 	ReasonAllowedLocally Reason = "allowed-locally"
-	// ReasonBlockedLocally: refused from the local block cache, no Redis call.
+	// ReasonBlockedLocally: refused from the local block cache: this
+	// instance knows the window is spent. No Redis call.
 	ReasonBlockedLocally Reason = "blocked-locally"
-	// ReasonDegraded: Redis failed or missed the deadline; the bucket's
-	// failure policy decided (Allowed tells which way).
-	ReasonDegraded Reason = "degraded"
+	// ReasonDegradedLocal: Redis could not answer and the bucket falls back
+	// to the local limiter (FailureLocal), which decided; Allowed tells
+	// which way.
+	ReasonDegradedLocal Reason = "degraded-local"
+	// ReasonDegradedClosed: Redis could not answer and the request was
+	// refused: the bucket fails closed (FailureClosed), or the local limiter
+	// had no room for a new identifier. HTTP 503.
+	ReasonDegradedClosed Reason = "degraded-closed"
+	// ReasonDegradedOpen: Redis could not answer and the bucket fails open
+	// (FailureOpen): admitted with no limit.
+	ReasonDegradedOpen Reason = "degraded-open"
+	// ReasonOverloaded: this instance had more decisions waiting for Redis
+	// than Config.MaxQueue; the request was refused without asking Redis.
+	// HTTP 503.
+	ReasonOverloaded Reason = "overloaded"
 )
+
+// Degraded reports whether the decision was taken without Redis because
+// Redis could not answer.
+func (r Reason) Degraded() bool {
+	return r == ReasonDegradedLocal || r == ReasonDegradedClosed || r == ReasonDegradedOpen
+}
+
+// Unavailable reports whether a refusal says "this service cannot decide
+// now" (503) rather than "this client used its quota" (429).
+func (r Reason) Unavailable() bool { return r == ReasonDegradedClosed || r == ReasonOverloaded }
 
 // Result is one decision, in units that cannot be confused: times are
 // time.Time, waits are time.Duration.
@@ -62,20 +72,24 @@ type Result struct {
 	// Limit and Period are the bucket's quota.
 	Limit  int
 	Period time.Duration
-	// Remaining requests in the current window; never negative. It counts
-	// what is left in Redis plus what this instance holds leased; requests
-	// other instances hold leased are not in it. For a fail-open degraded
-	// decision usage is unknown and the full quota minus this request is
-	// reported.
+	// Remaining requests in the current window; never negative, and on a
+	// refusal always less than the cost asked for (0 for Allow). From
+	// Redis it counts what is left there plus what this instance holds
+	// leased (not what other instances hold); from the local limiter of an
+	// outage, what is left in this instance's local window; 0 when refused
+	// for a failure or overload.
 	Remaining int
-	// Reset is when the current window ends, by the Redis server's clock.
+	// Reset is when the current window ends: by the Redis server's clock
+	// for Redis decisions, by this instance's for local ones, and the
+	// Retry-After instant for 503 refusals.
 	Reset time.Time
 	// ResetAfter is the time from the decision to Reset.
 	ResetAfter time.Duration
 	// RetryAfter is how long to wait before retrying a refused request; 0
 	// when allowed.
 	RetryAfter time.Duration
-	// Err is the Redis error behind a degraded decision; nil otherwise.
+	// Err is the Redis error behind a degraded or overloaded decision; nil
+	// otherwise.
 	Err error
 
 	// The bucket's constant header values, rendered once by the Limiter.
@@ -87,6 +101,12 @@ type Result struct {
 type Config struct {
 	// Client is any go-redis client (single node, cluster, ring). Required.
 	Client Client
+	// HashKey keys the identifier hash in Redis keys (HMAC-SHA-256), so the
+	// keys cannot be reversed to IP addresses or user ids by hashing
+	// guesses. Every instance sharing a Redis must use the same key;
+	// changing it starts every window afresh once. Keep it out of Redis.
+	// Required, at least MinHashKeyLen bytes.
+	HashKey []byte
 	// Prefix is the deployment's global key prefix, prepended to every key
 	// (e.g. "myapp:"). Must not contain '{' or '}'. Defaults to "".
 	Prefix string
@@ -97,9 +117,12 @@ type Config struct {
 	// Overrides replaces the quota of single buckets (see ParseOverrides).
 	// Defaults to none.
 	Overrides map[string]Quota
-	// FailClosed lists tier and/or bucket names that deny when Redis cannot
-	// answer (see ParseFailClosed). Defaults to none: every bucket fails open.
-	FailClosed []string
+	// Failure maps tier and/or bucket names (a bucket's entry wins over its
+	// tier's) to what their decisions do while Redis cannot answer (see
+	// ParseFailure and "Degraded mode" in the package doc). Names not
+	// listed keep the defaults: the strict tier FailureClosed, every other
+	// tier FailureLocal.
+	Failure map[string]FailureMode
 	// Leases maps tier and/or bucket names (a bucket's entry wins over its
 	// tier's) to the most requests of one identifier's window an instance
 	// may take from Redis ahead of need and then admit from memory (see
@@ -109,28 +132,32 @@ type Config struct {
 	// Must not exceed the bucket's limit. Defaults to none: every request
 	// of a window with quota left asks Redis.
 	Leases map[string]int
-	// Timeout is the deadline of one Redis round trip. Defaults to 50ms. It
-	// holds with any client; set go-redis's ContextTimeoutEnabled so the
-	// connection is also freed at the deadline (otherwise the call lingers in
-	// the background until the client's ReadTimeout).
+	// Timeout is the deadline of one Redis round trip, measured from when
+	// it is sent: time queued behind other round trips does not count.
+	// Defaults to 50ms. Set go-redis's ContextTimeoutEnabled so the
+	// connection is also freed at the deadline (otherwise the call lingers
+	// in the background until the client's ReadTimeout).
 	Timeout time.Duration
-	// DegradedRetryAfter is the Retry-After of a fail-closed degraded
-	// decision. Defaults to 1s.
+	// DegradedRetryAfter is the Retry-After of a 503 refusal (failure or
+	// overload). Defaults to 1s.
 	DegradedRetryAfter time.Duration
-	// LocalCacheSize bounds the local block cache (entries). Defaults to
-	// 10000; a negative value disables the cache.
+	// LocalCacheSize bounds the local block and lease cache (entries).
+	// Defaults to 10000; a negative value disables it (and Leases).
 	LocalCacheSize int
-	// HashKey, when set, keys the identifier hash (HMAC-SHA-256), so Redis
-	// keys cannot be reversed to IP addresses by trying all of them. Every
-	// instance sharing a Redis must use the same key. Defaults to none (plain
-	// truncated SHA-256, still no raw identifier in Redis).
-	HashKey []byte
+	// DegradedCacheSize bounds the windows the outage limiter keeps
+	// (identifiers per instance); a new identifier finding no room during
+	// an outage is refused. Defaults to 10000.
+	DegradedCacheSize int
 	// MaxInFlight bounds the decision round trips outstanding at once per
 	// Limiter; decisions arriving while all are busy are sent together as one
 	// pipeline when one returns (a lone caller is never delayed). Batching
 	// cuts syscalls, the main cost under load. Defaults to 4; a negative
 	// value sends every decision on its own.
 	MaxInFlight int
+	// MaxQueue bounds the decisions waiting for a round trip; one arriving
+	// when it is full is refused as ReasonOverloaded (503) without asking
+	// Redis. Defaults to 1024.
+	MaxQueue int
 	// Registerer receives the metrics. Defaults to nil: not registered.
 	Registerer prometheus.Registerer
 	// Logger receives degraded-mode warnings. Defaults to nil: discarded.
@@ -138,6 +165,12 @@ type Config struct {
 	// LogEvery is the minimum interval between two degraded-mode log lines;
 	// the lines in between are counted in the next one. Defaults to 10s.
 	LogEvery time.Duration
+
+	// now is the clock of everything kept in this instance's memory
+	// (block cache, leases, the outage limiter); a test hook.
+	// Defaults to time.Now. Windows in Redis follow the Redis server's
+	// clock only.
+	now func() time.Time
 }
 
 // Defaults for Config.
@@ -145,8 +178,12 @@ const (
 	DefaultTimeout            = 50 * time.Millisecond
 	DefaultDegradedRetryAfter = time.Second
 	DefaultLocalCacheSize     = 10000
+	DefaultDegradedCacheSize  = 10000
 	DefaultLogEvery           = 10 * time.Second
 	DefaultMaxInFlight        = 4
+	DefaultMaxQueue           = 1024
+	// MinHashKeyLen is the shortest HashKey accepted.
+	MinHashKeyLen = 16
 )
 
 func (c Config) withDefaults() Config {
@@ -165,41 +202,73 @@ func (c Config) withDefaults() Config {
 	if c.LocalCacheSize == 0 {
 		c.LocalCacheSize = DefaultLocalCacheSize
 	}
+	if c.DegradedCacheSize == 0 {
+		c.DegradedCacheSize = DefaultDegradedCacheSize
+	}
 	if c.LogEvery == 0 {
 		c.LogEvery = DefaultLogEvery
 	}
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = DefaultMaxInFlight
 	}
+	if c.MaxQueue == 0 {
+		c.MaxQueue = DefaultMaxQueue
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
 	return c
 }
 
-// Validate reports the first configuration error, wrapped in
-// ErrInvalidConfig.
+// Validate reports the first configuration error as a *ConfigError
+// (matching ErrInvalidConfig) naming the field.
 func (c Config) Validate() error {
-	_, err := c.withDefaults().policies()
+	_, err := c.withDefaults().validate()
 	return err
 }
 
-func (c Config) policies() (map[string]Policy, error) {
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, a...)...)
-	}
+// Policies resolves the per-bucket policies (tiers, buckets, overrides,
+// failure modes, leases) without needing a client, e.g. to check settings
+// at start-up or to print them. Errors are *ConfigError values.
+func (c Config) Policies() (map[string]Policy, error) {
+	c = c.withDefaults()
+	return resolvePolicies(c.Tiers, c.Buckets, c.Overrides, c.Failure, c.Leases)
+}
+
+func (c Config) validate() (map[string]Policy, error) {
 	if c.Client == nil {
-		return nil, bad("Client is required")
+		return nil, configErr("Client", "", "required")
+	}
+	if len(c.HashKey) < MinHashKeyLen {
+		return nil, configErr("HashKey", "", "required: at least %d bytes, shared by every instance (got %d)", MinHashKeyLen, len(c.HashKey))
 	}
 	if strings.ContainsAny(c.Prefix, "{}") {
-		return nil, bad("Prefix %q must not contain braces (they would set the hash tag)", c.Prefix)
+		return nil, configErr("Prefix", "", "%q must not contain braces (they would set the hash tag)", c.Prefix)
 	}
-	if c.Timeout < 0 || c.DegradedRetryAfter < 0 || c.LogEvery < 0 {
-		return nil, bad("durations must not be negative")
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{{"Timeout", c.Timeout}, {"DegradedRetryAfter", c.DegradedRetryAfter}, {"LogEvery", c.LogEvery}} {
+		if d.v < 0 {
+			return nil, configErr(d.field, "", "%s must not be negative", d.v)
+		}
 	}
-	if len(c.Leases) > 0 && c.LocalCacheSize < 0 {
-		return nil, bad("Leases need the local cache (LocalCacheSize must not be negative)")
+	if c.DegradedCacheSize < 0 {
+		return nil, configErr("DegradedCacheSize", "", "%d must not be negative", c.DegradedCacheSize)
 	}
-	p, err := resolvePolicies(c.Tiers, c.Buckets, c.Overrides, c.FailClosed, c.Leases)
+	if c.MaxQueue < 0 {
+		return nil, configErr("MaxQueue", "", "%d must not be negative", c.MaxQueue)
+	}
+	p, err := resolvePolicies(c.Tiers, c.Buckets, c.Overrides, c.Failure, c.Leases)
 	if err != nil {
-		return nil, bad("%v", err)
+		return nil, err
+	}
+	if c.LocalCacheSize < 0 {
+		for _, n := range sortedKeys(c.Leases) {
+			if c.Leases[n] > 0 {
+				return nil, configErr("Leases", n, "leases need the local cache (LocalCacheSize must not be negative)")
+			}
+		}
 	}
 	return p, nil
 }
@@ -213,11 +282,12 @@ type Limiter struct {
 	degradedRA time.Duration
 	buckets    map[string]*bucket
 	cache      *localCache
-	hashKey    []byte
+	fallback   *fallback
 	hashPool   sync.Pool
 	metrics    *metrics
 	logger     *slog.Logger
 	logs       logThrottle
+	now        func() time.Time
 }
 
 type bucket struct {
@@ -231,7 +301,7 @@ type bucket struct {
 // New builds a Limiter from cfg.
 func New(cfg Config) (*Limiter, error) {
 	cfg = cfg.withDefaults()
-	policies, err := cfg.policies()
+	policies, err := cfg.validate()
 	if err != nil {
 		return nil, err
 	}
@@ -249,17 +319,14 @@ func New(cfg Config) (*Limiter, error) {
 		degradedRA: cfg.DegradedRetryAfter,
 		buckets:    make(map[string]*bucket, len(policies)),
 		cache:      newLocalCache(cfg.LocalCacheSize),
-		hashKey:    append([]byte(nil), cfg.HashKey...),
+		fallback:   newFallback(cfg.DegradedCacheSize),
 		metrics:    m,
 		logger:     logger,
 		logs:       logThrottle{every: cfg.LogEvery},
+		now:        cfg.now,
 	}
-	l.hashPool.New = func() any {
-		if len(l.hashKey) > 0 {
-			return hmac.New(sha256.New, l.hashKey)
-		}
-		return sha256.New()
-	}
+	key := append([]byte(nil), cfg.HashKey...)
+	l.hashPool.New = func() any { return hmac.New(sha256.New, key) }
 	l.batch = newBatcher(cfg, l.observe)
 	for name, p := range policies {
 		b := &bucket{
@@ -288,9 +355,9 @@ func (l *Limiter) Allow(ctx context.Context, bucketName, identifier string) (Res
 }
 
 // AllowN decides whether identifier may spend n requests of bucket now. A
-// refused request consumes nothing. Redis failures do not return an error:
-// they yield a ReasonDegraded result decided by the bucket's failure policy.
-// Errors are reserved for misuse (unknown bucket, bad cost, empty
+// refused request consumes nothing. Redis failures and overload do not
+// return an error: they yield a result with a degraded or overloaded
+// Reason. Errors are reserved for misuse (unknown bucket, bad cost, empty
 // identifier) and for ctx ending before Redis answered.
 func (l *Limiter) AllowN(ctx context.Context, bucketName, identifier string, n int) (Result, error) {
 	b, key, err := l.prepare(bucketName, identifier)
@@ -300,24 +367,22 @@ func (l *Limiter) AllowN(ctx context.Context, bucketName, identifier string, n i
 	if n < 1 || n > b.Limit {
 		return Result{}, fmt.Errorf("%w: %d for bucket %q with limit %d", ErrInvalidCost, n, bucketName, b.Limit)
 	}
-	start := time.Now()
+	start := l.now()
 	switch e, out, extra := l.cache.take(key, n, b.Lease, start); out {
 	case spent:
-		b.m.byReason[ReasonAllowedLocally].Inc()
-		return b.local(ReasonAllowedLocally, e, start), nil
+		return b.local(ReasonAllowedLocally, e, n, start), nil
 	case blocked:
-		b.m.cacheHits.Inc()
-		b.m.byReason[ReasonBlockedLocally].Inc()
-		return b.local(ReasonBlockedLocally, e, start), nil
+		return b.local(ReasonBlockedLocally, e, n, start), nil
 	default:
-		rep, err := l.run(ctx, key, b.Quota, n, n+extra)
+		rep, err := l.decide(ctx, key, b.Quota, n, n+extra)
 		if err != nil {
 			l.cache.unask(key, extra)
 			if ctx.Err() != nil {
 				return Result{}, ctx.Err()
 			}
-			return l.degraded(b, n, err), nil
+			return l.failed(b, key, n, err), nil
 		}
+		now := l.now()
 		fresh := localEntry{
 			remaining: max(b.Limit-int(rep.used), 0), // 0 if the limit was lowered under a live window
 			until:     start.Add(rep.ttl),
@@ -330,12 +395,23 @@ func (l *Limiter) AllowN(ctx context.Context, bucketName, identifier string, n i
 		// Redis) and, in a leasing bucket, every window: the lease and how
 		// busy the identifier is here.
 		keep := !rep.allowed || fresh.remaining == 0 || b.Lease > 0
-		e = l.cache.settle(key, fresh, extra, keep, time.Now())
+		e = l.cache.settle(key, fresh, extra, keep, now)
+		if !rep.allowed {
+			// Redis has nothing left, but a concurrent round trip may have
+			// leased this instance enough meanwhile: serve from it rather
+			// than refuse a request the instance holds quota for.
+			if e2, out, _ := l.cache.take(key, n, 0, now); out == spent {
+				return b.local(ReasonAllowedLocally, e2, n, now), nil
+			} else if out == blocked {
+				e = e2
+			}
+		}
 		res := b.base()
 		res.Allowed, res.Reason, res.Remaining = rep.allowed, ReasonAllowed, e.tokens+e.remaining
 		res.Reset, res.ResetAfter = fresh.reset, rep.ttl
 		if !rep.allowed {
 			res.Reason, res.RetryAfter = ReasonDenied, rep.ttl
+			res.Remaining = min(res.Remaining, n-1)
 		}
 		b.m.byReason[res.Reason].Inc()
 		return res, nil
@@ -350,13 +426,21 @@ func (b *bucket) base() Result {
 	}
 }
 
-// local is a decision answered from e with no Redis call.
-func (b *bucket) local(reason Reason, e localEntry, now time.Time) Result {
+// local is a decision answered from the local cache entry e with no Redis
+// call, counted.
+func (b *bucket) local(reason Reason, e localEntry, n int, now time.Time) Result {
 	res := b.base()
 	res.Allowed, res.Reason, res.Remaining = reason == ReasonAllowedLocally, reason, e.tokens+e.remaining
 	res.Reset, res.ResetAfter = e.reset, e.until.Sub(now)
 	if !res.Allowed {
 		res.RetryAfter = res.ResetAfter
+		res.Remaining = min(res.Remaining, max(n-1, 0))
+		if n > 0 {
+			b.m.cacheHits.Inc()
+		}
+	}
+	if n > 0 {
+		b.m.byReason[reason].Inc()
 	}
 	return res
 }
@@ -368,34 +452,35 @@ func (l *Limiter) Peek(ctx context.Context, bucketName, identifier string) (Resu
 	if err != nil {
 		return Result{}, err
 	}
-	rep, err := l.run(ctx, key, b.Quota, 0, 0)
+	rep, err := l.decide(ctx, key, b.Quota, 0, 0)
 	if err != nil {
 		if ctx.Err() != nil {
 			return Result{}, ctx.Err()
 		}
-		return l.degraded(b, 0, err), nil
+		return l.failed(b, key, 0, err), nil
 	}
-	res := b.result(rep)
-	res.Remaining += l.cache.peek(key, time.Now()).tokens
-	res.Allowed = res.Remaining > 0
-	res.Reason = ReasonAllowed
+	now := l.now()
+	res := b.base()
+	res.Remaining = max(b.Limit-int(rep.used), 0) + l.cache.peek(key, now).tokens
+	res.Reset, res.ResetAfter = rep.now.Add(rep.ttl), rep.ttl
+	res.Allowed, res.Reason = res.Remaining > 0, ReasonAllowed
 	if !res.Allowed {
-		res.Reason = ReasonDenied
-		res.RetryAfter = res.ResetAfter
+		res.Reason, res.RetryAfter = ReasonDenied, res.ResetAfter
 	}
 	return res, nil
 }
 
 // Reset clears identifier's window in bucket (one DEL of one key, never a
-// scan) and forgets this instance's block and lease. Other instances' local
-// caches keep refusing that identifier (or admitting from their lease) until
-// their cached window ends.
+// scan) and forgets this instance's block, lease and outage window. Other
+// instances' local caches keep refusing that identifier (or admitting from
+// their lease) until their cached window ends.
 func (l *Limiter) Reset(ctx context.Context, bucketName, identifier string) error {
 	_, key, err := l.prepare(bucketName, identifier)
 	if err != nil {
 		return err
 	}
 	l.cache.remove(key)
+	l.fallback.remove(key)
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
 	if err := l.client.Del(ctx, key).Err(); err != nil {
@@ -416,7 +501,7 @@ func (l *Limiter) prepare(bucketName, identifier string) (*bucket, string, error
 }
 
 // key is Prefix + "rl:{tier}:{bucket}:{<hash>}": the identifier appears only
-// as a truncated (optionally keyed) SHA-256, and the braces make it the hash
+// as a truncated HMAC-SHA-256 under HashKey, and the braces make it the hash
 // tag, so identifiers spread over cluster slots.
 func (l *Limiter) key(b *bucket, identifier string) string {
 	h := l.hashPool.Get().(hash.Hash)
@@ -435,12 +520,6 @@ func (l *Limiter) key(b *bucket, identifier string) string {
 	return sb.String()
 }
 
-func (l *Limiter) run(ctx context.Context, key string, q Quota, cost, want int) (reply, error) {
-	ctx, cancel := context.WithTimeout(ctx, l.timeout)
-	defer cancel()
-	return l.decide(ctx, key, q, cost, want)
-}
-
 func (l *Limiter) observe(d time.Duration, err error) {
 	obs := l.metrics.redisOK
 	if err != nil {
@@ -449,42 +528,98 @@ func (l *Limiter) observe(d time.Duration, err error) {
 	obs.Observe(d.Seconds())
 }
 
-func (b *bucket) result(rep reply) Result {
-	remaining := b.Limit - int(rep.used)
-	if remaining < 0 {
-		remaining = 0 // the limit was lowered under a live window
+// overloaded reports errors meaning this process, not Redis, had no room:
+// the batcher's queue or the client's connection pool was full.
+func overloaded(err error) bool {
+	return errors.Is(err, scriptbatch.ErrOverloaded) || errors.Is(err, redis.ErrPoolTimeout)
+}
+
+// failed decides a request Redis did not answer (n = 0: a Peek, nothing is
+// consumed or counted): overload refuses; a window the local cache knows is
+// spent stays refused; otherwise the bucket's failure mode decides.
+func (l *Limiter) failed(b *bucket, key string, n int, cause error) Result {
+	now := l.now()
+	if overloaded(cause) {
+		return l.refuse(b, ReasonOverloaded, n, cause, now, "overloaded")
 	}
+	known := l.cache.peek(key, now)
+	if now.Before(known.until) && known.tokens+known.remaining < max(n, 1) {
+		return b.local(ReasonBlockedLocally, known, n, now)
+	}
+	if b.Failure == FailureClosed {
+		return l.refuse(b, ReasonDegradedClosed, n, cause, now, "closed")
+	}
+	open := b.Failure == FailureOpen
 	res := b.base()
-	res.Allowed, res.Remaining = rep.allowed, remaining
-	res.Reset, res.ResetAfter = rep.now.Add(rep.ttl), rep.ttl
+	res.Reason, res.Err = ReasonDegradedLocal, cause
+	if open {
+		res.Reason = ReasonDegradedOpen
+	}
+	var w fallbackWindow
+	out := localAdmitted
+	if n == 0 {
+		w = l.fallback.peek(key, now)
+		if w.until.IsZero() {
+			w.until = now.Add(b.Period)
+		}
+		if w.used >= b.Limit {
+			out = localRefused
+		}
+	} else {
+		w, out = l.fallback.take(key, n, b.Quota, known, open, now)
+	}
+	action := "local-allowed"
+	switch {
+	case out == localFull && !open:
+		return l.refuse(b, ReasonDegradedClosed, n, cause, now, "closed-local-full")
+	case open:
+		action = "open"
+		res.Allowed = true
+	case out == localAdmitted:
+		res.Allowed = true
+	default:
+		action = "local-refused"
+	}
+	if out == localFull {
+		w = fallbackWindow{used: b.Limit, until: now.Add(b.Period)} // nothing known: report none left
+	}
+	res.Remaining = max(b.Limit-w.used, 0)
+	res.Reset, res.ResetAfter = w.until, w.until.Sub(now)
+	if !res.Allowed {
+		res.RetryAfter = res.ResetAfter
+		res.Remaining = min(res.Remaining, max(n-1, 0))
+	}
+	l.count(b, res.Reason, action, n, cause, now)
 	return res
 }
 
-// degraded applies the bucket's failure policy, counts and (throttled) logs.
-func (l *Limiter) degraded(b *bucket, n int, cause error) Result {
+// refuse is a 503 refusal: nothing is known of the window.
+func (l *Limiter) refuse(b *bucket, reason Reason, n int, cause error, now time.Time, action string) Result {
 	res := b.base()
-	res.Reason, res.Err = ReasonDegraded, cause
-	action := "open"
-	if b.FailClosed {
-		action = "closed"
-		res.RetryAfter, res.ResetAfter = l.degradedRA, l.degradedRA
-		b.m.degradedClosed.Inc()
-	} else {
-		res.Allowed = true
-		res.Remaining = max(b.Limit-n, 0)
-		res.ResetAfter = b.Period
-		b.m.degradedOpen.Inc()
+	res.Reason, res.Err = reason, cause
+	res.RetryAfter, res.ResetAfter = l.degradedRA, l.degradedRA
+	res.Reset = now.Add(res.ResetAfter)
+	l.count(b, reason, action, n, cause, now)
+	return res
+}
+
+// count records a failed or overloaded decision and logs it, throttled.
+func (l *Limiter) count(b *bucket, reason Reason, action string, n int, cause error, now time.Time) {
+	if n == 0 {
+		return // a Peek decides nothing
 	}
-	res.Reset = time.Now().Add(res.ResetAfter)
-	if n > 0 {
-		b.m.byReason[ReasonDegraded].Inc()
+	b.m.byReason[reason].Inc()
+	if reason != ReasonOverloaded {
+		b.m.degraded(action).Inc()
 	}
-	if suppressed, ok := l.logs.allow(time.Now()); ok {
-		l.logger.Warn("rate limit degraded: Redis unavailable",
-			"bucket", b.Bucket, "tier", b.Tier, "action", action,
+	if suppressed, ok := l.logs.allow(now); ok {
+		msg := "rate limit degraded: Redis unavailable"
+		if reason == ReasonOverloaded {
+			msg = "rate limit overloaded: decision queue full"
+		}
+		l.logger.Warn(msg, "bucket", b.Bucket, "tier", b.Tier, "action", action,
 			"error", cause.Error(), "suppressed", suppressed)
 	}
-	return res
 }
 
 // logThrottle lets one log line through per interval and counts the rest.

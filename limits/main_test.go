@@ -16,7 +16,13 @@ func (quietLogger) Printf(context.Context, string, ...interface{}) {}
 
 func TestMain(m *testing.M) {
 	redis.SetLogger(quietLogger{})
-	if os.Getenv(helperEnv) != "" {
+	switch os.Getenv(helperEnv) {
+	case "":
+	case helperServe:
+		os.Exit(serveMain())
+	case helperBurn:
+		os.Exit(burnMain())
+	default:
 		os.Exit(helperMain())
 	}
 	os.Exit(m.Run())

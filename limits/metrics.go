@@ -21,21 +21,32 @@ type metrics struct {
 // bucketMetrics are the children of one bucket, resolved once so the hot path
 // does no label hashing.
 type bucketMetrics struct {
-	byReason       map[Reason]prometheus.Counter
-	degradedOpen   prometheus.Counter
-	degradedClosed prometheus.Counter
-	cacheHits      prometheus.Counter
+	byReason  map[Reason]prometheus.Counter
+	byAction  map[string]prometheus.Counter
+	cacheHits prometheus.Counter
 }
+
+// degradedActions are the action label values of the degraded counter:
+// what a decision Redis did not answer did.
+var degradedActions = []string{
+	"local-allowed",     // the outage limiter admitted
+	"local-refused",     // the outage limiter refused (quota spent)
+	"closed",            // the bucket fails closed
+	"closed-local-full", // refused: no room in the outage limiter
+	"open",              // the bucket fails open: admitted
+}
+
+func (b *bucketMetrics) degraded(action string) prometheus.Counter { return b.byAction[action] }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jobworker_ratelimit_decisions_total",
-			Help: "Rate-limit decisions by bucket, tier and reason (allowed, allowed-locally, denied, blocked-locally, degraded).",
+			Help: "Rate-limit decisions by bucket, tier and reason (allowed, allowed-locally, denied, blocked-locally, degraded-local, degraded-closed, degraded-open, overloaded).",
 		}, []string{"bucket", "tier", "reason"}),
 		degraded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jobworker_ratelimit_degraded_total",
-			Help: "Decisions taken without Redis (error or deadline), by bucket, tier and action (open admits, closed denies).",
+			Help: "Decisions Redis did not answer (error or deadline), by bucket, tier and action (local-allowed, local-refused, closed, closed-local-full, open).",
 		}, []string{"bucket", "tier", "action"}),
 		cacheHits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jobworker_ratelimit_local_cache_hits_total",
@@ -65,12 +76,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) forBucket(p Policy) *bucketMetrics {
-	b := &bucketMetrics{byReason: map[Reason]prometheus.Counter{}}
-	for _, r := range []Reason{ReasonAllowed, ReasonAllowedLocally, ReasonDenied, ReasonBlockedLocally, ReasonDegraded} {
+	b := &bucketMetrics{byReason: map[Reason]prometheus.Counter{}, byAction: map[string]prometheus.Counter{}}
+	for _, r := range reasons {
 		b.byReason[r] = m.decisions.WithLabelValues(p.Bucket, p.Tier, string(r))
 	}
-	b.degradedOpen = m.degraded.WithLabelValues(p.Bucket, p.Tier, "open")
-	b.degradedClosed = m.degraded.WithLabelValues(p.Bucket, p.Tier, "closed")
+	for _, a := range degradedActions {
+		b.byAction[a] = m.degraded.WithLabelValues(p.Bucket, p.Tier, a)
+	}
 	b.cacheHits = m.cacheHits.WithLabelValues(p.Bucket, p.Tier)
 	return b
+}
+
+// reasons are every Reason, the reason label values of the decisions counter.
+var reasons = []Reason{
+	ReasonAllowed, ReasonAllowedLocally, ReasonDenied, ReasonBlockedLocally,
+	ReasonDegradedLocal, ReasonDegradedClosed, ReasonDegradedOpen, ReasonOverloaded,
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
@@ -45,8 +44,9 @@ type MiddlewareConfig struct {
 	// altogether. The identifier is hashed before it reaches Redis.
 	IdentifierExtractor func(c echo.Context) (string, error)
 	// DenyHandler answers a refused request; the rate-limit headers are
-	// already set. Defaults to DefaultDenyHandler: 429 (503 for a fail-closed
-	// degraded decision) with Retry-After and a problem+json body.
+	// already set. Defaults to DefaultDenyHandler: 429 (503 when Redis could
+	// not decide or the limiter is overloaded) with Retry-After and a
+	// problem+json body.
 	DenyHandler func(c echo.Context, res Result) error
 	// ErrorHandler answers when no identity can be found or the limiter
 	// reports misuse (unknown bucket). Defaults to a 500 problem+json.
@@ -84,13 +84,13 @@ func (config MiddlewareConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
 		config.ErrorHandler = DefaultMiddlewareConfig.ErrorHandler
 	}
 	if config.Limiter == nil {
-		return nil, fmt.Errorf("%w: middleware needs a Limiter", ErrInvalidConfig)
+		return nil, configErr("Limiter", "", "the middleware needs a Limiter")
 	}
 	if _, ok := config.Limiter.Policy(config.Bucket); !ok {
-		return nil, fmt.Errorf("%w: middleware bucket %q is not configured", ErrInvalidConfig, config.Bucket)
+		return nil, configErr("Bucket", config.Bucket, "middleware bucket %q is not configured", config.Bucket)
 	}
 	if config.IdentifierExtractor == nil && config.IPExtractor == nil {
-		return nil, fmt.Errorf("%w: middleware needs an IPExtractor (no default: say how clients reach the service)", ErrInvalidConfig)
+		return nil, configErr("IPExtractor", "", "the middleware needs an IPExtractor (no default: say how clients reach the service)")
 	}
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
@@ -150,15 +150,18 @@ type quotaProblem struct {
 }
 
 // DefaultDenyHandler answers 429 Too Many Requests with a quota-exceeded
-// problem, or 503 Service Unavailable with a temporary-reduced-capacity
-// problem when the refusal is a fail-closed degraded decision (the client did
-// nothing wrong; Redis is unavailable). The headers, including Retry-After,
-// are already set.
+// problem when the client used its quota (ReasonDenied, ReasonBlockedLocally,
+// and the outage limiter's ReasonDegradedLocal), or 503 Service Unavailable
+// with a temporary-reduced-capacity problem when this service could not
+// decide (ReasonDegradedClosed: Redis unavailable; ReasonOverloaded: too
+// many decisions waiting): the client did nothing wrong and should come
+// back after Retry-After. The headers, including Retry-After, are already
+// set.
 func DefaultDenyHandler(c echo.Context, res Result) error {
 	p := quotaProblem{Details: problem.New(http.StatusTooManyRequests, "rate limit exceeded; retry after the Retry-After delay")}
 	p.Type = ProblemQuotaExceeded
 	p.ViolatedPolicies = []string{res.Bucket}
-	if res.Reason == ReasonDegraded {
+	if res.Reason.Unavailable() {
 		p = quotaProblem{Details: problem.New(http.StatusServiceUnavailable, "rate limiting is temporarily unavailable; retry after the Retry-After delay")}
 		p.Type = ProblemReducedCapacity
 	}

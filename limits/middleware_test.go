@@ -1,11 +1,13 @@
 package limits
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strconv"
 	"testing"
 	"time"
@@ -187,7 +189,7 @@ func TestMiddlewarePassesAgainAfterWindow(t *testing.T) {
 	if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") != "1" {
 		t.Fatalf("second: %d Retry-After %q", rec.Code, rec.Header().Get("Retry-After"))
 	}
-	<-time.After(time.Second) // the Retry-After the client was given
+	endWindow(t, b, "auth:otp", IPIdentity(netip.MustParseAddr("203.0.113.7")), time.Second) // the Retry-After the client was given
 	if rec := serve(e, "203.0.113.7:1", nil); rec.Code != http.StatusOK {
 		t.Fatalf("after the window: %d", rec.Code)
 	}
@@ -255,37 +257,147 @@ func TestMiddlewareUserIDIsTheIdentity(t *testing.T) {
 	}
 }
 
-func TestMiddlewareDegraded(t *testing.T) {
+// TestMiddlewareHeadersGoldenEveryMode drives a real limiter into each way
+// a decision can be reached and checks the whole answer: status, every
+// rate-limit header and the problem type. A refusal never reports quota
+// remaining; local decisions report what this instance knows (the fake
+// clock stands at 1767225600, so their Reset is exact); 503s carry the
+// Retry-After of a temporary condition. Redis decisions carry the server's
+// clock, so their X-RateLimit-Reset is checked against a range.
+func TestMiddlewareHeadersGoldenEveryMode(t *testing.T) {
 	t.Parallel()
+	const ip = "203.0.113.7:1"
+	nth := func(n int) func(t *testing.T, b *testBundle, e *echo.Echo) *httptest.ResponseRecorder {
+		return func(t *testing.T, b *testBundle, e *echo.Echo) *httptest.ResponseRecorder {
+			var rec *httptest.ResponseRecorder
+			for range n {
+				rec = serve(e, ip, nil)
+			}
+			return rec
+		}
+	}
+	stopped := func(n int) func(t *testing.T, b *testBundle, e *echo.Echo) *httptest.ResponseRecorder {
+		return func(t *testing.T, b *testBundle, e *echo.Echo) *httptest.ResponseRecorder {
+			b.srv.Stop()
+			return nth(n)(t, b, e)
+		}
+	}
 	for _, tc := range []struct {
-		name       string
-		failClosed []string
-		expect     int
+		name    string
+		mutate  func(*Config)
+		drive   func(t *testing.T, b *testBundle, e *echo.Echo) *httptest.ResponseRecorder
+		code    int
+		problem string            // problem type; "" = no problem body
+		expect  map[string]string // "" = absent; X-RateLimit-Reset absent from the map = a Redis-clock range check
 	}{
-		{"fails open by default", nil, http.StatusOK},
-		{"strict configured to fail closed", []string{TierStrict}, http.StatusServiceUnavailable},
+		{"allowed", nil, nth(1), http.StatusOK, "", map[string]string{
+			"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "9", "RateLimit-Policy": `"tips:quick";q=10;w=60`,
+			"RateLimit": `"tips:quick";r=9;t=60`, "Retry-After": "",
+		}},
+		{"denied", func(c *Config) { c.LocalCacheSize = -1 }, nth(11), http.StatusTooManyRequests, ProblemQuotaExceeded, map[string]string{
+			"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "0", "RateLimit-Policy": `"tips:quick";q=10;w=60`,
+			"RateLimit": `"tips:quick";r=0;t=60`, "Retry-After": "60",
+		}},
+		{"allowed-locally", func(c *Config) { c.Leases = map[string]int{TierStrict: 4} }, nth(3), http.StatusOK, "", map[string]string{
+			"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "7", "RateLimit": `"tips:quick";r=7;t=60`, "Retry-After": "",
+		}},
+		{"blocked-locally", nil, nth(12), http.StatusTooManyRequests, ProblemQuotaExceeded, map[string]string{
+			"X-RateLimit-Remaining": "0", "RateLimit": `"tips:quick";r=0;t=60`, "Retry-After": "60",
+		}},
+		{"degraded-local, allowed", func(c *Config) { c.Failure = map[string]FailureMode{TierStrict: FailureLocal} }, stopped(1), http.StatusOK, "", map[string]string{
+			"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "9", "X-RateLimit-Reset": "1767225660",
+			"RateLimit-Policy": `"tips:quick";q=10;w=60`, "RateLimit": `"tips:quick";r=9;t=60`, "Retry-After": "",
+		}},
+		{"degraded-local, refused", func(c *Config) {
+			c.Failure = map[string]FailureMode{TierStrict: FailureLocal}
+			c.Overrides = map[string]Quota{"tips:quick": PerMinute(2)}
+		}, stopped(3), http.StatusTooManyRequests, ProblemQuotaExceeded, map[string]string{
+			"X-RateLimit-Limit": "2", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1767225660",
+			"RateLimit-Policy": `"tips:quick";q=2;w=60`, "RateLimit": `"tips:quick";r=0;t=60`, "Retry-After": "60",
+		}},
+		{"degraded-closed (strict by default)", nil, stopped(1), http.StatusServiceUnavailable, ProblemReducedCapacity, map[string]string{
+			"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1767225601",
+			"RateLimit-Policy": `"tips:quick";q=10;w=60`, "RateLimit": `"tips:quick";r=0;t=1`, "Retry-After": "1",
+		}},
+		{"degraded-open (explicit)", func(c *Config) { c.Failure = map[string]FailureMode{"tips:quick": FailureOpen} }, stopped(11), http.StatusOK, "", map[string]string{
+			"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1767225660", "RateLimit": `"tips:quick";r=0;t=60`, "Retry-After": "",
+		}},
+		{"overloaded", func(c *Config) { c.MaxInFlight, c.MaxQueue = 1, 1 }, overload, http.StatusServiceUnavailable, ProblemReducedCapacity, map[string]string{
+			"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1767225601",
+			"RateLimit": `"tips:quick";r=0;t=1`, "Retry-After": "1",
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			b := setup(t, func(c *Config) { c.FailClosed = tc.failClosed })
+			b := setup(t, tc.mutate)
 			e := newEcho(t, MiddlewareConfig{Limiter: b.l, Bucket: "tips:quick", IPExtractor: direct(t)})
-			b.srv.Stop()
-			rec := serve(e, "203.0.113.7:1", nil)
-			if rec.Code != tc.expect {
-				t.Fatalf("code %d, want %d", rec.Code, tc.expect)
+			before := time.Now().Unix()
+			rec := tc.drive(t, b, e)
+			after := time.Now().Unix()
+			if rec.Code != tc.code {
+				t.Fatalf("code %d, want %d (%s)", rec.Code, tc.code, rec.Body)
 			}
-			if rec.Header().Get("X-RateLimit-Limit") != "10" {
-				t.Fatalf("headers missing on degraded answer: %v", rec.Header())
-			}
-			if tc.expect == http.StatusServiceUnavailable {
-				var body map[string]any
-				_ = json.Unmarshal(rec.Body.Bytes(), &body)
-				if rec.Header().Get("Retry-After") != "1" || body["type"] != ProblemReducedCapacity {
-					t.Fatalf("503: Retry-After %q body %s", rec.Header().Get("Retry-After"), rec.Body)
+			h := rec.Header()
+			for k, v := range tc.expect {
+				if got := h.Get(k); got != v {
+					t.Errorf("%s = %q, want %q", k, got, v)
 				}
+			}
+			if _, exact := tc.expect["X-RateLimit-Reset"]; !exact {
+				reset, err := strconv.ParseInt(h.Get("X-RateLimit-Reset"), 10, 64)
+				if err != nil || reset < before+59 || reset > after+61 {
+					t.Errorf("X-RateLimit-Reset = %q: want Redis time + 60 s, in [%d, %d]", h.Get("X-RateLimit-Reset"), before+59, after+61)
+				}
+			}
+			var body map[string]any
+			_ = json.Unmarshal(rec.Body.Bytes(), &body)
+			if tc.problem != "" && (body["type"] != tc.problem || h.Get("Content-Type") != "application/problem+json") {
+				t.Errorf("problem %v, want type %s", body, tc.problem)
 			}
 		})
 	}
+}
+
+// overload holds the only round trip in a gated client, so that of ten
+// concurrent requests one queues (MaxQueue 1) and nine are shed; it returns
+// one of the nine.
+func overload(t *testing.T, b *testBundle, e *echo.Echo) *httptest.ResponseRecorder {
+	t.Helper()
+	// Load the script first: the held round trip is then one EVALSHA.
+	if err := window.Load(context.Background(), b.rdb).Err(); err != nil {
+		t.Fatal(err)
+	}
+	b.gate.hold.Store(true)
+	first := make(chan *httptest.ResponseRecorder, 1)
+	go func() { first <- serve(e, "198.51.100.1:1", nil) }()
+	<-b.gate.entered
+	const n = 10
+	recs := make(chan *httptest.ResponseRecorder, n)
+	for i := range n {
+		go func() { recs <- serve(e, "198.51.100."+strconv.Itoa(10+i)+":1", nil) }()
+	}
+	var shed *httptest.ResponseRecorder
+	for range n - 1 {
+		if rec := <-recs; rec.Code != http.StatusServiceUnavailable {
+			t.Fatalf("a request answered %d while the queue was full", rec.Code)
+		} else {
+			shed = rec
+		}
+	}
+	close(b.gate.release)
+	if rec := <-first; rec.Code != http.StatusOK {
+		t.Fatalf("the request holding the slot: %d", rec.Code)
+	}
+	if rec := <-recs; rec.Code != http.StatusOK {
+		t.Fatalf("the queued request: %d", rec.Code)
+	}
+	if got := b.metric(t, "jobworker_ratelimit_decisions_total", map[string]string{"bucket": "tips:quick", "reason": "overloaded"}); got != n-1 {
+		t.Fatalf("overloaded decisions metric = %v, want %d", got, n-1)
+	}
+	if keys := allKeys(t, b.rdb); len(keys) != 2 {
+		t.Fatalf("%d counters in Redis, want 2: a shed request reached Redis", len(keys))
+	}
+	return shed
 }
 
 func TestMiddlewareHeadersOnEveryResponse(t *testing.T) {
@@ -332,19 +444,21 @@ func TestMiddlewareErrors(t *testing.T) {
 
 func TestMiddlewareConfigValidation(t *testing.T) {
 	t.Parallel()
-	l, err := New(Config{Client: &countingClient{}})
+	l, err := New(Config{Client: &countingClient{}, HashKey: testHashKey})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
-		name string
-		cfg  MiddlewareConfig
+		name  string
+		cfg   MiddlewareConfig
+		field string
 	}{
-		{"no limiter", MiddlewareConfig{IPExtractor: direct(t)}},
-		{"no identity source", MiddlewareConfig{Limiter: l}},
-		{"unknown bucket", MiddlewareConfig{Limiter: l, Bucket: "nope", IPExtractor: direct(t)}},
+		{"no limiter", MiddlewareConfig{IPExtractor: direct(t)}, "Limiter"},
+		{"no identity source", MiddlewareConfig{Limiter: l}, "IPExtractor"},
+		{"unknown bucket", MiddlewareConfig{Limiter: l, Bucket: "nope", IPExtractor: direct(t)}, "Bucket"},
 	} {
-		if _, err := tc.cfg.ToMiddleware(); !errors.Is(err, ErrInvalidConfig) {
+		var ce *ConfigError
+		if _, err := tc.cfg.ToMiddleware(); !errors.Is(err, ErrInvalidConfig) || !errors.As(err, &ce) || ce.Field != tc.field {
 			t.Errorf("%s: %v", tc.name, err)
 		}
 	}

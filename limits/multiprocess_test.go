@@ -176,6 +176,7 @@ func helperMain() int {
 	defer rdb.Close()
 	cfg := Config{
 		Client:         rdb,
+		HashKey:        testHashKey,
 		Overrides:      map[string]Quota{DefaultBucket: {Limit: mpLimit, Period: mpPeriod}},
 		Timeout:        2 * time.Second, // a degraded decision would not prove anything here
 		LocalCacheSize: -1,              // every attempt goes to Redis: maximum contention
@@ -204,7 +205,7 @@ func helperMain() int {
 			defer wg.Done()
 			for time.Now().Before(deadline) {
 				res, err := l.Allow(context.Background(), DefaultBucket, "ip:192.0.2.1")
-				if err == nil && res.Reason == ReasonDegraded {
+				if err == nil && (res.Reason.Degraded() || res.Reason == ReasonOverloaded) {
 					err = res.Err
 				}
 				mu.Lock()

@@ -1,6 +1,7 @@
 package limits
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -78,13 +79,44 @@ func DefaultBuckets() map[string]string {
 	}
 }
 
+// FailureMode is what a bucket's decisions do while Redis cannot answer
+// them (see "Degraded mode" in the package doc).
+type FailureMode string
+
+const (
+	// FailureLocal: during an outage, a bounded limiter in this instance's
+	// memory decides: at most Limit per instance and window, so at most
+	// Limit × instances in all. The default of every tier but strict.
+	FailureLocal FailureMode = "local"
+	// FailureClosed: refuse (503 with Retry-After). The default of the
+	// strict tier, whose routes (logins, one-time codes, tips) are the ones
+	// an attacker would hammer while the limiter is blind.
+	FailureClosed FailureMode = "closed"
+	// FailureOpen: admit every request, with no limit at all, while Redis
+	// cannot answer. Only on explicit request.
+	FailureOpen FailureMode = "open"
+)
+
+func (m FailureMode) valid() bool {
+	return m == FailureLocal || m == FailureClosed || m == FailureOpen
+}
+
+// defaultFailure is the mode of a bucket of tier when the config names
+// neither.
+func defaultFailure(tier string) FailureMode {
+	if tier == TierStrict {
+		return FailureClosed
+	}
+	return FailureLocal
+}
+
 // Policy is the resolved rule of one bucket.
 type Policy struct {
 	Bucket string
 	Tier   string
 	Quota
-	// FailClosed: when Redis cannot answer, deny instead of admitting.
-	FailClosed bool
+	// Failure is what the bucket's decisions do while Redis cannot answer.
+	Failure FailureMode
 	// Lease is the most requests of one identifier's window this instance
 	// may hold taken ahead of need; 0 asks Redis for every admission.
 	Lease int
@@ -93,34 +125,36 @@ type Policy struct {
 // ParseOverrides reads per-bucket quotas in the env form
 // "bucket=limit/period,…", e.g. "tips:quick=5/1m,streams:status=300/1m".
 // The period is a Go duration ("30s", "1m", "1h30m") or a bare unit ("s",
-// "m", "h") meaning one of it. An empty string yields an empty map.
-// Proposed variable: RATE_LIMIT_OVERRIDES.
+// "m", "h") meaning one of it. An empty string yields an empty map. Errors
+// are *ConfigError with Field "Overrides". Proposed variable:
+// RATE_LIMIT_OVERRIDES.
 func ParseOverrides(s string) (map[string]Quota, error) {
+	const field = "Overrides"
 	out := map[string]Quota{}
 	for _, item := range splitList(s) {
 		bucket, spec, ok := strings.Cut(item, "=")
 		bucket, spec = strings.TrimSpace(bucket), strings.TrimSpace(spec)
 		if !ok || bucket == "" {
-			return nil, fmt.Errorf("limits: override %q: want bucket=limit/period", item)
+			return nil, configErr(field, item, "%q: want bucket=limit/period", item)
 		}
 		if _, dup := out[bucket]; dup {
-			return nil, fmt.Errorf("limits: override for bucket %q given twice", bucket)
+			return nil, configErr(field, bucket, "bucket %q given twice", bucket)
 		}
 		n, per, ok := strings.Cut(spec, "/")
 		if !ok {
-			return nil, fmt.Errorf("limits: override %q: want bucket=limit/period", item)
+			return nil, configErr(field, bucket, "%q: want bucket=limit/period", item)
 		}
 		limit, err := strconv.Atoi(strings.TrimSpace(n))
 		if err != nil {
-			return nil, fmt.Errorf("limits: override %q: limit: %w", item, err)
+			return nil, configErr(field, bucket, "%q: limit %q is not a whole number", item, strings.TrimSpace(n))
 		}
 		period, err := parsePeriod(strings.TrimSpace(per))
 		if err != nil {
-			return nil, fmt.Errorf("limits: override %q: period: %w", item, err)
+			return nil, configErr(field, bucket, "%q: period: %w", item, err)
 		}
 		q := Quota{Limit: limit, Period: period}
 		if err := q.validate(); err != nil {
-			return nil, fmt.Errorf("limits: override %q: %w", item, err)
+			return nil, configErr(field, bucket, "%q: %w", item, err)
 		}
 		out[bucket] = q
 	}
@@ -141,33 +175,68 @@ func parsePeriod(s string) (time.Duration, error) {
 
 // ParseLeases reads per-tier and/or per-bucket leases in the env form
 // "name=requests,…", e.g. "generous=12,streams:status=20" (see
-// Config.Leases). An empty string yields an empty map. Proposed variable:
-// RATE_LIMIT_LEASES.
+// Config.Leases). An empty string yields an empty map. Errors are
+// *ConfigError with Field "Leases". Proposed variable: RATE_LIMIT_LEASES.
 func ParseLeases(s string) (map[string]int, error) {
+	const field = "Leases"
 	out := map[string]int{}
 	for _, item := range splitList(s) {
 		name, v, ok := strings.Cut(item, "=")
 		name = strings.TrimSpace(name)
 		if !ok || name == "" {
-			return nil, fmt.Errorf("limits: lease %q: want name=requests", item)
+			return nil, configErr(field, item, "%q: want name=requests", item)
 		}
 		if _, dup := out[name]; dup {
-			return nil, fmt.Errorf("limits: lease for %q given twice", name)
+			return nil, configErr(field, name, "%q given twice", name)
 		}
 		n, err := strconv.Atoi(strings.TrimSpace(v))
 		if err != nil || n < 0 {
-			return nil, fmt.Errorf("limits: lease %q: want a whole number of requests ≥ 0", item)
+			return nil, configErr(field, name, "%q: want a whole number of requests ≥ 0", item)
 		}
 		out[name] = n
 	}
 	return out, nil
 }
 
+// ParseFailure reads per-tier and/or per-bucket failure modes in the env
+// form "name=mode,…" with modes local, closed and open, e.g.
+// "strict=local,auth:otp=closed" (see Config.Failure). An empty string
+// yields an empty map. Errors are *ConfigError with Field "Failure".
+// Proposed variable: RATE_LIMIT_FAILURE.
+func ParseFailure(s string) (map[string]FailureMode, error) {
+	const field = "Failure"
+	out := map[string]FailureMode{}
+	for _, item := range splitList(s) {
+		name, v, ok := strings.Cut(item, "=")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" {
+			return nil, configErr(field, item, "%q: want name=mode", item)
+		}
+		if _, dup := out[name]; dup {
+			return nil, configErr(field, name, "%q given twice", name)
+		}
+		m := FailureMode(strings.ToLower(strings.TrimSpace(v)))
+		if !m.valid() {
+			return nil, configErr(field, name, "%q: mode must be local, closed or open", item)
+		}
+		out[name] = m
+	}
+	return out, nil
+}
+
 // ParseFailClosed reads a comma-separated list of tier and/or bucket names
-// whose decisions fail closed when Redis is unavailable, e.g. "strict" or
-// "auth:otp,auth:login". Proposed variable: RATE_LIMIT_FAIL_CLOSED.
-func ParseFailClosed(s string) []string {
-	return splitList(s)
+// whose decisions fail closed when Redis is unavailable, e.g.
+// "moderate,streams:status": the shorthand for name=closed in ParseFailure.
+// Errors are *ConfigError with Field FieldFailClosed. Proposed variable:
+// RATE_LIMIT_FAIL_CLOSED.
+func ParseFailClosed(s string) ([]string, error) {
+	names := splitList(s)
+	for _, n := range names {
+		if err := validName(n); err != nil {
+			return nil, configErr(FieldFailClosed, n, "%q: %w", n, err)
+		}
+	}
+	return names, nil
 }
 
 func splitList(s string) []string {
@@ -180,70 +249,85 @@ func splitList(s string) []string {
 	return out
 }
 
-// resolvePolicies turns the config's data into one Policy per bucket.
-func resolvePolicies(tiers map[string]Quota, buckets map[string]string, overrides map[string]Quota, failClosed []string, leases map[string]int) (map[string]Policy, error) {
-	for name, q := range tiers {
+// resolvePolicies turns the config's data into one Policy per bucket. It
+// walks every map in sorted order, so the error reported is always the same.
+func resolvePolicies(tiers map[string]Quota, buckets map[string]string, overrides map[string]Quota, failure map[string]FailureMode, leases map[string]int) (map[string]Policy, error) {
+	for _, name := range sortedKeys(tiers) {
 		if err := validName(name); err != nil {
-			return nil, fmt.Errorf("tier %q: %w", name, err)
+			return nil, configErr("Tiers", name, "tier %q: %w", name, err)
 		}
-		if err := q.validate(); err != nil {
-			return nil, fmt.Errorf("tier %q: %w", name, err)
+		if err := tiers[name].validate(); err != nil {
+			return nil, configErr("Tiers", name, "tier %q: %w", name, err)
 		}
 	}
-	closed := map[string]bool{}
-	for _, n := range failClosed {
+	known := func(n string) bool {
 		_, isTier := tiers[n]
 		_, isBucket := buckets[n]
-		if !isTier && !isBucket {
-			return nil, fmt.Errorf("fail-closed name %q is neither a tier nor a bucket", n)
-		}
-		closed[n] = true
+		return isTier || isBucket
 	}
-	for n, v := range leases {
-		_, isTier := tiers[n]
-		_, isBucket := buckets[n]
-		if !isTier && !isBucket {
-			return nil, fmt.Errorf("lease name %q is neither a tier nor a bucket", n)
+	for _, n := range sortedKeys(failure) {
+		if !known(n) {
+			return nil, configErr("Failure", n, "%q is neither a tier nor a bucket", n)
 		}
-		if v < 0 {
-			return nil, fmt.Errorf("lease %q: %d must not be negative", n, v)
+		if m := failure[n]; !m.valid() {
+			return nil, configErr("Failure", n, "%q: mode %q must be local, closed or open", n, m)
+		}
+	}
+	for _, n := range sortedKeys(leases) {
+		if !known(n) {
+			return nil, configErr("Leases", n, "%q is neither a tier nor a bucket", n)
+		}
+		if leases[n] < 0 {
+			return nil, configErr("Leases", n, "lease %d for %q must not be negative", leases[n], n)
+		}
+	}
+	for _, bucket := range sortedKeys(overrides) {
+		if _, ok := buckets[bucket]; !ok {
+			return nil, configErr("Overrides", bucket, "unknown bucket %q", bucket)
+		}
+		if err := overrides[bucket].validate(); err != nil {
+			return nil, configErr("Overrides", bucket, "bucket %q: %w", bucket, err)
 		}
 	}
 	out := make(map[string]Policy, len(buckets))
-	for bucket, tier := range buckets {
+	for _, bucket := range sortedKeys(buckets) {
+		tier := buckets[bucket]
 		if err := validName(bucket); err != nil {
-			return nil, fmt.Errorf("bucket %q: %w", bucket, err)
+			return nil, configErr("Buckets", bucket, "bucket %q: %w", bucket, err)
 		}
 		q, ok := tiers[tier]
 		if !ok {
-			return nil, fmt.Errorf("bucket %q: unknown tier %q", bucket, tier)
+			return nil, configErr("Buckets", bucket, "bucket %q: unknown tier %q", bucket, tier)
 		}
 		if o, ok := overrides[bucket]; ok {
 			q = o
 		}
+		leaseFrom := bucket
 		lease, ok := leases[bucket]
 		if !ok {
-			lease = leases[tier]
+			leaseFrom, lease = tier, leases[tier]
 		}
 		if lease > q.Limit {
-			return nil, fmt.Errorf("bucket %q: lease %d exceeds its limit %d", bucket, lease, q.Limit)
+			return nil, configErr("Leases", leaseFrom, "lease %d for %q exceeds the limit %d of bucket %q", lease, leaseFrom, q.Limit, bucket)
 		}
-		out[bucket] = Policy{Bucket: bucket, Tier: tier, Quota: q, FailClosed: closed[tier] || closed[bucket], Lease: lease}
-	}
-	var unknown []string
-	for bucket, q := range overrides {
-		if _, ok := buckets[bucket]; !ok {
-			unknown = append(unknown, bucket)
+		mode, ok := failure[bucket]
+		if !ok {
+			if mode, ok = failure[tier]; !ok {
+				mode = defaultFailure(tier)
+			}
 		}
-		if err := q.validate(); err != nil {
-			return nil, fmt.Errorf("override %q: %w", bucket, err)
-		}
-	}
-	if len(unknown) > 0 {
-		sort.Strings(unknown)
-		return nil, fmt.Errorf("overrides for unknown buckets %q", unknown)
+		out[bucket] = Policy{Bucket: bucket, Tier: tier, Quota: q, Failure: mode, Lease: lease}
 	}
 	return out, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // validName keeps names usable in Redis keys, metric labels and the
@@ -251,7 +335,7 @@ func resolvePolicies(tiers map[string]Quota, buckets map[string]string, override
 // change the key's hash tag), no quotes or backslashes.
 func validName(s string) error {
 	if s == "" {
-		return fmt.Errorf("empty name")
+		return errors.New("empty name")
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]

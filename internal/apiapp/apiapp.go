@@ -95,7 +95,7 @@ func wire(p *process.Process, cfg config.API, deps Deps) error {
 		Prefix:     cfg.KeyPrefix,
 		Buckets:    buckets,
 		Overrides:  cfg.RateLimit.Overrides,
-		FailClosed: cfg.RateLimit.FailClosed,
+		Failure:    cfg.RateLimit.Failure,
 		Leases:     cfg.RateLimit.Leases,
 		Timeout:    cfg.RateLimit.RedisTimeout,
 		HashKey:    cfg.RateLimit.HashKey,

@@ -1,8 +1,9 @@
 package config
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -72,20 +73,41 @@ type RateLimit struct {
 	// Overrides replaces single buckets' quotas (RATE_LIMIT_OVERRIDES,
 	// "bucket=limit/period,…"). Defaults to none.
 	Overrides map[string]limits.Quota
-	// FailClosed lists tiers or buckets refused while Redis is down
-	// (RATE_LIMIT_FAIL_CLOSED, comma-separated). Defaults to none: fail open.
-	FailClosed []string
+	// Failure says what tiers or buckets do while Redis cannot answer:
+	// RATE_LIMIT_FAILURE ("name=local|closed|open,…") and the shorthand
+	// RATE_LIMIT_FAIL_CLOSED ("name,…" = closed), see
+	// limits.Config.Failure. Defaults to the library's: strict fails
+	// closed, every other tier falls back to a bounded per-instance limiter.
+	Failure map[string]limits.FailureMode
 	// Leases lets an instance take requests of busy identifiers ahead, per
 	// tier or bucket (RATE_LIMIT_LEASES, "name=requests,…", see
 	// limits.Config.Leases). Defaults to none: every admission asks Redis.
 	Leases map[string]int
-	// RedisTimeout is the deadline of one limiter round trip
-	// (RATE_LIMIT_REDIS_TIMEOUT). Defaults to 50ms.
+	// RedisTimeout is the deadline of one limiter round trip, from when it
+	// is sent (RATE_LIMIT_REDIS_TIMEOUT); past it the bucket's failure mode
+	// decides. Defaults to 50ms.
 	RedisTimeout time.Duration
-	// HashKey keys the identifier hash in rate-limit keys
-	// (RATE_LIMIT_HASH_KEY), so keys cannot be reversed to IPs by trying
-	// them all. Optional; every instance must share it.
+	// HashKey keys the identifier hash in rate-limit keys, so keys cannot
+	// be reversed to IPs by hashing guesses: RATE_LIMIT_HASH_KEY (at least
+	// 16 bytes) when set, else derived from QSTASH_TOKEN, which every api
+	// instance already shares (HMAC-SHA-256 under a label of its own, so
+	// the token itself is never the key). Always set.
 	HashKey []byte
+	// HashKeyDerived reports that HashKey was derived from QSTASH_TOKEN:
+	// rotating the token then starts every rate-limit window afresh once.
+	HashKeyDerived bool
+}
+
+// hashKeyLabel separates the rate-limit key derived from QSTASH_TOKEN from
+// any other use of the token.
+const hashKeyLabel = "jobworker rate-limit identifier hash key v1"
+
+// deriveHashKey is HMAC-SHA-256(token, label): a key only holders of the
+// token can compute, that reveals nothing about it.
+func deriveHashKey(token string) []byte {
+	m := hmac.New(sha256.New, []byte(token))
+	m.Write([]byte(hashKeyLabel))
+	return m.Sum(nil)
 }
 
 // LoadAPI reads the API configuration.
@@ -99,7 +121,7 @@ func LoadAPI(getenv Getenv) (API, error) {
 	cfg.DatabaseMigrate = r.boolean("DATABASE_MIGRATE")
 	cfg.Auth = r.auth()
 	cfg.TipMaxAmount = r.tipMax("TIP_MAX_AMOUNT")
-	cfg.RateLimit = r.rateLimit()
+	cfg.RateLimit = r.rateLimit(cfg.QStashToken)
 	cfg.IdempotencyResultTTL = r.ttl("IDEMPOTENCY_RESULT_TTL", idempotency.DefaultResultTTL)
 	cfg.CacheRedisTimeout = r.duration("CACHE_REDIS_TIMEOUT", 100*time.Millisecond)
 	cfg.CacheStatusTTL = r.duration("CACHE_STATUS_TTL", 10*time.Second)
@@ -165,7 +187,34 @@ func (r *reader) ttl(name string, def time.Duration) time.Duration {
 	return d
 }
 
-func (r *reader) rateLimit() RateLimit {
+// Rate-limit variables, by the limits.ConfigError field they set.
+var rateLimitVars = map[string]string{
+	limits.FieldIPSource:       "RATE_LIMIT_IP_SOURCE",
+	limits.FieldTrustedProxies: "RATE_LIMIT_TRUSTED_PROXIES",
+	"Overrides":                "RATE_LIMIT_OVERRIDES",
+	"Leases":                   "RATE_LIMIT_LEASES",
+	"Failure":                  "RATE_LIMIT_FAILURE",
+	limits.FieldFailClosed:     "RATE_LIMIT_FAIL_CLOSED",
+	"Timeout":                  "RATE_LIMIT_REDIS_TIMEOUT",
+	"HashKey":                  "RATE_LIMIT_HASH_KEY",
+}
+
+// limitsErr reports a limits configuration error under the variable that
+// set the field at fault (fallback when the error names no known field).
+func (r *reader) limitsErr(err error, fallback string) {
+	var ce *limits.ConfigError
+	if !errors.As(err, &ce) {
+		r.fail(fallback, "%s", oneLine(err.Error()))
+		return
+	}
+	name, ok := rateLimitVars[ce.Field]
+	if !ok {
+		name = fallback
+	}
+	r.fail(name, "%s", oneLine(ce.Reason))
+}
+
+func (r *reader) rateLimit(qstashToken string) RateLimit {
 	var rl RateLimit
 	mode := strings.TrimSpace(r.getenv("RATE_LIMIT_IP_SOURCE"))
 	if mode == "" {
@@ -173,99 +222,85 @@ func (r *reader) rateLimit() RateLimit {
 	} else {
 		x, err := limits.ParseIPSource(mode, r.getenv("RATE_LIMIT_TRUSTED_PROXIES"))
 		if err != nil {
-			name := "RATE_LIMIT_IP_SOURCE"
-			if errors.Is(err, limits.ErrTrustedProxies) {
-				name = "RATE_LIMIT_TRUSTED_PROXIES"
-			}
-			r.fail(name, "%s", oneLine(trimLimits(err)))
+			r.limitsErr(err, "RATE_LIMIT_IP_SOURCE")
 		}
 		rl.IPExtractor = x
 	}
 	ov, err := limits.ParseOverrides(r.getenv("RATE_LIMIT_OVERRIDES"))
 	if err != nil {
-		r.fail("RATE_LIMIT_OVERRIDES", "%s", oneLine(trimLimits(err)))
+		r.limitsErr(err, "RATE_LIMIT_OVERRIDES")
 	}
 	rl.Overrides = ov
-	rl.FailClosed = limits.ParseFailClosed(r.getenv("RATE_LIMIT_FAIL_CLOSED"))
+	failure, fromClosed := r.failure()
+	rl.Failure = failure
 	leases, err := limits.ParseLeases(r.getenv("RATE_LIMIT_LEASES"))
 	if err != nil {
-		r.fail("RATE_LIMIT_LEASES", "%s", oneLine(trimLimits(err)))
+		r.limitsErr(err, "RATE_LIMIT_LEASES")
 	}
 	rl.Leases = leases
 	rl.RedisTimeout = r.duration("RATE_LIMIT_REDIS_TIMEOUT", limits.DefaultTimeout)
 	if v := r.getenv("RATE_LIMIT_HASH_KEY"); v != "" {
 		rl.HashKey = []byte(r.secret("RATE_LIMIT_HASH_KEY"))
-		if len(rl.HashKey) < 16 {
-			r.fail("RATE_LIMIT_HASH_KEY", "must be at least 16 bytes when set")
+		if len(rl.HashKey) < limits.MinHashKeyLen {
+			r.fail("RATE_LIMIT_HASH_KEY", "must be at least %d bytes when set", limits.MinHashKeyLen)
 		}
+	} else if qstashToken != "" {
+		rl.HashKey, rl.HashKeyDerived = deriveHashKey(qstashToken), true
 	}
-	// The limiter checks bucket names and quotas against its policy; check
-	// here too so a typo stops start-up with the variable's name rather than
-	// later in the wiring.
+	// The limiter checks bucket names, quotas, failure modes and leases
+	// against its policy; check here too so a typo stops start-up with the
+	// variable's name rather than later in the wiring.
 	if r.err == nil {
-		r.checkBuckets(rl)
+		_, err := limits.Config{Buckets: apiBuckets(), Overrides: rl.Overrides, Failure: rl.Failure, Leases: rl.Leases}.Policies()
+		var ce *limits.ConfigError
+		if errors.As(err, &ce) && ce.Field == "Failure" && fromClosed[ce.Name] {
+			r.fail("RATE_LIMIT_FAIL_CLOSED", "%s", oneLine(ce.Reason))
+		} else if err != nil {
+			r.limitsErr(err, "RATE_LIMIT_OVERRIDES")
+		}
 	}
 	return rl
 }
 
-func (r *reader) checkBuckets(rl RateLimit) {
-	tiers := limits.DefaultTiers()
+// failure merges RATE_LIMIT_FAILURE and its shorthand
+// RATE_LIMIT_FAIL_CLOSED; fromClosed holds the names only the latter set.
+func (r *reader) failure() (modes map[string]limits.FailureMode, fromClosed map[string]bool) {
+	modes, err := limits.ParseFailure(r.getenv("RATE_LIMIT_FAILURE"))
+	if err != nil {
+		r.limitsErr(err, "RATE_LIMIT_FAILURE")
+		return nil, nil
+	}
+	closed, err := limits.ParseFailClosed(r.getenv("RATE_LIMIT_FAIL_CLOSED"))
+	if err != nil {
+		r.limitsErr(err, "RATE_LIMIT_FAIL_CLOSED")
+		return nil, nil
+	}
+	fromClosed = map[string]bool{}
+	for _, n := range closed {
+		if m, ok := modes[n]; ok && m != limits.FailureClosed {
+			r.fail("RATE_LIMIT_FAIL_CLOSED", "%q is also set to %s by RATE_LIMIT_FAILURE", n, m)
+			return nil, nil
+		} else if !ok {
+			fromClosed[n] = true
+		}
+		modes[n] = limits.FailureClosed
+	}
+	return modes, fromClosed
+}
+
+// apiBuckets is the API's bucket → tier mapping: the limits package's
+// defaults plus APIBuckets.
+func apiBuckets() map[string]string {
 	buckets := limits.DefaultBuckets()
 	for _, b := range APIBuckets {
 		buckets[b] = limits.TierModerate
 	}
-	for _, b := range sortedKeys(rl.Overrides) {
-		if _, ok := buckets[b]; !ok {
-			r.fail("RATE_LIMIT_OVERRIDES", "unknown bucket %q", b)
-			return
-		}
-	}
-	for _, name := range sortedKeys(rl.Leases) {
-		lease := rl.Leases[name]
-		_, isTier := tiers[name]
-		_, isBucket := buckets[name]
-		if !isTier && !isBucket {
-			r.fail("RATE_LIMIT_LEASES", "%q is neither a tier nor a bucket", name)
-			return
-		}
-		// Every bucket the name covers must allow the lease.
-		for b, tier := range buckets {
-			_, own := rl.Leases[b]
-			if b != name && (tier != name || own) {
-				continue
-			}
-			q, ok := rl.Overrides[b]
-			if !ok {
-				q = tiers[tier]
-			}
-			if lease > q.Limit {
-				r.fail("RATE_LIMIT_LEASES", "lease %d for %q exceeds the limit %d of bucket %q", lease, name, q.Limit, b)
-				return
-			}
-		}
-	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
+	return buckets
 }
 
 // APIBuckets are the rate-limit buckets the API adds to the limits
 // package's defaults (both in the moderate tier).
 var APIBuckets = []string{"streams:start", "streams:stop"}
-
-func trimLimits(err error) string {
-	s := err.Error()
-	for _, p := range []string{limits.ErrInvalidConfig.Error() + ": ", "limits: "} {
-		s = strings.TrimPrefix(s, p)
-	}
-	return s
-}
 
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")

@@ -1,10 +1,14 @@
 package config_test
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/digis/jobworker/internal/config"
 	"github.com/digis/jobworker/limits"
@@ -41,8 +45,44 @@ func TestAPIDefaults(t *testing.T) {
 	}
 	rl := cfg.RateLimit
 	if rl.IPExtractor == nil || rl.IPExtractor.Source() != limits.IPSourceDirect || len(rl.Overrides) != 0 ||
-		len(rl.FailClosed) != 0 || rl.RedisTimeout != limits.DefaultTimeout || rl.HashKey != nil || len(rl.Leases) != 0 {
+		len(rl.Failure) != 0 || rl.RedisTimeout != limits.DefaultTimeout || len(rl.Leases) != 0 {
 		t.Fatalf("rate-limit defaults: %+v", rl)
+	}
+	// No RATE_LIMIT_HASH_KEY: the key is derived from QSTASH_TOKEN, which
+	// every api instance shares, and is never the token itself.
+	if !rl.HashKeyDerived || len(rl.HashKey) != 32 || bytes.Contains(rl.HashKey, []byte("tok")) {
+		t.Fatalf("derived hash key: %x (derived %v)", rl.HashKey, rl.HashKeyDerived)
+	}
+	if err := (limits.Config{Client: redis.NewClient(&redis.Options{}), HashKey: rl.HashKey}).Validate(); err != nil {
+		t.Fatalf("the derived key does not suit the limiter: %v", err)
+	}
+}
+
+func TestAPIHashKeyDerivation(t *testing.T) {
+	t.Parallel()
+	key := func(env map[string]string) config.RateLimit {
+		t.Helper()
+		cfg, err := config.LoadAPI(apiEnv(env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg.RateLimit
+	}
+	a, again := key(map[string]string{"QSTASH_TOKEN": "token-a"}), key(map[string]string{"QSTASH_TOKEN": "token-a"})
+	b := key(map[string]string{"QSTASH_TOKEN": "token-b"})
+	// Instances sharing the token agree; rotating it changes the key (every
+	// window starts afresh once).
+	if !bytes.Equal(a.HashKey, again.HashKey) || bytes.Equal(a.HashKey, b.HashKey) {
+		t.Fatalf("same token %x / %x, other token %x", a.HashKey, again.HashKey, b.HashKey)
+	}
+	// A domain-separated HMAC, not the token, nor its plain hash.
+	plain := sha256.Sum256([]byte("token-a"))
+	if bytes.Equal(a.HashKey, plain[:]) || bytes.Equal(a.HashKey, []byte("token-a")) {
+		t.Fatal("the derived key is the token or its plain SHA-256")
+	}
+	explicit := key(map[string]string{"QSTASH_TOKEN": "token-a", "RATE_LIMIT_HASH_KEY": "0123456789abcdef"})
+	if explicit.HashKeyDerived || string(explicit.HashKey) != "0123456789abcdef" {
+		t.Fatalf("RATE_LIMIT_HASH_KEY not used: %+v", explicit)
 	}
 }
 
@@ -51,7 +91,8 @@ func TestAPIOverrides(t *testing.T) {
 	cfg, err := config.LoadAPI(apiEnv(map[string]string{
 		"DATABASE_URL": "postgres://db/app", "DATABASE_MIGRATE": "true", "TIP_MAX_AMOUNT": "5000",
 		"RATE_LIMIT_IP_SOURCE": "xff", "RATE_LIMIT_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.1",
-		"RATE_LIMIT_OVERRIDES": "tips:quick=5/1m,streams:start=3/10s", "RATE_LIMIT_FAIL_CLOSED": "strict",
+		"RATE_LIMIT_OVERRIDES": "tips:quick=5/1m,streams:start=3/10s", "RATE_LIMIT_FAIL_CLOSED": "moderate",
+		"RATE_LIMIT_FAILURE":       "strict=local,streams:status=open",
 		"RATE_LIMIT_REDIS_TIMEOUT": "80ms", "RATE_LIMIT_HASH_KEY": "0123456789abcdef",
 		"RATE_LIMIT_LEASES":      "generous=12,streams:status=0",
 		"IDEMPOTENCY_RESULT_TTL": "7d", "CACHE_REDIS_TIMEOUT": "40ms", "CACHE_STATUS_TTL": "5s",
@@ -66,7 +107,8 @@ func TestAPIOverrides(t *testing.T) {
 	rl := cfg.RateLimit
 	if rl.IPExtractor.Source() != limits.IPSourceXFF || rl.Overrides["tips:quick"] != limits.PerMinute(5) ||
 		rl.Overrides["streams:start"] != (limits.Quota{Limit: 3, Period: 10 * time.Second}) ||
-		len(rl.FailClosed) != 1 || rl.RedisTimeout != 80*time.Millisecond || string(rl.HashKey) != "0123456789abcdef" ||
+		len(rl.Failure) != 3 || rl.Failure[limits.TierModerate] != limits.FailureClosed || rl.Failure[limits.TierStrict] != limits.FailureLocal ||
+		rl.Failure["streams:status"] != limits.FailureOpen || rl.HashKeyDerived || rl.RedisTimeout != 80*time.Millisecond || string(rl.HashKey) != "0123456789abcdef" ||
 		len(rl.Leases) != 2 || rl.Leases[limits.TierGenerous] != 12 {
 		t.Fatalf("%+v", rl)
 	}
@@ -106,6 +148,14 @@ func TestAPIBadValuesNameTheVariable(t *testing.T) {
 		{"lease above a tier's limit", map[string]string{"RATE_LIMIT_LEASES": "strict=11"}, "RATE_LIMIT_LEASES"},
 		{"lease above an override", map[string]string{"RATE_LIMIT_LEASES": "streams:status=20",
 			"RATE_LIMIT_OVERRIDES": "streams:status=10/1m"}, "RATE_LIMIT_LEASES"},
+		{"lease for a tier's bucket above its override", map[string]string{"RATE_LIMIT_LEASES": "moderate=6",
+			"RATE_LIMIT_OVERRIDES": "streams:start=5/1m"}, "RATE_LIMIT_LEASES"},
+		{"bad failure mode", map[string]string{"RATE_LIMIT_FAILURE": "strict=maybe"}, "RATE_LIMIT_FAILURE"},
+		{"failure for unknown name", map[string]string{"RATE_LIMIT_FAILURE": "gold=open"}, "RATE_LIMIT_FAILURE"},
+		{"fail closed for unknown name", map[string]string{"RATE_LIMIT_FAIL_CLOSED": "strikt"}, "RATE_LIMIT_FAIL_CLOSED"},
+		{"fail closed with a brace", map[string]string{"RATE_LIMIT_FAIL_CLOSED": "a{b}"}, "RATE_LIMIT_FAIL_CLOSED"},
+		{"fail closed contradicting failure", map[string]string{"RATE_LIMIT_FAIL_CLOSED": "strict",
+			"RATE_LIMIT_FAILURE": "strict=open"}, "RATE_LIMIT_FAIL_CLOSED"},
 		{"bad limiter timeout", map[string]string{"RATE_LIMIT_REDIS_TIMEOUT": "soon"}, "RATE_LIMIT_REDIS_TIMEOUT"},
 		{"short hash key", map[string]string{"RATE_LIMIT_HASH_KEY": "abc"}, "RATE_LIMIT_HASH_KEY"},
 		{"bad migrate flag", map[string]string{"DATABASE_MIGRATE": "yes please"}, "DATABASE_MIGRATE"},

@@ -7,16 +7,47 @@
 // each side into one, which is most of the cost on a small machine. Each run
 // is still its own EVALSHA, atomic on its own keys, so batching changes no
 // answer; on a ClusterClient the pipeline is split by slot by go-redis.
+//
+// # Deadlines: the caller's and the round trip's
+//
+// Two clocks bound a run, and they answer different questions:
+//
+//   - The caller's ctx is its absolute give-up time, queue wait included. A
+//     run still queued when its ctx ends is never sent (sending it would
+//     change Redis behind the back of a caller who has left), and a caller
+//     whose ctx ends while its round trip is out returns at once.
+//   - Config.Timeout bounds one round trip, measured from when it is sent.
+//     Time spent queued behind other round trips is this process's own
+//     load, not Redis being slow, so it does not count against it. A round
+//     trip past Timeout fails with context.DeadlineExceeded.
+//
+// A run's round trip therefore ends at the earlier of its ctx's deadline
+// and its send time plus Timeout.
+//
+// # Bounded queue: shed, never wait forever
+//
+// At most Config.MaxQueue runs wait for a slot. A run arriving at a full
+// queue is not queued and not sent: Run returns ErrOverloaded at once. A
+// full queue means Redis is answering more slowly than runs arrive, and
+// waiting longer would only grow the queue; the caller decides what a shed
+// run means (the rate limiter refuses the request, the idempotency store
+// reports itself unavailable). With the defaults the queue drains in about
+// two round trips of full pipelines (1024 runs, 4 slots of 128).
 package scriptbatch
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
+
+// ErrOverloaded is the error of a run refused because the queue was full.
+// It was never sent.
+var ErrOverloaded = errors.New("scriptbatch: queue full, run shed")
 
 // Client is what a Batcher needs. Every go-redis client satisfies it. A
 // client without a Pipeline method (a bare redis.Scripter) is accepted and
@@ -32,15 +63,18 @@ type pipeliner interface {
 // Config configures a Batcher.
 type Config struct {
 	// MaxInFlight bounds the round trips outstanding at once. Defaults to 4;
-	// a negative value sends every run on its own.
+	// a negative value sends every run on its own (no queue, no batching).
 	MaxInFlight int
 	// MaxBatch bounds the runs in one pipeline. Defaults to 128.
 	MaxBatch int
-	// Timeout bounds a round trip whose calls carry no deadline. Defaults
-	// to 1s.
+	// MaxQueue bounds the runs waiting for a slot; a run arriving when it
+	// is full fails with ErrOverloaded without being sent. Defaults to 1024.
+	MaxQueue int
+	// Timeout bounds one round trip from when it is sent (see the package
+	// doc). Defaults to 1s.
 	Timeout time.Duration
-	// Observe, when set, is told the duration of every round trip and its
-	// first error.
+	// Observe, when set, is told the duration of every round trip (from
+	// send to reply) and its first error.
 	Observe func(time.Duration, error)
 }
 
@@ -48,6 +82,7 @@ type Config struct {
 const (
 	DefaultMaxInFlight = 4
 	DefaultMaxBatch    = 128
+	DefaultMaxQueue    = 1024
 	DefaultTimeout     = time.Second
 )
 
@@ -58,6 +93,7 @@ type Batcher struct {
 	inline      bool      // the client honours deadlines, so a caller may send itself
 	maxInFlight int
 	maxBatch    int
+	maxQueue    int
 	timeout     time.Duration
 	observe     func(time.Duration, error)
 
@@ -73,7 +109,12 @@ type call struct {
 	keys   []string
 	args   []any
 	cmd    *redis.Cmd
-	done   chan struct{}
+	done   chan struct{} // closed once cmd is set
+	// sent is closed when the round trip starts, after deadline is set. It
+	// exists only when the client may block past deadlines (not inline), so
+	// the caller can leave at the round trip's deadline by itself.
+	sent     chan struct{}
+	deadline time.Time
 }
 
 // New returns a Batcher sending through c.
@@ -83,6 +124,7 @@ func New(c Client, cfg Config) *Batcher {
 		inline:      RespectsDeadlines(c),
 		maxInFlight: cfg.MaxInFlight,
 		maxBatch:    cfg.MaxBatch,
+		maxQueue:    cfg.MaxQueue,
 		timeout:     cfg.Timeout,
 		observe:     cfg.Observe,
 	}
@@ -92,25 +134,38 @@ func New(c Client, cfg Config) *Batcher {
 	if b.maxBatch <= 0 {
 		b.maxBatch = DefaultMaxBatch
 	}
+	if b.maxQueue <= 0 {
+		b.maxQueue = DefaultMaxQueue
+	}
 	if b.timeout <= 0 {
 		b.timeout = DefaultTimeout
 	}
 	b.pipe, _ = c.(pipeliner)
 	if b.maxInFlight < 0 || b.pipe == nil {
-		// Unbatched: every run is its own round trip.
+		// Unbatched: every run is its own round trip and leads itself, so
+		// nothing ever waits in the queue.
 		b.maxInFlight, b.maxBatch = int(^uint(0)>>1), 1
 	}
 	return b
 }
 
 // Run runs script on keys with args, batched with concurrent runs, and
-// returns its reply. It returns when the reply arrives or ctx ends,
-// whichever is first; a run still queued when its ctx ends is never sent.
+// returns its reply. It returns when the reply arrives, when ctx ends or
+// when the round trip passes Timeout from its send, whichever is first. A
+// run still queued when its ctx ends is never sent; a run that finds the
+// queue full fails with ErrOverloaded and is never sent.
 func (b *Batcher) Run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
 	c := &call{ctx: ctx, script: script, keys: keys, args: args, done: make(chan struct{})}
+	if !b.inline {
+		c.sent = make(chan struct{})
+	}
 	b.mu.Lock()
-	b.queue = append(b.queue, c)
 	lead := b.inFlight < b.maxInFlight
+	if !lead && len(b.queue) >= b.maxQueue {
+		b.mu.Unlock()
+		return failed(ctx, ErrOverloaded)
+	}
+	b.queue = append(b.queue, c)
 	if lead {
 		b.inFlight++
 	}
@@ -124,14 +179,42 @@ func (b *Batcher) Run(ctx context.Context, script *redis.Script, keys []string, 
 			go b.drain()
 		}
 	}
+	if c.sent == nil {
+		select {
+		case <-c.done:
+			return c.cmd
+		case <-ctx.Done():
+			return failed(ctx, ctx.Err())
+		}
+	}
 	select {
 	case <-c.done:
 		return c.cmd
 	case <-ctx.Done():
-		cmd := redis.NewCmd(ctx)
-		cmd.SetErr(ctx.Err())
-		return cmd
+		return failed(ctx, ctx.Err())
+	case <-c.sent:
 	}
+	t := time.NewTimer(time.Until(c.deadline))
+	defer t.Stop()
+	select {
+	case <-c.done:
+		return c.cmd
+	case <-ctx.Done():
+		return failed(ctx, ctx.Err())
+	case <-t.C:
+		select {
+		case <-c.done: // the reply and the deadline arrived together
+			return c.cmd
+		default:
+		}
+		return failed(ctx, context.DeadlineExceeded)
+	}
+}
+
+func failed(ctx context.Context, err error) *redis.Cmd {
+	cmd := redis.NewCmd(ctx)
+	cmd.SetErr(err)
+	return cmd
 }
 
 // take removes up to maxBatch queued calls whose callers still wait; on an
@@ -151,8 +234,7 @@ func (b *Batcher) take() []*call {
 			if err := c.ctx.Err(); err != nil {
 				// Its caller has left: sending it would change Redis
 				// behind the caller's back.
-				c.cmd = redis.NewCmd(c.ctx)
-				c.cmd.SetErr(err)
+				c.cmd = failed(c.ctx, err)
 				close(c.done)
 				continue
 			}
@@ -190,18 +272,38 @@ func (b *Batcher) drain() {
 		if batch == nil {
 			return
 		}
-		b.send(batch)
+		if b.inline {
+			b.send(batch)
+			continue
+		}
+		// The client may hold the round trip past its deadline. Its callers
+		// leave at the deadline; so does this slot, or runs queued behind a
+		// hung connection would wait for the client's own timeout. The late
+		// reply goes to callers who have left.
+		start := time.Now()
+		done := make(chan struct{})
+		go func() { b.sendAt(start, batch); close(done) }()
+		t := time.NewTimer(time.Until(b.deadline(start, batch)))
+		select {
+		case <-done:
+		case <-t.C:
+		}
+		t.Stop()
 	}
 }
 
 // send runs a batch: one EVALSHA (EVAL on NOSCRIPT) for a single call, else
 // a pipeline of EVALSHA with the NOSCRIPT replies retried as one pipeline of
-// EVAL, which also loads the script.
-func (b *Batcher) send(batch []*call) {
-	start := time.Now()
+// EVAL, which also loads the script. The round trip's deadline starts now.
+func (b *Batcher) send(batch []*call) { b.sendAt(time.Now(), batch) }
+
+// sendAt is send for a round trip whose deadline counts from start.
+func (b *Batcher) sendAt(start time.Time, batch []*call) {
 	if len(batch) == 1 {
 		c := batch[0]
-		ctx, cancel := b.bound(c.ctx, c)
+		// c.ctx's own deadline, if earlier, still applies.
+		ctx, cancel := context.WithDeadline(c.ctx, start.Add(b.timeout))
+		b.started(ctx, batch)
 		c.cmd = c.script.Run(ctx, b.client, c.keys, c.args...)
 		cancel()
 		b.observed(start, c.cmd.Err())
@@ -209,9 +311,11 @@ func (b *Batcher) send(batch []*call) {
 		return
 	}
 	// The round trip serves every caller in it: one caller's cancellation
-	// must not fail the others, so it lives until the latest deadline.
-	ctx, cancel := b.bound(context.WithoutCancel(batch[0].ctx), batch...)
+	// must not fail the others, so it lives until Timeout from now or the
+	// latest of their deadlines, whichever is first.
+	ctx, cancel := context.WithDeadline(context.WithoutCancel(batch[0].ctx), b.deadline(start, batch))
 	defer cancel()
+	b.started(ctx, batch)
 	pipe := b.pipe.Pipeline()
 	for _, c := range batch {
 		c.cmd = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
@@ -242,20 +346,36 @@ func (b *Batcher) send(batch []*call) {
 	}
 }
 
-// bound returns base limited to the latest deadline of calls, or to the
-// Timeout when one of them has none.
-func (b *Batcher) bound(base context.Context, calls ...*call) (context.Context, context.CancelFunc) {
+// deadline of a pipelined round trip sent at start: Timeout from start, or
+// earlier when every caller in it gives up earlier.
+func (b *Batcher) deadline(start time.Time, batch []*call) time.Time {
+	limit := start.Add(b.timeout)
 	var latest time.Time
-	for _, c := range calls {
+	for _, c := range batch {
 		d, ok := c.ctx.Deadline()
 		if !ok {
-			return context.WithTimeout(base, b.timeout)
+			return limit
 		}
 		if d.After(latest) {
 			latest = d
 		}
 	}
-	return context.WithDeadline(base, latest)
+	if latest.Before(limit) {
+		return latest
+	}
+	return limit
+}
+
+// started tells callers that may need to leave by themselves (a client that
+// ignores deadlines) when their round trip must end.
+func (b *Batcher) started(ctx context.Context, batch []*call) {
+	d, _ := ctx.Deadline()
+	for _, c := range batch {
+		if c.sent != nil {
+			c.deadline = d
+			close(c.sent)
+		}
+	}
 }
 
 func (b *Batcher) observed(start time.Time, err error) {
@@ -266,11 +386,13 @@ func (b *Batcher) observed(start time.Time, err error) {
 
 // RespectsDeadlines reports whether c applies context deadlines to socket
 // I/O, so a caller may send its own round trip without an extra goroutine
-// and still leave at its deadline.
+// and still leave at its deadline. A wrapping client can say so by passing
+// its inner client's Options method through.
 func RespectsDeadlines(c any) bool {
 	switch v := c.(type) {
-	case *redis.Client:
-		return v.Options().ContextTimeoutEnabled
+	case interface{ Options() *redis.Options }: // *redis.Client and wrappers
+		o := v.Options()
+		return o != nil && o.ContextTimeoutEnabled
 	case *redis.ClusterClient:
 		return v.Options().ContextTimeoutEnabled
 	case *redis.Ring:

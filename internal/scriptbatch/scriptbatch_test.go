@@ -3,6 +3,7 @@ package scriptbatch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -91,62 +92,175 @@ func TestRunIsExactAndBatches(t *testing.T) {
 	}
 }
 
+// gatedClient holds every single-run EVALSHA until release is closed and
+// reports each one on entered: a Redis that has not answered yet, with the
+// batcher's slot provably taken.
+type gatedClient struct {
+	*redis.Client
+	entered chan struct{}
+	release chan struct{}
+}
+
+func newGated(t *testing.T, rdb *redis.Client) *gatedClient {
+	t.Helper()
+	if err := incr.Load(context.Background(), rdb).Err(); err != nil {
+		t.Fatal(err)
+	}
+	return &gatedClient{Client: rdb, entered: make(chan struct{}, 64), release: make(chan struct{})}
+}
+
+func (g *gatedClient) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
+	g.entered <- struct{}{}
+	select {
+	case <-g.release:
+	case <-ctx.Done():
+	}
+	return g.Client.EvalSha(ctx, sha, keys, args...)
+}
+
 func TestQueuedCallPastDeadlineIsNotSent(t *testing.T) {
+	t.Parallel()
+	for _, inline := range []bool{true, false} {
+		t.Run(fmt.Sprintf("inline=%v", inline), func(t *testing.T) {
+			t.Parallel()
+			srv := redistest.Start(t)
+			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+			t.Cleanup(func() { _ = rdb.Close() })
+			g := newGated(t, rdb)
+			b := New(g, Config{MaxInFlight: 1, Timeout: 10 * time.Second})
+			b.inline = inline
+			ctx := context.Background()
+			first := make(chan error, 1)
+			go func() { first <- b.Run(ctx, incr, []string{"first"}).Err() }()
+			<-g.entered // the only slot is taken by a round trip Redis has not answered
+			qctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+			defer cancel()
+			if err := b.Run(qctx, incr, []string{"queued"}).Err(); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("queued call = %v, want deadline exceeded", err)
+			}
+			close(g.release)
+			if err := <-first; err != nil {
+				t.Fatalf("first call: %v", err)
+			}
+			// A later call queues behind whatever the batcher still had: once
+			// it is answered, the abandoned call was either sent or dropped.
+			if err := b.Run(ctx, incr, []string{"later"}).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := rdb.Exists(ctx, "queued").Result(); err != nil || n != 0 {
+				t.Fatalf("queued call was sent after its caller left: exists=%d %v", n, err)
+			}
+		})
+	}
+}
+
+// TestFullQueueSheds: with the only slot held and room for one queued run,
+// of ten concurrent runs exactly one queues and nine are shed at once with
+// ErrOverloaded; none of the shed ones ever reaches Redis.
+func TestFullQueueSheds(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = rdb.Close() })
-	b := New(rdb, Config{MaxInFlight: 1})
-	b.inline = false // both callers leave at their deadlines
+	g := newGated(t, rdb)
+	b := New(g, Config{MaxInFlight: 1, MaxQueue: 1, Timeout: 10 * time.Second})
 	ctx := context.Background()
-	if err := incr.Load(ctx, rdb).Err(); err != nil {
+	first := make(chan error, 1)
+	go func() { first <- b.Run(ctx, incr, []string{"k"}).Err() }()
+	<-g.entered
+	const n = 10
+	results := make(chan error, n)
+	for range n {
+		go func() { results <- b.Run(ctx, incr, []string{"k"}).Err() }()
+	}
+	// Nine answers arrive while the slot is still held: they were shed.
+	for i := range n - 1 {
+		if err := <-results; !errors.Is(err, ErrOverloaded) {
+			t.Fatalf("answer %d while the queue is full: %v, want ErrOverloaded", i, err)
+		}
+	}
+	close(g.release)
+	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
-	srv.Pause() // a hung Redis holds the only slot
-	resumed := false
-	defer func() {
-		if !resumed {
-			srv.Resume()
-		}
-	}()
-	first := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-		defer cancel()
-		first <- b.Run(ctx, incr, []string{"first"}).Err()
-	}()
-	// Wait until the first call holds the slot, so the second one queues.
-	for {
-		b.mu.Lock()
-		busy := b.inFlight == 1 && len(b.queue) == 0
-		b.mu.Unlock()
-		if busy {
-			break
-		}
-		time.Sleep(time.Millisecond)
+	if err := <-results; err != nil {
+		t.Fatalf("the queued run: %v", err)
 	}
-	qctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
-	defer cancel()
-	if err := b.Run(qctx, incr, []string{"queued"}).Err(); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("queued call = %v, want deadline exceeded", err)
+	if got, _ := rdb.Get(ctx, "k").Int(); got != 2 {
+		t.Fatalf("counter %d, want 2 (shed runs must never be sent)", got)
 	}
-	if err := <-first; err == nil {
-		t.Fatal("call on a hung Redis succeeded")
+}
+
+// TestDeadlineStartsAtSend: every round trip takes about 100 ms, under the
+// 400 ms Timeout, but runs queue one behind the other for much longer than
+// Timeout. Queueing is this process's load, not Redis being slow: every run
+// must succeed.
+func TestDeadlineStartsAtSend(t *testing.T) {
+	t.Parallel()
+	for _, ctxClient := range []bool{true, false} {
+		t.Run(fmt.Sprintf("ContextTimeoutEnabled=%v", ctxClient), func(t *testing.T) {
+			t.Parallel()
+			srv := redistest.Start(t)
+			const delay, timeout, runs = 100 * time.Millisecond, 400 * time.Millisecond, 6
+			rdb := redis.NewClient(&redis.Options{Addr: redistest.Delay(t, srv.Addr(), delay),
+				ContextTimeoutEnabled: ctxClient, MaxRetries: -1, ReadTimeout: 10 * time.Second, PoolSize: 2})
+			t.Cleanup(func() { _ = rdb.Close() })
+			ctx := context.Background()
+			if err := incr.Load(ctx, rdb).Err(); err != nil {
+				t.Fatal(err)
+			}
+			b := New(rdb, Config{MaxInFlight: 1, MaxBatch: 1, Timeout: timeout})
+			start := time.Now()
+			var wg sync.WaitGroup
+			var slowest atomic.Int64
+			for range runs {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := b.Run(ctx, incr, []string{"k"}).Err(); err != nil {
+						t.Errorf("run: %v (its round trip was well under Timeout)", err)
+					}
+					slowest.Store(max(slowest.Load(), int64(time.Since(start))))
+				}()
+			}
+			wg.Wait()
+			if got, _ := rdb.Get(ctx, "k").Int(); got != runs {
+				t.Fatalf("counter %d, want %d", got, runs)
+			}
+			// The proof needs a run that waited, in all, longer than Timeout.
+			if waited := time.Duration(slowest.Load()); waited <= timeout {
+				t.Fatalf("slowest run took %s, not above Timeout %s: the test proved nothing", waited, timeout)
+			}
+		})
 	}
-	// The slot is given up once the queue is drained (the queued call dropped).
-	for {
-		b.mu.Lock()
-		idle := b.inFlight == 0
-		b.mu.Unlock()
-		if idle {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
-	srv.Resume()
-	resumed = true
-	if n, err := rdb.Exists(ctx, "queued").Result(); err != nil || n != 0 {
-		t.Fatalf("queued call was sent after its caller left: exists=%d %v", n, err)
+}
+
+// TestRoundTripPastTimeoutFails: a hung Redis fails the round trip at
+// Timeout from its send, also when the client itself would wait far longer
+// (no ContextTimeoutEnabled, 10 s read timeout).
+func TestRoundTripPastTimeoutFails(t *testing.T) {
+	t.Parallel()
+	for _, ctxClient := range []bool{true, false} {
+		t.Run(fmt.Sprintf("ContextTimeoutEnabled=%v", ctxClient), func(t *testing.T) {
+			t.Parallel()
+			srv := redistest.Start(t)
+			rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: ctxClient,
+				MaxRetries: -1, ReadTimeout: 10 * time.Second})
+			t.Cleanup(func() { _ = rdb.Close() })
+			ctx := context.Background()
+			if err := incr.Load(ctx, rdb).Err(); err != nil {
+				t.Fatal(err)
+			}
+			const timeout = 100 * time.Millisecond
+			b := New(rdb, Config{Timeout: timeout})
+			srv.Pause()
+			t.Cleanup(srv.Resume)
+			start := time.Now()
+			err := b.Run(ctx, incr, []string{"k"}).Err()
+			if el := time.Since(start); err == nil || el > timeout+2*time.Second {
+				t.Fatalf("hung Redis: %v after %s, want an error at about %s", err, el, timeout)
+			}
+		})
 	}
 }
 
