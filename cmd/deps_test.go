@@ -27,7 +27,7 @@ func TestDependencyRules(t *testing.T) {
 		{"jobs", []string{mod + "webhooks", mod + "worker", "github.com/stripe/stripe-go", "github.com/redis/go-redis"}},
 		// The worker kit is public: no reference application inside.
 		{"worker", []string{mod + "internal/appjobs", mod + "internal/store", mod + "internal/workerapp"}},
-		{"server", []string{mod + "internal/config", mod + "internal/apiapp", mod + "internal/workerapp"}},
+		{"server", []string{mod + "internal/env", mod + "internal/apiapp", mod + "internal/workerapp"}},
 		{"outbox", []string{mod + "internal/store", mod + "internal/appjobs", mod + "webhooks"}},
 	}
 	for _, tt := range tests {

@@ -14,7 +14,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/digis/jobworker/internal/config"
+	"github.com/digis/jobworker/internal/apiapp"
+	"github.com/digis/jobworker/internal/env"
+	"github.com/digis/jobworker/internal/workerapp"
 )
 
 // envRoots are the binaries the manifests run. The scan follows their
@@ -426,10 +428,10 @@ func TestEnvScanFindsWhatTheLoadersRead(t *testing.T) {
 	known := knownEnv(t)
 	tests := []struct {
 		name string
-		load func(config.Getenv) error
+		load func(env.Getenv) error
 	}{
-		{"api", func(g config.Getenv) error { _, err := config.LoadAPI(g); return err }},
-		{"worker", func(g config.Getenv) error { _, err := config.LoadWorker(g); return err }},
+		{"api", func(g env.Getenv) error { _, err := apiapp.LoadConfig(g); return err }},
+		{"worker", func(g env.Getenv) error { _, err := workerapp.LoadConfig(g); return err }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -500,12 +502,12 @@ func kubeSecret(t *testing.T) map[string]any {
 // those must pass too.
 func TestManifestEnvPassesConfig(t *testing.T) {
 	t.Parallel()
-	loaders := map[string]func(config.Getenv) error{
-		"api":    func(g config.Getenv) error { _, err := config.LoadAPI(g); return err },
-		"worker": func(g config.Getenv) error { _, err := config.LoadWorker(g); return err },
+	loaders := map[string]func(env.Getenv) error{
+		"api":    func(g env.Getenv) error { _, err := apiapp.LoadConfig(g); return err },
+		"worker": func(g env.Getenv) error { _, err := workerapp.LoadConfig(g); return err },
 		// cmd/api's migrate(): DATABASE_URL only, so a release step needs no
 		// other secret.
-		"api -migrate": func(g config.Getenv) error {
+		"api -migrate": func(g env.Getenv) error {
 			if g("DATABASE_URL") == "" {
 				return errors.New("DATABASE_URL: required by -migrate")
 			}

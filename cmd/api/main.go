@@ -15,14 +15,13 @@ import (
 	"time"
 
 	"github.com/digis/jobworker/internal/apiapp"
-	"github.com/digis/jobworker/internal/config"
 	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/server"
 )
 
 func main() {
 	if server.IsProbe(os.Args) {
-		os.Exit(server.Probe(config.DefaultAPIPort))
+		os.Exit(server.Probe(apiapp.DefaultPort))
 	}
 	migrateOnly := len(os.Args) == 2 && (os.Args[1] == "-migrate" || os.Args[1] == "--migrate")
 	if len(os.Args) > 1 && !migrateOnly {
@@ -60,7 +59,7 @@ func migrate() error {
 }
 
 func run() error {
-	cfg, err := config.LoadAPI(os.Getenv)
+	cfg, err := apiapp.LoadConfig(os.Getenv)
 	if err != nil {
 		return err
 	}

@@ -34,7 +34,7 @@ import (
 	"github.com/digis/jobworker/internal/apiapp"
 	"github.com/digis/jobworker/internal/appjobs"
 	"github.com/digis/jobworker/internal/auth"
-	"github.com/digis/jobworker/internal/config"
+	"github.com/digis/jobworker/internal/env"
 	"github.com/digis/jobworker/internal/process"
 	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/internal/workerapp"
@@ -108,9 +108,9 @@ func run(ctx context.Context, o options, getenv func(string) string, out io.Writ
 		"SHUTDOWN_TIMEOUT": "10s",
 		// The store is opened above and shared; the binaries' configs only
 		// need to know it is deliberately not a database of theirs.
-		"DATABASE_URL": config.MemoryStore,
+		"DATABASE_URL": env.MemoryStore,
 	}
-	workerCfg, err := config.LoadWorker(envOf(common, map[string]string{
+	workerCfg, err := workerapp.LoadConfig(envOf(common, map[string]string{
 		"PORT":                       port(o.workerAddr),
 		"QSTASH_CURRENT_SIGNING_KEY": current, "QSTASH_NEXT_SIGNING_KEY": next,
 		"STRIPE_WEBHOOK_SECRET": "whsec_local_development_only",
@@ -118,7 +118,7 @@ func run(ctx context.Context, o options, getenv func(string) string, out io.Writ
 	if err != nil {
 		return err
 	}
-	apiCfg, err := config.LoadAPI(envOf(common, map[string]string{
+	apiCfg, err := apiapp.LoadConfig(envOf(common, map[string]string{
 		"PORT": port(o.apiAddr), "AUTH_JWT_SECRET": devJWTSecret, "RATE_LIMIT_IP_SOURCE": "direct",
 	}))
 	if err != nil {
@@ -211,7 +211,7 @@ Try:
 }
 
 // envOf layers maps into a Getenv, later maps winning.
-func envOf(layers ...map[string]string) config.Getenv {
+func envOf(layers ...map[string]string) env.Getenv {
 	merged := map[string]string{}
 	for _, l := range layers {
 		for k, v := range l {

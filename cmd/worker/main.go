@@ -11,7 +11,6 @@ import (
 
 	"github.com/digis/jobworker/cache"
 	"github.com/digis/jobworker/internal/appjobs"
-	"github.com/digis/jobworker/internal/config"
 	"github.com/digis/jobworker/internal/process"
 	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/internal/workerapp"
@@ -21,7 +20,7 @@ import (
 
 func main() {
 	if server.IsProbe(os.Args) {
-		os.Exit(server.Probe(config.DefaultWorkerPort))
+		os.Exit(server.Probe(workerapp.DefaultPort))
 	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "worker:", err)
@@ -30,7 +29,7 @@ func main() {
 }
 
 func run() error {
-	cfg, err := config.LoadWorker(os.Getenv)
+	cfg, err := workerapp.LoadConfig(os.Getenv)
 	if err != nil {
 		return err
 	}

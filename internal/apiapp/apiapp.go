@@ -14,7 +14,6 @@ import (
 	"github.com/digis/jobworker/cache"
 	"github.com/digis/jobworker/idempotency"
 	"github.com/digis/jobworker/internal/auth"
-	"github.com/digis/jobworker/internal/config"
 	"github.com/digis/jobworker/internal/process"
 	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/jobs"
@@ -33,7 +32,7 @@ const (
 
 // Rate-limit buckets of the routes. streams:status and tips:quick are the
 // limits package's defaults; the stream controls are added in the moderate
-// tier (see config.APIBuckets).
+// tier (see apiBuckets).
 const (
 	BucketStatus = "streams:status"
 	BucketStart  = "streams:start"
@@ -62,7 +61,7 @@ type app struct {
 // Build creates the API process: the shared server with the reference
 // routes, rate limits, idempotency, cache, auth and the jobs client. The
 // caller runs it (p.Run, or p.Server.Serve in tests) and closes the store.
-func Build(cfg config.API, deps Deps) (*process.Process, error) {
+func Build(cfg Config, deps Deps) (*process.Process, error) {
 	if deps.Store == nil {
 		return nil, errors.New("apiapp: Deps.Store is required")
 	}
@@ -80,20 +79,16 @@ func Build(cfg config.API, deps Deps) (*process.Process, error) {
 	return p, nil
 }
 
-func wire(p *process.Process, cfg config.API, deps Deps) error {
+func wire(p *process.Process, cfg Config, deps Deps) error {
 	e := p.Server.Echo
 	// c.RealIP() anywhere in the app sees what the limiter sees.
 	e.IPExtractor = cfg.RateLimit.IPExtractor.EchoIPExtractor()
 	p.Server.AddReadinessCheck("store", deps.Store.Ping)
 
-	buckets := limits.DefaultBuckets()
-	for _, b := range config.APIBuckets {
-		buckets[b] = limits.TierModerate
-	}
 	limiter, err := limits.New(limits.Config{
 		Client:     p.Redis,
 		Prefix:     cfg.KeyPrefix,
-		Buckets:    buckets,
+		Buckets:    apiBuckets(),
 		Overrides:  cfg.RateLimit.Overrides,
 		Failure:    cfg.RateLimit.Failure,
 		Leases:     cfg.RateLimit.Leases,

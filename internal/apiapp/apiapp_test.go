@@ -23,7 +23,7 @@ import (
 	"github.com/digis/jobworker/internal/apiapp"
 	"github.com/digis/jobworker/internal/appjobs"
 	"github.com/digis/jobworker/internal/auth"
-	"github.com/digis/jobworker/internal/config"
+	"github.com/digis/jobworker/internal/env"
 	"github.com/digis/jobworker/internal/pgtest"
 	"github.com/digis/jobworker/internal/process"
 	"github.com/digis/jobworker/internal/redistest"
@@ -60,7 +60,7 @@ func randHex(n int) string {
 	return hex.EncodeToString(buf)
 }
 
-func envMap(m map[string]string) config.Getenv { return func(k string) string { return m[k] } }
+func envMap(m map[string]string) env.Getenv { return func(k string) string { return m[k] } }
 
 // serve runs p on a fresh loopback listener until the test ends.
 func serve(t testing.TB, ln net.Listener, p *process.Process) {
@@ -104,7 +104,7 @@ func setup(t testing.TB, env map[string]string) *bundle {
 
 	wln := listen(t)
 	b.worker = "http://" + wln.Addr().String()
-	wcfg, err := config.LoadWorker(envMap(map[string]string{
+	wcfg, err := workerapp.LoadConfig(envMap(map[string]string{
 		"REDIS_URL": b.redis.URL(), "REDIS_TIMEOUT": "300ms", "WORKER_PUBLIC_URL": b.worker,
 		"QSTASH_CURRENT_SIGNING_KEY": qstashdev.DevCurrentSigningKey,
 		"QSTASH_NEXT_SIGNING_KEY":    qstashdev.DevNextSigningKey,
@@ -155,7 +155,7 @@ func setup(t testing.TB, env map[string]string) *bundle {
 // QStash: what a second replica behind the load balancer is.
 func (b *bundle) addAPI(t testing.TB) string {
 	t.Helper()
-	cfg, err := config.LoadAPI(envMap(b.env))
+	cfg, err := apiapp.LoadConfig(envMap(b.env))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -677,11 +677,11 @@ func TestNoPIIInRedis(t *testing.T) {
 
 func TestBuildRefusesIncompleteWiring(t *testing.T) {
 	t.Parallel()
-	if _, err := apiapp.Build(config.API{}, apiapp.Deps{}); err == nil {
+	if _, err := apiapp.Build(apiapp.Config{}, apiapp.Deps{}); err == nil {
 		t.Fatal("Build without a store succeeded")
 	}
 	st, _ := store.NewMemory(store.Options{})
-	if _, err := apiapp.Build(config.API{}, apiapp.Deps{Store: st}); err == nil {
+	if _, err := apiapp.Build(apiapp.Config{}, apiapp.Deps{Store: st}); err == nil {
 		t.Fatal("Build without an IP source succeeded")
 	}
 }

@@ -97,25 +97,33 @@ type Config struct {
 }
 
 // Validate reports a bad configuration without echoing secrets.
+// ConfigError is what Validate reports. It matches ErrInvalidConfig.
+type ConfigError struct{ Reason string }
+
+func (e *ConfigError) Error() string { return ErrInvalidConfig.Error() + ": " + e.Reason }
+
+// Is makes errors.Is(err, ErrInvalidConfig) true.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+
 func (c Config) Validate() error {
 	hasSecret, hasJWKS := len(c.HS256Secret) > 0, c.JWKSURL != ""
 	switch {
 	case hasSecret == hasJWKS:
-		return fmt.Errorf("%w: set exactly one of an HS256 secret (AUTH_JWT_SECRET) and a JWKS URL (AUTH_JWKS_URL)", ErrInvalidConfig)
+		return &ConfigError{Reason: "set exactly one of an HS256 secret (AUTH_JWT_SECRET) and a JWKS URL (AUTH_JWKS_URL)"}
 	case hasSecret && len(c.HS256Secret) < MinSecretLen:
-		return fmt.Errorf("%w: the HS256 secret must be at least %d bytes", ErrInvalidConfig, MinSecretLen)
+		return &ConfigError{Reason: fmt.Sprintf("the HS256 secret must be at least %d bytes", MinSecretLen)}
 	case c.Leeway < 0 || c.Leeway > 5*time.Minute:
-		return fmt.Errorf("%w: leeway must be between 0 and 5m", ErrInvalidConfig)
+		return &ConfigError{Reason: "leeway must be between 0 and 5m"}
 	case c.FetchTimeout < 0 || c.RefreshInterval < 0 || c.MinRefetchInterval < 0:
-		return fmt.Errorf("%w: negative JWKS interval", ErrInvalidConfig)
+		return &ConfigError{Reason: "negative JWKS interval"}
 	}
 	if hasJWKS {
 		u, err := url.Parse(c.JWKSURL)
 		if err != nil || u.Host == "" {
-			return fmt.Errorf("%w: the JWKS URL is not an absolute URL", ErrInvalidConfig)
+			return &ConfigError{Reason: "the JWKS URL is not an absolute URL"}
 		}
 		if u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())) {
-			return fmt.Errorf("%w: the JWKS URL must be https (http only to a loopback host)", ErrInvalidConfig)
+			return &ConfigError{Reason: "the JWKS URL must be https (http only to a loopback host)"}
 		}
 	}
 	return nil

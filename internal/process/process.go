@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/digis/jobworker/internal/config"
+	"github.com/digis/jobworker/internal/env"
 	"github.com/digis/jobworker/internal/redisconn"
 	"github.com/digis/jobworker/server"
 )
@@ -28,7 +28,7 @@ type Process struct {
 }
 
 // New wires the shared parts for the binary called name.
-func New(name string, c config.Common) (*Process, error) {
+func New(name string, c env.Common) (*Process, error) {
 	log := server.NewLogger(os.Stderr, c.LogFormat, c.LogLevel).With("service", name)
 	rdb, err := redisconn.Open(c.Redis)
 	if err != nil {

@@ -18,7 +18,6 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/digis/jobworker/internal/config"
 	"github.com/digis/jobworker/internal/process"
 	"github.com/digis/jobworker/internal/redistest"
 	"github.com/digis/jobworker/internal/workerapp"
@@ -191,7 +190,7 @@ func startBenchWorker(b *testing.B, redisURL string) string {
 		b.Fatal(err)
 	}
 	url := "http://" + ln.Addr().String()
-	cfg, err := config.LoadWorker(envMap(map[string]string{
+	cfg, err := workerapp.LoadConfig(envMap(map[string]string{
 		"REDIS_URL": redisURL, "WORKER_PUBLIC_URL": url,
 		"QSTASH_CURRENT_SIGNING_KEY": qstashdev.DevCurrentSigningKey,
 		"QSTASH_NEXT_SIGNING_KEY":    qstashdev.DevNextSigningKey,

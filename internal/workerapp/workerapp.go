@@ -10,7 +10,6 @@ import (
 
 	"github.com/digis/jobworker/idempotency"
 	"github.com/digis/jobworker/internal/appjobs"
-	"github.com/digis/jobworker/internal/config"
 	"github.com/digis/jobworker/internal/process"
 	"github.com/digis/jobworker/jobs"
 	"github.com/digis/jobworker/webhooks"
@@ -31,7 +30,7 @@ const (
 // handlers to the registry (the reference application's jobs, or a test's);
 // it gets the process for its logger, Redis client, metrics registry and
 // stop functions.
-func Build(cfg config.Worker, register func(*jobs.Registry, *process.Process) error) (*process.Process, error) {
+func Build(cfg Config, register func(*jobs.Registry, *process.Process) error) (*process.Process, error) {
 	p, err := process.New("worker", cfg.Common)
 	if err != nil {
 		return nil, err
@@ -43,7 +42,7 @@ func Build(cfg config.Worker, register func(*jobs.Registry, *process.Process) er
 	return p, nil
 }
 
-func wire(p *process.Process, cfg config.Worker, register func(*jobs.Registry, *process.Process) error) error {
+func wire(p *process.Process, cfg Config, register func(*jobs.Registry, *process.Process) error) error {
 	reg, err := jobs.NewRegistry(jobs.RegistryConfig{Registerer: p.Registry})
 	if err != nil {
 		return err
@@ -70,7 +69,7 @@ func wire(p *process.Process, cfg config.Worker, register func(*jobs.Registry, *
 
 // stripeRoute adds POST /webhooks/stripe: verify, dedupe on the event id,
 // publish a stripe.event job (deduplicated by the event id), answer 200.
-func stripeRoute(p *process.Process, cfg config.Worker) error {
+func stripeRoute(p *process.Process, cfg Config) error {
 	sv, err := webhooks.NewStripeVerifier(webhooks.StripeConfig{
 		Secrets: cfg.StripeWebhookSecrets, Logger: p.Log, Registerer: p.Registry,
 	})

@@ -21,7 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	qstash "github.com/upstash/qstash-go"
 
-	"github.com/digis/jobworker/internal/config"
+	"github.com/digis/jobworker/internal/env"
 	"github.com/digis/jobworker/internal/process"
 	"github.com/digis/jobworker/internal/proctest"
 	"github.com/digis/jobworker/internal/redistest"
@@ -202,7 +202,7 @@ func setupWith(t *testing.T, b *bundle, register func(*jobs.Registry, *process.P
 	for k, v := range env {
 		vars[k] = v
 	}
-	cfg, err := config.LoadWorker(envMap(vars))
+	cfg, err := workerapp.LoadConfig(envMap(vars))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +229,7 @@ func setupWith(t *testing.T, b *bundle, register func(*jobs.Registry, *process.P
 	return b
 }
 
-func envMap(m map[string]string) config.Getenv { return func(k string) string { return m[k] } }
+func envMap(m map[string]string) env.Getenv { return func(k string) string { return m[k] } }
 
 // deliver sends a signed delivery the way QStash does, with messageID.
 func deliver(t *testing.T, workerURL, job, messageID string, body []byte) (int, http.Header) {
@@ -618,7 +618,7 @@ func TestHelperWorker(t *testing.T) {
 	if os.Getenv("JOBWORKER_HELPER_WORKER") != "1" {
 		t.Skip("helper process for the multi-process tests")
 	}
-	cfg, err := config.LoadWorker(os.Getenv)
+	cfg, err := workerapp.LoadConfig(os.Getenv)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)

@@ -1,4 +1,4 @@
-package config_test
+package workerapp_test
 
 import (
 	"errors"
@@ -7,17 +7,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/digis/jobworker/internal/config"
+	"github.com/digis/jobworker/internal/env"
+	"github.com/digis/jobworker/internal/workerapp"
 )
 
-// env builds a Getenv from pairs, on top of a valid worker environment.
-func env(over map[string]string) config.Getenv {
+// workerEnv builds a Getenv from pairs, on top of a valid worker environment.
+func workerEnv(over map[string]string) env.Getenv {
 	base := map[string]string{
 		"REDIS_URL":                  "redis://127.0.0.1:6379",
 		"WORKER_PUBLIC_URL":          "https://worker.example.com/",
 		"QSTASH_TOKEN":               "tok",
-		"AUTH_JWT_SECRET":            "test-secret-test-secret-test-secret-0123",
-		"RATE_LIMIT_IP_SOURCE":       "direct",
 		"DATABASE_URL":               "memory",
 		"QSTASH_CURRENT_SIGNING_KEY": "sig_current",
 		"QSTASH_NEXT_SIGNING_KEY":    "sig_next",
@@ -29,30 +28,25 @@ func env(over map[string]string) config.Getenv {
 	return func(k string) string { return base[k] }
 }
 
-func TestDefaults(t *testing.T) {
+func TestConfigDefaults(t *testing.T) {
 	t.Parallel()
-	api, err := config.LoadAPI(env(nil))
+	w, err := workerapp.LoadConfig(workerEnv(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if api.Port != 3000 || api.QStashURL != "https://qstash.upstash.io" || api.WorkerPublicURL != "https://worker.example.com" {
-		t.Fatalf("api defaults: %+v", api)
-	}
-	if api.BodyLimit != 1<<20 || api.ShutdownTimeout != 25*time.Second || api.LogLevel != slog.LevelInfo || api.LogFormat != "json" {
-		t.Fatalf("common defaults: %+v", api.Common)
-	}
-	w, err := config.LoadWorker(env(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if w.Port != 3001 || len(w.StripeWebhookSecrets) != 2 || w.StripeWebhookSecrets[1] != "whsec_old" {
+	if w.Port != 3001 || w.PublicURL != "https://worker.example.com" || w.QStashURL != "https://qstash.upstash.io" ||
+		len(w.StripeWebhookSecrets) != 2 || w.StripeWebhookSecrets[1] != "whsec_old" ||
+		w.JobDedupeTTL != 48*time.Hour || w.StripeDedupeTTL != 7*24*time.Hour {
 		t.Fatalf("worker: %+v", w)
+	}
+	if w.BodyLimit != 1<<20 || w.ShutdownTimeout != 25*time.Second || w.LogLevel != slog.LevelInfo || w.LogFormat != "json" {
+		t.Fatalf("common defaults: %+v", w.Common)
 	}
 }
 
-func TestOverrides(t *testing.T) {
+func TestConfigOverrides(t *testing.T) {
 	t.Parallel()
-	w, err := config.LoadWorker(env(map[string]string{
+	w, err := workerapp.LoadConfig(workerEnv(map[string]string{
 		"PORT": "8081", "REDIS_TIMEOUT": "50ms", "BODY_LIMIT": "2MiB", "LOG_LEVEL": "debug",
 		"LOG_FORMAT": "text", "REDIS_KEY_PREFIX": "app1:", "SHUTDOWN_DRAIN_DELAY": "3s",
 		"REDIS_URL": "rediss+cluster://u:p@h1:6379?addr=h2:6379",
@@ -66,7 +60,7 @@ func TestOverrides(t *testing.T) {
 	}
 }
 
-func TestBadValuesNameTheVariable(t *testing.T) {
+func TestConfigBadValuesNameTheVariable(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name    string
@@ -85,6 +79,9 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		{"empty stripe entry", map[string]string{"STRIPE_WEBHOOK_SECRET": "whsec_a,,whsec_b"}, "STRIPE_WEBHOOK_SECRET"},
 		{"public url relative", map[string]string{"WORKER_PUBLIC_URL": "/jobs"}, "WORKER_PUBLIC_URL"},
 		{"public url query", map[string]string{"WORKER_PUBLIC_URL": "https://w.example.com?x=1"}, "WORKER_PUBLIC_URL"},
+		{"job dedupe too short", map[string]string{"JOB_DEDUPE_TTL": "1h"}, "JOB_DEDUPE_TTL"},
+		{"stripe dedupe too short", map[string]string{"STRIPE_DEDUPE_TTL": "72h"}, "STRIPE_DEDUPE_TTL"},
+		{"no database", map[string]string{"DATABASE_URL": ""}, "DATABASE_URL"},
 		{"duration", map[string]string{"REDIS_TIMEOUT": "fast"}, "REDIS_TIMEOUT"},
 		{"zero duration", map[string]string{"SHUTDOWN_TIMEOUT": "0s"}, "SHUTDOWN_TIMEOUT"},
 		{"size", map[string]string{"BODY_LIMIT": "1MB"}, "BODY_LIMIT"},
@@ -94,8 +91,8 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := config.LoadWorker(env(tt.given))
-			var ce *config.Error
+			_, err := workerapp.LoadConfig(workerEnv(tt.given))
+			var ce *env.Error
 			if !errors.As(err, &ce) || ce.Var != tt.wantVar {
 				t.Fatalf("err = %v, want a config error naming %s", err, tt.wantVar)
 			}
@@ -106,18 +103,9 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 	}
 }
 
-func TestAPIRequiresToken(t *testing.T) {
+func TestConfigSecretsNeverInErrors(t *testing.T) {
 	t.Parallel()
-	_, err := config.LoadAPI(env(map[string]string{"QSTASH_TOKEN": ""}))
-	var ce *config.Error
-	if !errors.As(err, &ce) || ce.Var != "QSTASH_TOKEN" {
-		t.Fatalf("err = %v", err)
-	}
-}
-
-func TestSecretsNeverInErrors(t *testing.T) {
-	t.Parallel()
-	_, err := config.LoadWorker(env(map[string]string{"REDIS_URL": "redis://user:hunter2secret@host:notaport"}))
+	_, err := workerapp.LoadConfig(workerEnv(map[string]string{"REDIS_URL": "redis://user:hunter2secret@host:notaport"}))
 	if err == nil {
 		t.Fatal("bad URL accepted")
 	}

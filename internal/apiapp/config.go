@@ -1,23 +1,27 @@
-package config
+package apiapp
 
 import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"errors"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/digis/jobworker/cache"
 	"github.com/digis/jobworker/idempotency"
 	"github.com/digis/jobworker/internal/auth"
+	"github.com/digis/jobworker/internal/env"
 	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/limits"
 )
 
-// API is the configuration of cmd/api.
-type API struct {
-	Common
+// DefaultPort is where the API listens when PORT is unset.
+const DefaultPort = 3000
+
+// Config is the configuration of cmd/api, read from the environment by
+// LoadConfig.
+type Config struct {
+	env.Common
 	// QStashURL is the QStash base URL (QSTASH_URL). Defaults to
 	// https://qstash.upstash.io.
 	QStashURL string
@@ -110,78 +114,66 @@ func deriveHashKey(token string) []byte {
 	return m.Sum(nil)
 }
 
-// LoadAPI reads the API configuration.
-func LoadAPI(getenv Getenv) (API, error) {
-	r := reader{getenv: getenv}
-	cfg := API{Common: r.common(DefaultAPIPort)}
-	cfg.QStashURL = r.url("QSTASH_URL", "https://qstash.upstash.io")
-	cfg.QStashToken = r.secret("QSTASH_TOKEN")
-	cfg.WorkerPublicURL = r.url("WORKER_PUBLIC_URL", "")
-	cfg.DatabaseURL = r.databaseURL()
-	cfg.DatabaseMigrate = r.boolean("DATABASE_MIGRATE")
-	cfg.Auth = r.auth()
-	cfg.TipMaxAmount = r.tipMax("TIP_MAX_AMOUNT")
-	cfg.RateLimit = r.rateLimit(cfg.QStashToken)
-	cfg.IdempotencyResultTTL = r.ttl("IDEMPOTENCY_RESULT_TTL", idempotency.DefaultResultTTL)
-	cfg.CacheRedisTimeout = r.duration("CACHE_REDIS_TIMEOUT", 100*time.Millisecond)
-	cfg.CacheStatusTTL = r.duration("CACHE_STATUS_TTL", 10*time.Second)
+// LoadConfig reads the API configuration. A bad or missing value is an
+// *env.Error naming the variable.
+func LoadConfig(getenv env.Getenv) (Config, error) {
+	r := env.NewReader(getenv)
+	cfg := Config{Common: r.Common(DefaultPort)}
+	cfg.QStashURL = r.URL("QSTASH_URL", "https://qstash.upstash.io")
+	cfg.QStashToken = r.Secret("QSTASH_TOKEN")
+	cfg.WorkerPublicURL = r.URL("WORKER_PUBLIC_URL", "")
+	cfg.DatabaseURL = r.DatabaseURL()
+	cfg.DatabaseMigrate = r.Bool("DATABASE_MIGRATE")
+	cfg.Auth = readAuth(r)
+	cfg.TipMaxAmount = readTipMax(r, "TIP_MAX_AMOUNT")
+	cfg.RateLimit = readRateLimit(r, cfg.QStashToken)
+	cfg.IdempotencyResultTTL = readTTL(r, "IDEMPOTENCY_RESULT_TTL", idempotency.DefaultResultTTL)
+	cfg.CacheRedisTimeout = r.Duration("CACHE_REDIS_TIMEOUT", 100*time.Millisecond)
+	cfg.CacheStatusTTL = r.Duration("CACHE_STATUS_TTL", 10*time.Second)
 	if cfg.CacheStatusTTL > time.Minute {
-		r.fail("CACHE_STATUS_TTL", "must be at most 1m (stream status is real-time data)")
+		r.Fail("CACHE_STATUS_TTL", "must be at most 1m (stream status is real-time data)")
 	}
-	if r.err == nil {
+	if r.Err() == nil {
 		if err := (cache.Config{RedisTimeout: cfg.CacheRedisTimeout}).Validate(); err != nil {
-			r.fail("CACHE_REDIS_TIMEOUT", "%v", err)
+			r.Fail("CACHE_REDIS_TIMEOUT", "%v", err)
 		}
 	}
-	return cfg, r.err
+	return cfg, r.Err()
 }
 
-func (r *reader) boolean(name string) bool {
-	v := strings.TrimSpace(r.getenv(name))
-	if v == "" {
-		return false
-	}
-	b, err := strconv.ParseBool(v)
-	if err != nil {
-		r.fail(name, "%q is not true or false", v)
-	}
-	return b
-}
-
-// auth reads the AUTH_* variables through auth.LoadConfig and names the
-// variable at fault (its errors never contain the secret).
-func (r *reader) auth() auth.Config {
-	cfg, err := auth.LoadConfig(r.getenv)
-	if err == nil {
+// readAuth reads the AUTH_* variables through auth.LoadConfig, whose
+// errors name the variable (and never hold the secret).
+func readAuth(r *env.Reader) auth.Config {
+	cfg, err := auth.LoadConfig(r.Getenv)
+	var ee *auth.EnvError
+	switch {
+	case err == nil:
 		return cfg
+	case errors.As(err, &ee):
+		r.Fail(ee.Var, "%s", oneLine(ee.Reason))
+	default:
+		r.Fail(auth.EnvSecret, "%s", oneLine(err.Error()))
 	}
-	name := auth.EnvSecret
-	if r.getenv(auth.EnvSecret) == "" && strings.TrimSpace(r.getenv(auth.EnvJWKSURL)) != "" {
-		name = auth.EnvJWKSURL
-	}
-	reason := strings.TrimPrefix(err.Error(), auth.ErrInvalidConfig.Error()+": ")
-	reason = strings.TrimPrefix(reason, name+" ")
-	r.fail(name, "%s", oneLine(reason))
 	return auth.Config{}
 }
 
-func (r *reader) tipMax(name string) int64 {
-	n, err := store.ParseMaxTipAmount(r.getenv(name))
+func readTipMax(r *env.Reader, name string) int64 {
+	n, err := store.ParseMaxTipAmount(r.Getenv(name))
 	if err != nil {
-		r.fail(name, "must be a whole number of tokens between 1 and %d", store.MaxCreditAmount)
+		r.Fail(name, "must be a whole number of tokens between 1 and %d", store.MaxCreditAmount)
 		return store.DefaultMaxTipAmount
 	}
 	return n
 }
 
-func (r *reader) ttl(name string, def time.Duration) time.Duration {
-	v := strings.TrimSpace(r.getenv(name))
+func readTTL(r *env.Reader, name string, def time.Duration) time.Duration {
+	v := strings.TrimSpace(r.Getenv(name))
 	if v == "" {
 		return def
 	}
 	d, err := idempotency.ParseTTL(v)
 	if err != nil {
-		r.fail(name, "%q is not a positive duration like 24h or 7d", v)
+		r.Fail(name, "%q is not a positive duration like 24h or 7d", v)
 		return def
 	}
 	return d
@@ -201,48 +193,48 @@ var rateLimitVars = map[string]string{
 
 // limitsErr reports a limits configuration error under the variable that
 // set the field at fault (fallback when the error names no known field).
-func (r *reader) limitsErr(err error, fallback string) {
+func limitsErr(r *env.Reader, err error, fallback string) {
 	var ce *limits.ConfigError
 	if !errors.As(err, &ce) {
-		r.fail(fallback, "%s", oneLine(err.Error()))
+		r.Fail(fallback, "%s", oneLine(err.Error()))
 		return
 	}
 	name, ok := rateLimitVars[ce.Field]
 	if !ok {
 		name = fallback
 	}
-	r.fail(name, "%s", oneLine(ce.Reason))
+	r.Fail(name, "%s", oneLine(ce.Reason))
 }
 
-func (r *reader) rateLimit(qstashToken string) RateLimit {
+func readRateLimit(r *env.Reader, qstashToken string) RateLimit {
 	var rl RateLimit
-	mode := strings.TrimSpace(r.getenv("RATE_LIMIT_IP_SOURCE"))
+	mode := strings.TrimSpace(r.Getenv("RATE_LIMIT_IP_SOURCE"))
 	if mode == "" {
-		r.fail("RATE_LIMIT_IP_SOURCE", "required: say how client IPs reach this process (direct, xff, x-real-ip, cloudflare or vercel)")
+		r.Fail("RATE_LIMIT_IP_SOURCE", "required: say how client IPs reach this process (direct, xff, x-real-ip, cloudflare or vercel)")
 	} else {
-		x, err := limits.ParseIPSource(mode, r.getenv("RATE_LIMIT_TRUSTED_PROXIES"))
+		x, err := limits.ParseIPSource(mode, r.Getenv("RATE_LIMIT_TRUSTED_PROXIES"))
 		if err != nil {
-			r.limitsErr(err, "RATE_LIMIT_IP_SOURCE")
+			limitsErr(r, err, "RATE_LIMIT_IP_SOURCE")
 		}
 		rl.IPExtractor = x
 	}
-	ov, err := limits.ParseOverrides(r.getenv("RATE_LIMIT_OVERRIDES"))
+	ov, err := limits.ParseOverrides(r.Getenv("RATE_LIMIT_OVERRIDES"))
 	if err != nil {
-		r.limitsErr(err, "RATE_LIMIT_OVERRIDES")
+		limitsErr(r, err, "RATE_LIMIT_OVERRIDES")
 	}
 	rl.Overrides = ov
-	failure, fromClosed := r.failure()
+	failure, fromClosed := readFailure(r)
 	rl.Failure = failure
-	leases, err := limits.ParseLeases(r.getenv("RATE_LIMIT_LEASES"))
+	leases, err := limits.ParseLeases(r.Getenv("RATE_LIMIT_LEASES"))
 	if err != nil {
-		r.limitsErr(err, "RATE_LIMIT_LEASES")
+		limitsErr(r, err, "RATE_LIMIT_LEASES")
 	}
 	rl.Leases = leases
-	rl.RedisTimeout = r.duration("RATE_LIMIT_REDIS_TIMEOUT", limits.DefaultTimeout)
-	if v := r.getenv("RATE_LIMIT_HASH_KEY"); v != "" {
-		rl.HashKey = []byte(r.secret("RATE_LIMIT_HASH_KEY"))
+	rl.RedisTimeout = r.Duration("RATE_LIMIT_REDIS_TIMEOUT", limits.DefaultTimeout)
+	if v := r.Getenv("RATE_LIMIT_HASH_KEY"); v != "" {
+		rl.HashKey = []byte(r.Secret("RATE_LIMIT_HASH_KEY"))
 		if len(rl.HashKey) < limits.MinHashKeyLen {
-			r.fail("RATE_LIMIT_HASH_KEY", "must be at least %d bytes when set", limits.MinHashKeyLen)
+			r.Fail("RATE_LIMIT_HASH_KEY", "must be at least %d bytes when set", limits.MinHashKeyLen)
 		}
 	} else if qstashToken != "" {
 		rl.HashKey, rl.HashKeyDerived = deriveHashKey(qstashToken), true
@@ -250,13 +242,13 @@ func (r *reader) rateLimit(qstashToken string) RateLimit {
 	// The limiter checks bucket names, quotas, failure modes and leases
 	// against its policy; check here too so a typo stops start-up with the
 	// variable's name rather than later in the wiring.
-	if r.err == nil {
+	if r.Err() == nil {
 		_, err := limits.Config{Buckets: apiBuckets(), Overrides: rl.Overrides, Failure: rl.Failure, Leases: rl.Leases}.Policies()
 		var ce *limits.ConfigError
 		if errors.As(err, &ce) && ce.Field == "Failure" && fromClosed[ce.Name] {
-			r.fail("RATE_LIMIT_FAIL_CLOSED", "%s", oneLine(ce.Reason))
+			r.Fail("RATE_LIMIT_FAIL_CLOSED", "%s", oneLine(ce.Reason))
 		} else if err != nil {
-			r.limitsErr(err, "RATE_LIMIT_OVERRIDES")
+			limitsErr(r, err, "RATE_LIMIT_OVERRIDES")
 		}
 	}
 	return rl
@@ -264,21 +256,21 @@ func (r *reader) rateLimit(qstashToken string) RateLimit {
 
 // failure merges RATE_LIMIT_FAILURE and its shorthand
 // RATE_LIMIT_FAIL_CLOSED; fromClosed holds the names only the latter set.
-func (r *reader) failure() (modes map[string]limits.FailureMode, fromClosed map[string]bool) {
-	modes, err := limits.ParseFailure(r.getenv("RATE_LIMIT_FAILURE"))
+func readFailure(r *env.Reader) (modes map[string]limits.FailureMode, fromClosed map[string]bool) {
+	modes, err := limits.ParseFailure(r.Getenv("RATE_LIMIT_FAILURE"))
 	if err != nil {
-		r.limitsErr(err, "RATE_LIMIT_FAILURE")
+		limitsErr(r, err, "RATE_LIMIT_FAILURE")
 		return nil, nil
 	}
-	closed, err := limits.ParseFailClosed(r.getenv("RATE_LIMIT_FAIL_CLOSED"))
+	closed, err := limits.ParseFailClosed(r.Getenv("RATE_LIMIT_FAIL_CLOSED"))
 	if err != nil {
-		r.limitsErr(err, "RATE_LIMIT_FAIL_CLOSED")
+		limitsErr(r, err, "RATE_LIMIT_FAIL_CLOSED")
 		return nil, nil
 	}
 	fromClosed = map[string]bool{}
 	for _, n := range closed {
 		if m, ok := modes[n]; ok && m != limits.FailureClosed {
-			r.fail("RATE_LIMIT_FAIL_CLOSED", "%q is also set to %s by RATE_LIMIT_FAILURE", n, m)
+			r.Fail("RATE_LIMIT_FAIL_CLOSED", "%q is also set to %s by RATE_LIMIT_FAILURE", n, m)
 			return nil, nil
 		} else if !ok {
 			fromClosed[n] = true
@@ -288,19 +280,15 @@ func (r *reader) failure() (modes map[string]limits.FailureMode, fromClosed map[
 	return modes, fromClosed
 }
 
-// apiBuckets is the API's bucket → tier mapping: the limits package's
-// defaults plus APIBuckets.
+// apiBuckets is the API's bucket → tier mapping, the one the limiter and
+// the configuration check both use: the limits package's defaults plus the
+// stream controls in the moderate tier.
 func apiBuckets() map[string]string {
 	buckets := limits.DefaultBuckets()
-	for _, b := range APIBuckets {
-		buckets[b] = limits.TierModerate
-	}
+	buckets[BucketStart] = limits.TierModerate
+	buckets[BucketStop] = limits.TierModerate
 	return buckets
 }
-
-// APIBuckets are the rate-limit buckets the API adds to the limits
-// package's defaults (both in the moderate tier).
-var APIBuckets = []string{"streams:start", "streams:stop"}
 
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")

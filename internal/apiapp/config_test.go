@@ -1,4 +1,4 @@
-package config_test
+package apiapp_test
 
 import (
 	"bytes"
@@ -10,14 +10,15 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/digis/jobworker/internal/config"
+	"github.com/digis/jobworker/internal/apiapp"
+	"github.com/digis/jobworker/internal/env"
 	"github.com/digis/jobworker/limits"
 )
 
 const apiSecret = "an-hs256-secret-that-is-at-least-32-bytes"
 
 // apiEnv is a valid API environment plus over.
-func apiEnv(over map[string]string) config.Getenv {
+func apiEnv(over map[string]string) env.Getenv {
 	base := map[string]string{
 		"REDIS_URL":            "redis://127.0.0.1:6379",
 		"WORKER_PUBLIC_URL":    "https://worker.example.com",
@@ -34,9 +35,12 @@ func apiEnv(over map[string]string) config.Getenv {
 
 func TestAPIDefaults(t *testing.T) {
 	t.Parallel()
-	cfg, err := config.LoadAPI(apiEnv(nil))
+	cfg, err := apiapp.LoadConfig(apiEnv(nil))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cfg.Port != 3000 || cfg.QStashURL != "https://qstash.upstash.io" || cfg.WorkerPublicURL != "https://worker.example.com" {
+		t.Fatalf("api defaults: %+v", cfg)
 	}
 	if cfg.DatabaseURL != "" || cfg.DatabaseMigrate || string(cfg.Auth.HS256Secret) != apiSecret ||
 		cfg.TipMaxAmount != 100_000 || cfg.IdempotencyResultTTL != 24*time.Hour ||
@@ -60,9 +64,9 @@ func TestAPIDefaults(t *testing.T) {
 
 func TestAPIHashKeyDerivation(t *testing.T) {
 	t.Parallel()
-	key := func(env map[string]string) config.RateLimit {
+	key := func(env map[string]string) apiapp.RateLimit {
 		t.Helper()
-		cfg, err := config.LoadAPI(apiEnv(env))
+		cfg, err := apiapp.LoadConfig(apiEnv(env))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -88,7 +92,7 @@ func TestAPIHashKeyDerivation(t *testing.T) {
 
 func TestAPIOverrides(t *testing.T) {
 	t.Parallel()
-	cfg, err := config.LoadAPI(apiEnv(map[string]string{
+	cfg, err := apiapp.LoadConfig(apiEnv(map[string]string{
 		"DATABASE_URL": "postgres://db/app", "DATABASE_MIGRATE": "true", "TIP_MAX_AMOUNT": "5000",
 		"RATE_LIMIT_IP_SOURCE": "xff", "RATE_LIMIT_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.1",
 		"RATE_LIMIT_OVERRIDES": "tips:quick=5/1m,streams:start=3/10s", "RATE_LIMIT_FAIL_CLOSED": "moderate",
@@ -116,7 +120,7 @@ func TestAPIOverrides(t *testing.T) {
 
 func TestAPIJWKS(t *testing.T) {
 	t.Parallel()
-	cfg, err := config.LoadAPI(apiEnv(map[string]string{"AUTH_JWT_SECRET": "", "AUTH_JWKS_URL": "https://idp.example.com/jwks.json"}))
+	cfg, err := apiapp.LoadConfig(apiEnv(map[string]string{"AUTH_JWT_SECRET": "", "AUTH_JWKS_URL": "https://idp.example.com/jwks.json"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,8 +173,8 @@ func TestAPIBadValuesNameTheVariable(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := config.LoadAPI(apiEnv(tt.given))
-			var ce *config.Error
+			_, err := apiapp.LoadConfig(apiEnv(tt.given))
+			var ce *env.Error
 			if !errors.As(err, &ce) || ce.Var != tt.wantVar {
 				t.Fatalf("err = %v, want a config error naming %s", err, tt.wantVar)
 			}

@@ -1,0 +1,90 @@
+package workerapp
+
+import (
+	"errors"
+	"time"
+
+	"github.com/digis/jobworker/internal/env"
+	"github.com/digis/jobworker/webhooks"
+)
+
+// DefaultPort is where the worker listens when PORT is unset.
+const DefaultPort = 3001
+
+// Config is the configuration of cmd/worker, read from the environment
+// by LoadConfig.
+type Config struct {
+	env.Common
+	// PublicURL is the base URL QStash and Stripe call this worker at
+	// (WORKER_PUBLIC_URL). QStash signs the exact URL it delivers to, so it
+	// must be configured, never guessed from Host headers. Required.
+	PublicURL string
+	// QStashCurrentSigningKey and QStashNextSigningKey verify deliveries
+	// (QSTASH_CURRENT_SIGNING_KEY, QSTASH_NEXT_SIGNING_KEY). Both required:
+	// an empty key would make a verifier accept forgeries.
+	QStashCurrentSigningKey string
+	QStashNextSigningKey    string
+	// StripeWebhookSecrets verify Stripe events (STRIPE_WEBHOOK_SECRET,
+	// comma-separated to allow rotation: new,old). Required.
+	StripeWebhookSecrets []string
+	// QStashURL and QStashToken publish the jobs the worker hands work to
+	// (the stripe.event job): QSTASH_URL (defaults to
+	// https://qstash.upstash.io) and QSTASH_TOKEN (required).
+	QStashURL   string
+	QStashToken string
+	// StripeDedupeTTL is how long a Stripe event id is remembered
+	// (STRIPE_DEDUPE_TTL): longer than Stripe's 3-day retry window.
+	// Defaults to 7 days (168h).
+	StripeDedupeTTL time.Duration
+	// DatabaseURL is the PostgreSQL the job handlers write to
+	// (DATABASE_URL, required). The value "memory" selects the in-memory
+	// store (DatabaseURL is then empty), for the local stack only.
+	DatabaseURL string
+	// JobDedupeTTL is how long a finished message id is remembered
+	// (JOB_DEDUPE_TTL). It must outlive QStash's retry horizon: about
+	// 33 min with the default 3 retries, 31 h with 5. Defaults to 48h.
+	JobDedupeTTL time.Duration
+}
+
+// LoadConfig reads the worker configuration. A bad or missing value is an
+// *env.Error naming the variable.
+func LoadConfig(getenv env.Getenv) (Config, error) {
+	r := env.NewReader(getenv)
+	cfg := Config{Common: r.Common(DefaultPort)}
+	cfg.PublicURL = r.URL("WORKER_PUBLIC_URL", "")
+	cfg.QStashCurrentSigningKey = r.Secret("QSTASH_CURRENT_SIGNING_KEY")
+	cfg.QStashNextSigningKey = r.Secret("QSTASH_NEXT_SIGNING_KEY")
+	cfg.StripeWebhookSecrets = stripeSecrets(r, "STRIPE_WEBHOOK_SECRET")
+	cfg.QStashURL = r.URL("QSTASH_URL", "https://qstash.upstash.io")
+	cfg.QStashToken = r.Secret("QSTASH_TOKEN")
+	cfg.StripeDedupeTTL = r.Duration("STRIPE_DEDUPE_TTL", 7*24*time.Hour)
+	if cfg.StripeDedupeTTL <= 73*time.Hour && r.Err() == nil {
+		r.Fail("STRIPE_DEDUPE_TTL", "must be more than 73h: Stripe retries an event for up to 3 days")
+	}
+	cfg.DatabaseURL = r.DatabaseURL()
+	cfg.JobDedupeTTL = r.Duration("JOB_DEDUPE_TTL", 48*time.Hour)
+	if cfg.JobDedupeTTL < 24*time.Hour && r.Err() == nil {
+		r.Fail("JOB_DEDUPE_TTL", "must be at least 24h: QStash may redeliver a message that long after it ran")
+	}
+	return cfg, r.Err()
+}
+
+// stripeSecrets reads the comma-separated signing secrets with the one
+// parser the verifier's package has (webhooks.ParseSecrets), refusing
+// white space around the whole value like every other secret.
+func stripeSecrets(r *env.Reader, name string) []string {
+	raw := r.Secret(name)
+	if raw == "" {
+		return nil
+	}
+	secrets, err := webhooks.ParseSecrets(raw)
+	if err != nil {
+		var ce *webhooks.ConfigError
+		reason := "is not a comma-separated list of secrets"
+		if errors.As(err, &ce) {
+			reason = "the comma-separated list " + ce.Reason
+		}
+		r.Fail(name, "%s", reason)
+	}
+	return secrets
+}
