@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/digis/jobworker/internal/testwait"
 	"github.com/digis/jobworker/idempotency"
 	"github.com/digis/jobworker/internal/redistest"
+	"github.com/digis/jobworker/internal/testwait"
 )
 
 // lagging is a wall clock behind the real one: every claim computed from it

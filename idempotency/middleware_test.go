@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/digis/jobworker/internal/testwait"
 	"github.com/digis/jobworker/internal/metrictest"
+	"github.com/digis/jobworker/internal/testwait"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"

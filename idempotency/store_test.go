@@ -10,9 +10,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/digis/jobworker/internal/testwait"
 	"github.com/digis/jobworker/idempotency"
 	"github.com/digis/jobworker/internal/redistest"
+	"github.com/digis/jobworker/internal/testwait"
 )
 
 type storeBundle struct {
