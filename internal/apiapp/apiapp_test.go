@@ -619,6 +619,54 @@ func TestRedisDown(t *testing.T) {
 	}
 }
 
+// The fault of issue #14: Redis stalls while a tip is being claimed (the
+// claim waits in its socket past the deadline) and resumes. The tip was
+// refused 503 "retry with the same Idempotency-Key"; that first retry, on
+// another API instance, must go through, and debit once.
+func TestTipRetryAfterRedisStallSucceeds(t *testing.T) {
+	t.Parallel()
+	// The limiter fails open here so the stall reaches the idempotency
+	// claim (the strict tier would refuse before it, by default).
+	b := setup(t, map[string]string{"RATE_LIMIT_FAILURE": "tips:quick=open"})
+	other := b.addAPI(t)
+	fan := token(t, b.fan)
+	// Loads the scripts and fills the first instance's Redis pool, as in a
+	// running API: the stalled commands are then written on open
+	// connections (a new one would stall in its handshake, before them).
+	var warm sync.WaitGroup
+	for i := range 8 {
+		warm.Add(1)
+		go func() {
+			defer warm.Done()
+			if a := b.tip(t, b.api(), fan, "warm-up-"+strconv.Itoa(i), tipBody(b.stream.ID, 1)); a.status != http.StatusCreated {
+				t.Errorf("warm-up tip = %d %s", a.status, a.body)
+			}
+		}()
+	}
+	warm.Wait()
+
+	b.redis.Pause()
+	refused := b.tip(t, b.api(), fan, "stalled-1", tipBody(b.stream.ID, 5))
+	if refused.status != http.StatusServiceUnavailable || refused.header.Get("Retry-After") == "" {
+		b.redis.Resume()
+		t.Fatalf("tip while Redis stalls = %d %v, want 503 with Retry-After", refused.status, refused.header)
+	}
+	// Stalled past the claim's deadline plus its grace (300 ms + 1 s).
+	time.Sleep(1500 * time.Millisecond) // the length of the fault, not a wait for a result
+	b.redis.Resume()
+
+	retry := b.tip(t, other, fan, "stalled-1", tipBody(b.stream.ID, 5))
+	if retry.status != http.StatusCreated {
+		t.Fatalf("first retry after Redis resumed = %d %s, want 201", retry.status, retry.body)
+	}
+	if got := b.balance(t, b.fan); got != 1000-8-5 {
+		t.Fatalf("balance = %d, want %d (each tip debited once)", got, 1000-8-5)
+	}
+	if again := b.tip(t, b.api(), fan, "stalled-1", tipBody(b.stream.ID, 5)); again.status != http.StatusCreated || again.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("a later retry = %d replayed %q, want the first answer replayed", again.status, again.header.Get("Idempotent-Replayed"))
+	}
+}
+
 // No Redis key or value holds the viewer's id (an e-mail address here), a
 // token, or the client's IP address.
 func TestNoPIIInRedis(t *testing.T) {
