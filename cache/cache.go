@@ -17,7 +17,8 @@ import (
 
 // Sentinel errors, for errors.Is.
 var (
-	// ErrInvalidConfig wraps every error returned by Config.Validate.
+	// ErrInvalidConfig wraps every error returned by Config.Validate (a
+	// *ConfigError naming the field).
 	ErrInvalidConfig = errors.New("cache: invalid config")
 	// ErrInvalidKey is returned for an empty key, or one whose cache and
 	// lock keys would land in different Redis Cluster slots.
@@ -97,7 +98,21 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Validate reports the first invalid field, wrapped in ErrInvalidConfig.
+// ConfigError names the Config field that is wrong. It matches
+// ErrInvalidConfig with errors.Is.
+type ConfigError struct {
+	Field  string // e.g. "LockTTL"
+	Reason string
+}
+
+func (e *ConfigError) Error() string {
+	return ErrInvalidConfig.Error() + ": " + e.Field + " " + e.Reason
+}
+
+// Is makes errors.Is(err, ErrInvalidConfig) true.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+
+// Validate reports the first invalid field as a *ConfigError.
 func (c Config) Validate() error {
 	durations := []struct {
 		name string
@@ -108,17 +123,17 @@ func (c Config) Validate() error {
 	}
 	for _, f := range durations {
 		if f.d < 0 {
-			return fmt.Errorf("%w: %s is negative (%s)", ErrInvalidConfig, f.name, f.d)
+			return &ConfigError{Field: f.name, Reason: "is negative (" + f.d.String() + ")"}
 		}
 	}
 	if c.LockTTL != 0 && c.LockTTL < 3*time.Millisecond {
-		return fmt.Errorf("%w: LockTTL %s is below 3ms", ErrInvalidConfig, c.LockTTL)
+		return &ConfigError{Field: "LockTTL", Reason: c.LockTTL.String() + " is below 3ms"}
 	}
 	if c.PollMin != 0 && c.PollMax != 0 && c.PollMin > c.PollMax {
-		return fmt.Errorf("%w: PollMin %s exceeds PollMax %s", ErrInvalidConfig, c.PollMin, c.PollMax)
+		return &ConfigError{Field: "PollMin", Reason: c.PollMin.String() + " exceeds PollMax " + c.PollMax.String()}
 	}
 	if _, err := newKeyer(c.Prefix, false).keys("x"); err != nil {
-		return fmt.Errorf("%w: Prefix %q breaks Redis Cluster hash tags (unbalanced '{')", ErrInvalidConfig, c.Prefix)
+		return &ConfigError{Field: "Prefix", Reason: "breaks Redis Cluster hash tags (unbalanced '{')"}
 	}
 	return nil
 }

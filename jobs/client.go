@@ -15,6 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	qstash "github.com/upstash/qstash-go"
+
+	"github.com/digis/jobworker/internal/publicurl"
 )
 
 // PathPrefix is the path, below ClientConfig.WorkerPublicURL, under which
@@ -60,47 +62,48 @@ type ClientConfig struct {
 	Registerer prometheus.Registerer
 }
 
-// Validate reports missing or malformed fields.
+// Validate reports missing or malformed fields, each a *ConfigError
+// (joined when several are wrong).
 func (c ClientConfig) Validate() error {
 	var errs []error
+	bad := func(field, reason string) {
+		errs = append(errs, &ConfigError{Field: "ClientConfig." + field, Reason: reason})
+	}
 	if c.Token == "" {
-		errs = append(errs, errors.New("jobs: ClientConfig.Token is required"))
+		bad("Token", "is required")
 	}
 	if c.QStashURL != "" {
 		if _, err := parseBaseURL(c.QStashURL); err != nil {
-			errs = append(errs, fmt.Errorf("jobs: ClientConfig.QStashURL: %w", err))
+			bad("QStashURL", urlReason(err))
 		}
 	}
 	if c.WorkerPublicURL == "" {
-		errs = append(errs, errors.New("jobs: ClientConfig.WorkerPublicURL is required"))
+		bad("WorkerPublicURL", "is required")
 	} else if _, err := parseBaseURL(c.WorkerPublicURL); err != nil {
-		errs = append(errs, fmt.Errorf("jobs: ClientConfig.WorkerPublicURL: %w", err))
+		bad("WorkerPublicURL", urlReason(err))
 	}
 	if c.Timeout < 0 {
-		errs = append(errs, fmt.Errorf("jobs: ClientConfig.Timeout must not be negative, got %s", c.Timeout))
+		bad("Timeout", "must not be negative, got "+c.Timeout.String())
 	}
 	return errors.Join(errs...)
 }
 
-// parseBaseURL accepts an absolute http(s) URL without query, fragment or
-// credentials (a credential would end up in logs and request paths).
+// parseBaseURL applies the one rule for base URLs the worker and the
+// verifier apply too (absolute http(s), no credentials, query or fragment).
 func parseBaseURL(raw string) (*url.URL, error) {
-	if !printableASCII(raw) || strings.Contains(raw, " ") {
-		return nil, errors.New("must be printable ASCII without spaces")
-	}
-	u, err := url.Parse(raw)
+	base, err := publicurl.Parse(raw)
 	if err != nil {
-		return nil, errors.New("not a URL") // url.Error would echo the value
+		return nil, err
 	}
-	switch {
-	case u.Scheme != "http" && u.Scheme != "https", u.Host == "":
-		return nil, errors.New("must be an absolute http:// or https:// URL")
-	case u.User != nil:
-		return nil, errors.New("must not hold credentials")
-	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
-		return nil, errors.New("must not have a query or fragment")
+	return url.Parse(base)
+}
+
+func urlReason(err error) string {
+	var pe *publicurl.Error
+	if errors.As(err, &pe) {
+		return pe.Reason
 	}
-	return u, nil
+	return "is not a valid base URL"
 }
 
 // Client enqueues jobs by publishing them to QStash with qstash-go. It is

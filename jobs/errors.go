@@ -26,7 +26,22 @@ var (
 	// ErrPublish: QStash refused the publish or could not be reached. The
 	// error is a *PublishError carrying the status code.
 	ErrPublish = errors.New("jobs: publish failed")
+	// ErrInvalidConfig: a ClientConfig or RegistryConfig field is wrong; the
+	// error is a *ConfigError naming it.
+	ErrInvalidConfig = errors.New("jobs: invalid config")
 )
+
+// ConfigError names the configuration field that is wrong, never its value
+// (a token). It matches ErrInvalidConfig with errors.Is.
+type ConfigError struct {
+	Field  string // e.g. "ClientConfig.WorkerPublicURL"
+	Reason string
+}
+
+func (e *ConfigError) Error() string { return "jobs: " + e.Field + " " + e.Reason }
+
+// Is makes errors.Is(err, ErrInvalidConfig) true.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
 
 // StatusNonRetryable is the status QStash reads, together with the
 // HeaderNonRetryable header, as "do not retry; dead-letter now".

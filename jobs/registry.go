@@ -80,7 +80,7 @@ const DefaultHandlerTimeout = 60 * time.Second
 // Validate reports a negative timeout.
 func (c RegistryConfig) Validate() error {
 	if c.DefaultTimeout < 0 {
-		return fmt.Errorf("jobs: RegistryConfig.DefaultTimeout must not be negative, got %s", c.DefaultTimeout)
+		return &ConfigError{Field: "RegistryConfig.DefaultTimeout", Reason: "must not be negative, got " + c.DefaultTimeout.String()}
 	}
 	return nil
 }

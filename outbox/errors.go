@@ -17,7 +17,22 @@ var (
 	ErrUnavailable = errors.New("outbox: qstash unavailable")
 	// ErrStarted: Start was called on a relay that is already running.
 	ErrStarted = errors.New("outbox: relay already started")
+	// ErrInvalidConfig: a Config field is wrong; the error is a
+	// *ConfigError naming it.
+	ErrInvalidConfig = errors.New("outbox: invalid config")
 )
+
+// ConfigError names the Config field that is wrong. It matches
+// ErrInvalidConfig with errors.Is.
+type ConfigError struct {
+	Field  string // e.g. "BatchSize"
+	Reason string
+}
+
+func (e *ConfigError) Error() string { return "outbox: Config." + e.Field + " " + e.Reason }
+
+// Is makes errors.Is(err, ErrInvalidConfig) true.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
 
 // UnavailableError is returned by RunOnce when QStash could not take jobs.
 // It matches ErrUnavailable and the cause with errors.Is.

@@ -104,19 +104,19 @@ type Config struct {
 func (c Config) Validate() error {
 	var errs []error
 	if c.Pool == nil {
-		errs = append(errs, errors.New("outbox: Config.Pool is required"))
+		errs = append(errs, &ConfigError{Field: "Pool", Reason: "is required"})
 	}
 	if c.Publisher == nil {
-		errs = append(errs, errors.New("outbox: Config.Publisher is required"))
+		errs = append(errs, &ConfigError{Field: "Publisher", Reason: "is required"})
 	}
 	if c.BatchSize < 0 || c.BatchSize > MaxBatchSize {
-		errs = append(errs, fmt.Errorf("outbox: Config.BatchSize must be 0 to %d, got %d", MaxBatchSize, c.BatchSize))
+		errs = append(errs, &ConfigError{Field: "BatchSize", Reason: fmt.Sprintf("must be 0 to %d, got %d", MaxBatchSize, c.BatchSize)})
 	}
 	if c.Concurrency < 0 {
-		errs = append(errs, fmt.Errorf("outbox: Config.Concurrency must not be negative, got %d", c.Concurrency))
+		errs = append(errs, &ConfigError{Field: "Concurrency", Reason: fmt.Sprintf("must not be negative, got %d", c.Concurrency)})
 	}
 	if c.RunOnceMaxRows < 0 {
-		errs = append(errs, fmt.Errorf("outbox: Config.RunOnceMaxRows must not be negative, got %d", c.RunOnceMaxRows))
+		errs = append(errs, &ConfigError{Field: "RunOnceMaxRows", Reason: fmt.Sprintf("must not be negative, got %d", c.RunOnceMaxRows)})
 	}
 	for name, d := range map[string]time.Duration{
 		"SweepInterval": c.SweepInterval, "MinBackoff": c.MinBackoff, "MaxBackoff": c.MaxBackoff,
@@ -124,14 +124,14 @@ func (c Config) Validate() error {
 		"RunOnceMaxDuration": c.RunOnceMaxDuration,
 	} {
 		if d < 0 {
-			errs = append(errs, fmt.Errorf("outbox: Config.%s must not be negative, got %s", name, d))
+			errs = append(errs, &ConfigError{Field: name, Reason: "must not be negative, got " + d.String()})
 		}
 	}
 	if c.MinBackoff > 0 && c.MaxBackoff > 0 && c.MinBackoff > c.MaxBackoff {
-		errs = append(errs, fmt.Errorf("outbox: Config.MinBackoff (%s) exceeds MaxBackoff (%s)", c.MinBackoff, c.MaxBackoff))
+		errs = append(errs, &ConfigError{Field: "MinBackoff", Reason: fmt.Sprintf("(%s) exceeds MaxBackoff (%s)", c.MinBackoff, c.MaxBackoff)})
 	}
 	if c.Retention > 0 && c.Retention <= dedupWindow {
-		errs = append(errs, fmt.Errorf("outbox: Config.Retention must exceed QStash's %s deduplication window, got %s", dedupWindow, c.Retention))
+		errs = append(errs, &ConfigError{Field: "Retention", Reason: fmt.Sprintf("must exceed QStash's %s deduplication window, got %s", dedupWindow, c.Retention)})
 	}
 	return errors.Join(errs...)
 }

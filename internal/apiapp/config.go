@@ -134,8 +134,9 @@ func LoadConfig(getenv env.Getenv) (Config, error) {
 		r.Fail("CACHE_STATUS_TTL", "must be at most 1m (stream status is real-time data)")
 	}
 	if r.Err() == nil {
-		if err := (cache.Config{RedisTimeout: cfg.CacheRedisTimeout}).Validate(); err != nil {
-			r.Fail("CACHE_REDIS_TIMEOUT", "%v", err)
+		var ce *cache.ConfigError
+		if err := (cache.Config{RedisTimeout: cfg.CacheRedisTimeout}).Validate(); errors.As(err, &ce) {
+			r.Fail("CACHE_REDIS_TIMEOUT", "%s", ce.Reason)
 		}
 	}
 	return cfg, r.Err()
