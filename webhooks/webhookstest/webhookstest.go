@@ -8,11 +8,12 @@
 package webhookstest
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
@@ -36,7 +37,9 @@ func BodyHash(body []byte) string {
 
 // QStashClaims returns the claim set QStash puts in a delivery to url at
 // now: iss, sub, exp (now+300 s), nbf (0, as QStash sends since 2024), iat,
-// jti and body. Edit the map to build bad tokens.
+// a random jti (unique per token, as QStash's are: a worker refuses a jti
+// it has seen for another message) and body. Edit the map to build bad
+// tokens, or to reuse a jti on purpose.
 func QStashClaims(url string, body []byte, now time.Time) map[string]any {
 	return map[string]any{
 		"iss":  "Upstash",
@@ -44,9 +47,17 @@ func QStashClaims(url string, body []byte, now time.Time) map[string]any {
 		"exp":  now.Unix() + 300,
 		"nbf":  0,
 		"iat":  now.Unix(),
-		"jti":  "jwt_test_" + strconv.FormatInt(now.UnixNano(), 36),
+		"jti":  "jwt_test_" + randomID(),
 		"body": BodyHash(body),
 	}
+}
+
+func randomID() string {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("webhookstest: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
 }
 
 // SignQStash signs claims (any JSON-encodable map, so claims may be
