@@ -157,22 +157,16 @@ func (c Config) withDefaults() Config {
 
 // Validate reports the first configuration error as a *ConfigError.
 func (c Config) Validate() error {
-	_, err := c.withDefaults().build()
+	_, err := c.withDefaults().check()
 	return err
 }
 
-// parts are what New builds from a valid Config.
-type parts struct {
-	base     string
-	verifier *webhooks.QStashVerifier
-	dedupe   *idempotency.Store
-}
-
-func (c Config) build() (parts, error) {
-	bad := func(field, reason string, err error) (parts, error) {
-		return parts{}, &ConfigError{Field: field, Reason: reason, Err: err}
+// check validates a Config with defaults filled in and returns the parsed
+// public base URL.
+func (c Config) check() (base string, err error) {
+	bad := func(field, reason string, err error) (string, error) {
+		return "", &ConfigError{Field: field, Reason: reason, Err: err}
 	}
-	var p parts
 	switch {
 	case c.Registry == nil:
 		return bad("Registry", "is required", nil)
@@ -185,41 +179,51 @@ func (c Config) build() (parts, error) {
 	case !strings.HasPrefix(c.FailureCallbackPath, "/") || strings.ContainsAny(c.FailureCallbackPath, "?#"):
 		return bad("FailureCallbackPath", "must be a path starting with /", nil)
 	}
-	base, err := webhooks.ParsePublicURL(c.PublicURL)
+	base, err = webhooks.ParsePublicURL(c.PublicURL)
 	if err != nil {
 		return bad("PublicURL", "must be an absolute http(s) URL without query, fragment or user info", err)
 	}
-	p.base = base
-	p.verifier = c.Verifier
-	if p.verifier == nil {
-		qc := webhooks.QStashConfig{CurrentSigningKey: c.CurrentSigningKey, NextSigningKey: c.NextSigningKey}
-		if err := qc.Validate(); err != nil {
+	if c.Verifier == nil {
+		if err := c.qstashConfig().Validate(); err != nil {
 			var ce *webhooks.ConfigError
-			field := "CurrentSigningKey"
 			if errors.As(err, &ce) {
-				field = strings.TrimPrefix(ce.Field, "QStashConfig.")
-				return bad(field, ce.Reason, err)
+				return bad(strings.TrimPrefix(ce.Field, "QStashConfig."), ce.Reason, err)
 			}
-			return bad(field, err.Error(), err)
+			return bad("CurrentSigningKey", err.Error(), err)
 		}
 	}
-	sc := idempotency.StoreConfig{
+	if err := c.storeConfig().Validate(); err != nil {
+		var ce *idempotency.ConfigError
+		if errors.As(err, &ce) {
+			if field, ok := storeFields[ce.Field]; ok {
+				return bad(field, ce.Reason, err)
+			}
+		}
+		return bad("DedupeTTL", err.Error(), err)
+	}
+	return base, nil
+}
+
+// storeFields maps the dedupe store's fields to the Config fields that set
+// them.
+var storeFields = map[string]string{
+	"StoreConfig.Prefix": "KeyPrefix", "StoreConfig.LeaseTTL": "LeaseTTL",
+	"StoreConfig.ResultTTL": "DedupeTTL", "StoreConfig.Timeout": "RedisTimeout",
+}
+
+func (c Config) qstashConfig() webhooks.QStashConfig {
+	return webhooks.QStashConfig{
+		CurrentSigningKey: c.CurrentSigningKey, NextSigningKey: c.NextSigningKey,
+		Logger: c.Logger, Registerer: c.Registerer,
+	}
+}
+
+func (c Config) storeConfig() idempotency.StoreConfig {
+	return idempotency.StoreConfig{
 		Prefix: c.KeyPrefix, Namespace: "qstash",
 		LeaseTTL: c.LeaseTTL, ResultTTL: c.DedupeTTL, Timeout: c.RedisTimeout,
 		Logger: c.Logger, Registerer: c.Registerer,
 	}
-	if err := sc.Validate(); err != nil {
-		var ce *idempotency.ConfigError
-		field := "DedupeTTL"
-		if errors.As(err, &ce) {
-			field = map[string]string{
-				"StoreConfig.Prefix": "KeyPrefix", "StoreConfig.LeaseTTL": "LeaseTTL",
-				"StoreConfig.ResultTTL": "DedupeTTL", "StoreConfig.Timeout": "RedisTimeout",
-			}[ce.Field]
-		}
-		return bad(field, err.Error(), err)
-	}
-	return p, nil
 }
 
 // Handler receives QStash deliveries: it verifies each request, dedupes it
@@ -238,24 +242,17 @@ type Handler struct {
 // New validates cfg and builds the handler.
 func New(cfg Config) (*Handler, error) {
 	cfg = cfg.withDefaults()
-	p, err := cfg.build()
+	base, err := cfg.check()
 	if err != nil {
 		return nil, err
 	}
-	if p.verifier == nil {
-		p.verifier, err = webhooks.NewQStashVerifier(webhooks.QStashConfig{
-			CurrentSigningKey: cfg.CurrentSigningKey, NextSigningKey: cfg.NextSigningKey,
-			Logger: cfg.Logger, Registerer: cfg.Registerer,
-		})
-		if err != nil {
+	verifier := cfg.Verifier
+	if verifier == nil {
+		if verifier, err = webhooks.NewQStashVerifier(cfg.qstashConfig()); err != nil {
 			return nil, fmt.Errorf("worker: %w", err)
 		}
 	}
-	p.dedupe, err = idempotency.NewStore(cfg.Redis, idempotency.StoreConfig{
-		Prefix: cfg.KeyPrefix, Namespace: "qstash",
-		LeaseTTL: cfg.LeaseTTL, ResultTTL: cfg.DedupeTTL, Timeout: cfg.RedisTimeout,
-		Logger: cfg.Logger, Registerer: cfg.Registerer,
-	})
+	dedupe, err := idempotency.NewStore(cfg.Redis, cfg.storeConfig())
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
@@ -263,7 +260,7 @@ func New(cfg Config) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Handler{cfg: cfg, base: p.base, verifier: p.verifier, dedupe: p.dedupe, m: m, log: cfg.Logger}, nil
+	return &Handler{cfg: cfg, base: base, verifier: verifier, dedupe: dedupe, m: m, log: cfg.Logger}, nil
 }
 
 // Close finishes what the dedupe store could not tell Redis during an
