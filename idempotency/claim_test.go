@@ -1,16 +1,15 @@
 package idempotency_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/digis/jobworker/idempotency"
+	"github.com/digis/jobworker/internal/logtest"
 	"github.com/digis/jobworker/internal/redistest"
 	"github.com/digis/jobworker/internal/testwait"
 )
@@ -112,7 +111,7 @@ func TestStoreAbandonedClaimIsReleasedOrTakenOver(t *testing.T) {
 // relative lease, once warning about the clock.
 func TestStoreClockBehindRedisFallsBackToRelativeLease(t *testing.T) {
 	t.Parallel()
-	var logs syncBuffer
+	var logs logtest.Buffer
 	srv := redistest.Start(t)
 	rdb := client(t, srv)
 	s, err := idempotency.NewStore(rdb, idempotency.StoreConfig{
@@ -281,22 +280,4 @@ func TestStoreConfigErrorsNameTheField(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Field != "StoreConfig.LeaseTTL" || !errors.Is(err, idempotency.ErrInvalidConfig) {
 		t.Fatalf("Validate = %v, want a *ConfigError for StoreConfig.LeaseTTL", err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,7 +1,6 @@
 package limits
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/digis/jobworker/internal/logtest"
 	"github.com/digis/jobworker/internal/redistest"
 )
 
@@ -284,7 +284,7 @@ func TestDegraded(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			var logs syncBuffer
+			var logs logtest.Buffer
 			srv := redistest.Start(t)
 			b := setupOn(t, srv, func(c *Config) {
 				if tc.background {
@@ -626,24 +626,6 @@ func TestLocalCacheIsBounded(t *testing.T) {
 	if e, out, _ := c.take("x", 1, 0, now.Add(2*time.Second)); out != askRedis || e != (localEntry{}) {
 		t.Fatalf("expired entry used: %v %+v", out, e)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestConcurrentCallersAreBatchedAndExact(t *testing.T) {

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/digis/jobworker/internal/logtest"
 	"github.com/digis/jobworker/internal/pgtest"
 	"github.com/digis/jobworker/jobs"
 	"github.com/digis/jobworker/outbox"
@@ -208,7 +208,7 @@ type bundle struct {
 	recv   *receiver
 	client *jobs.Client
 	reg    *prometheus.Registry
-	logs   *logBuffer
+	logs   *logtest.Buffer
 }
 
 func setup(t testing.TB) *bundle {
@@ -217,7 +217,7 @@ func setup(t testing.TB) *bundle {
 	if err := outbox.Migrate(t.Context(), db.Pool); err != nil {
 		t.Fatal(err)
 	}
-	b := &bundle{db: db, pool: db.Pool, recv: newReceiver(t), reg: prometheus.NewRegistry(), logs: &logBuffer{}}
+	b := &bundle{db: db, pool: db.Pool, recv: newReceiver(t), reg: prometheus.NewRegistry(), logs: &logtest.Buffer{}}
 	b.front = newFront(t, qstashdev.Config{})
 	b.client = newClient(t, b.front.URL, b.recv.srv.URL)
 	return b
@@ -317,22 +317,4 @@ func ids(prefix string, n int) []string {
 		out[i] = fmt.Sprintf("%s-%04d", prefix, i)
 	}
 	return out
-}
-
-// logBuffer collects log output for assertions.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

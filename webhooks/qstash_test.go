@@ -1,7 +1,6 @@
 package webhooks_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -19,6 +18,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/digis/jobworker/internal/logtest"
 	"github.com/digis/jobworker/webhooks"
 	"github.com/digis/jobworker/webhooks/webhookstest"
 )
@@ -44,18 +44,18 @@ var vecNow = time.Unix(1700000100, 0)
 type qstashBundle struct {
 	v   *webhooks.QStashVerifier
 	reg *prometheus.Registry
-	log *bytes.Buffer
+	log *logtest.Buffer
 }
 
 func setupQStash(t *testing.T, now time.Time) qstashBundle {
 	t.Helper()
-	b := qstashBundle{reg: prometheus.NewRegistry(), log: new(bytes.Buffer)}
+	b := qstashBundle{reg: prometheus.NewRegistry(), log: new(logtest.Buffer)}
 	var err error
 	b.v, err = webhooks.NewQStashVerifier(webhooks.QStashConfig{
 		CurrentSigningKey: vecCurrent,
 		NextSigningKey:    vecNext,
 		Now:               func() time.Time { return now },
-		Logger:            slog.New(slog.NewJSONHandler(&lockedWriter{w: b.log}, nil)),
+		Logger:            slog.New(slog.NewJSONHandler(b.log, nil)),
 		Registerer:        b.reg,
 	})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stripe/stripe-go/v76/webhook"
 
+	"github.com/digis/jobworker/internal/logtest"
 	"github.com/digis/jobworker/webhooks"
 	"github.com/digis/jobworker/webhooks/webhookstest"
 )
@@ -28,7 +29,7 @@ var stripeNow = time.Unix(1700000000, 0)
 type stripeBundle struct {
 	v   *webhooks.StripeVerifier
 	reg *prometheus.Registry
-	log *bytes.Buffer
+	log *logtest.Buffer
 }
 
 func setupStripe(t *testing.T, secrets ...string) stripeBundle {
@@ -36,12 +37,12 @@ func setupStripe(t *testing.T, secrets ...string) stripeBundle {
 	if len(secrets) == 0 {
 		secrets = []string{stripeSecret, stripeOldSecret}
 	}
-	b := stripeBundle{reg: prometheus.NewRegistry(), log: new(bytes.Buffer)}
+	b := stripeBundle{reg: prometheus.NewRegistry(), log: new(logtest.Buffer)}
 	var err error
 	b.v, err = webhooks.NewStripeVerifier(webhooks.StripeConfig{
 		Secrets:    secrets,
 		Now:        func() time.Time { return stripeNow },
-		Logger:     slog.New(slog.NewJSONHandler(&lockedWriter{w: b.log}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:     slog.New(slog.NewJSONHandler(b.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Registerer: b.reg,
 	})
 	if err != nil {

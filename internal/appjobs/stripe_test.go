@@ -6,12 +6,12 @@ import (
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/digis/jobworker/internal/logtest"
 	"github.com/digis/jobworker/internal/metrictest"
 	"github.com/digis/jobworker/internal/pgtest"
 	"github.com/digis/jobworker/internal/store"
@@ -118,12 +118,12 @@ type handlerBundle struct {
 	metrics *prometheus.Registry
 	store   store.Store
 	pool    *pgxpool.Pool // nil for Memory
-	logs    *syncBuffer
+	logs    *logtest.Buffer
 }
 
 func setupHandler(t *testing.T, withPostgres bool) *handlerBundle {
 	t.Helper()
-	b := &handlerBundle{metrics: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	b := &handlerBundle{metrics: prometheus.NewRegistry(), logs: &logtest.Buffer{}}
 	var err error
 	if withPostgres {
 		b.pool = pgtest.New(t)
@@ -314,22 +314,4 @@ func TestStripeHandler(t *testing.T) {
 			b.wantBalance(t, "user_a", 80)
 		})
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger and the test at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
 }

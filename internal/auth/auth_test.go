@@ -1,7 +1,6 @@
 package auth_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -30,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/digis/jobworker/internal/auth"
+	"github.com/digis/jobworker/internal/logtest"
 )
 
 var (
@@ -157,10 +157,9 @@ func TestHS256(t *testing.T) {
 		{name: "JSON serialization", given: []string{`Bearer {"payload":"e30","signatures":[]}`}, expect: 401, errAttr: true},
 		{name: "oversized token", given: []string{"Bearer " + strings.Repeat("a", 9000) + ".b.c"}, expect: 401, errAttr: true},
 	}
-	var logs bytes.Buffer
-	var mu sync.Mutex
+	var logs logtest.Buffer
 	a := newHS(t, func(c *auth.Config) {
-		c.Logger = slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -188,23 +187,10 @@ func TestHS256(t *testing.T) {
 		})
 	}
 	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
 		if strings.Contains(logs.String(), valid[len(valid)-20:]) || strings.Contains(logs.String(), "eyJ") {
 			t.Errorf("a token reached the log:\n%s", logs.String())
 		}
 	})
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 func TestIssuerAudience(t *testing.T) {
