@@ -125,14 +125,14 @@ func run(ctx context.Context, o options, getenv func(string) string, out io.Writ
 		return err
 	}
 
-	worker, err := workerapp.Build(workerCfg, func(reg *jobs.Registry, p *process.Process) error {
+	worker, err := workerapp.Build(workerCfg, workerapp.Deps{Store: st, Register: func(reg *jobs.Registry, p *process.Process) error {
 		c, err := cache.New(p.Redis, cache.Config{Prefix: workerCfg.KeyPrefix, Logger: p.Log, Registerer: p.Registry})
 		if err != nil {
 			return err
 		}
 		p.OnStop("cache", c.Close)
 		return appjobs.Register(reg, appjobs.Deps{Log: p.Log, Store: st, Cache: c, Registerer: p.Registry})
-	})
+	}})
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/jobs"
 	"github.com/digis/jobworker/limits"
+	"github.com/digis/jobworker/outbox"
 )
 
 // Routes the API serves.
@@ -43,7 +44,12 @@ const (
 // Deps are the parts Build does not create itself.
 type Deps struct {
 	// Store is the database. Required. cmd/api opens it with store.Open;
-	// cmd/dev shares one in-memory store with the worker.
+	// cmd/dev shares one store with the worker. With a *store.Postgres the
+	// follow-up jobs are written to the outbox in the change's transaction
+	// and the outbox relay runs (unless OUTBOX_RELAY=off); with any other
+	// store (the in-memory one of the local stack) they are published
+	// after the change, the dev-only path. The caller closes it after Run
+	// returns, so the relay stops first.
 	Store store.Store
 }
 
@@ -56,6 +62,9 @@ type app struct {
 	failureURL string // QStash failure callback: dead jobs are recorded by the worker
 	statusTTL  time.Duration
 	tipMax     int64
+	// outbox: the store writes the follow-ups in the change's transaction
+	// (Postgres); else the handlers publish them after the change.
+	outbox bool
 }
 
 // Build creates the API process: the shared server with the reference
@@ -167,6 +176,17 @@ func wire(p *process.Process, cfg Config, deps Deps) error {
 	if a.tipMax <= 0 {
 		a.tipMax = store.DefaultMaxTipAmount
 	}
+	if pg, ok := deps.Store.(*store.Postgres); ok {
+		a.store = pg.WithFollowUps(store.FollowUps{Tip: a.writeTipJobs, StreamChange: a.writeStreamJob})
+		a.outbox = true
+		if cfg.OutboxRelay {
+			// Registered last, so stopped first: after the last request's
+			// transaction, before the caller closes the pool.
+			if _, err := p.Relay(outbox.Config{Pool: pg.Pool(), Publisher: jc}, true); err != nil {
+				return err
+			}
+		}
+	}
 
 	limit := func(bucket string) (echo.MiddlewareFunc, error) {
 		return limits.MiddlewareConfig{
@@ -216,7 +236,8 @@ func userID(c echo.Context) string {
 
 // detached keeps the request's values but not its cancellation, bounded by
 // d: work that must happen once the database changed (invalidation,
-// enqueueing the follow-up) is not abandoned because the client left.
+// publishing the follow-up on the dev path) is not abandoned because the
+// client left.
 func detached(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), d)
 }

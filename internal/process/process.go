@@ -10,12 +10,14 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/digis/jobworker/internal/env"
 	"github.com/digis/jobworker/internal/redisconn"
+	"github.com/digis/jobworker/outbox"
 	"github.com/digis/jobworker/server"
 )
 
@@ -59,6 +61,43 @@ func New(name string, c env.Common) (*Process, error) {
 // OnStop is Server.OnStop: fn runs at shutdown, before the parts registered
 // earlier (Redis last of all).
 func (p *Process) OnStop(name string, fn func(context.Context) error) { p.Server.OnStop(name, fn) }
+
+// RelayMaxBackoff caps the wait of a process's outbox relay between two
+// attempts while QStash is unavailable, so the follow-ups go out at most
+// this long after QStash is back (the package's default of a minute suits a
+// library; one failed call per relay every 10 s costs QStash nothing).
+const RelayMaxBackoff = 10 * time.Second
+
+// Relay builds the process's outbox relay from cfg (Pool and Publisher set
+// by the caller), logging to the process's logger, with its metrics on the
+// process's registry and MaxBackoff RelayMaxBackoff unless cfg says
+// otherwise. With start it runs in the background from now on and stops
+// gracefully at shutdown, once the server has drained and before the parts
+// registered earlier: the caller closes cfg.Pool after Run returns. Without
+// start it is only built, for a route that runs it (Handler).
+func (p *Process) Relay(cfg outbox.Config, start bool) (*outbox.Relay, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = p.Log
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = p.Registry
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = RelayMaxBackoff
+	}
+	r, err := outbox.New(cfg)
+	if err != nil || !start {
+		return r, err
+	}
+	// Not a request's context: Stop ends it, after the in-flight requests
+	// whose transactions it publishes.
+	if err := r.Start(context.Background()); err != nil {
+		return nil, err
+	}
+	p.OnStop("outbox relay", r.Stop)
+	p.Log.Info("outbox relay started")
+	return r, nil
+}
 
 // Run serves until SIGINT/SIGTERM, then shuts down and runs the stop
 // functions.
