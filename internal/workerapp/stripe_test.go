@@ -366,12 +366,13 @@ func TestRelayRoute(t *testing.T) {
 	}
 	sb.waitBalance(t, "user_route", 7)
 
-	// And through QStash itself: a message to the route, delivered signed.
-	send(2)
+	// And as deployed: a QStash schedule calling the route (qstash-dev
+	// takes a cron with seconds; QStash's finest is every minute).
 	q := qstash.NewClientWith(qstash.Options{Url: sb.qstash.URL, Token: qstashdev.DevToken})
-	if _, err := q.Publish(qstash.PublishOptions{Url: relayURL}); err != nil {
+	if _, err := q.Schedules().Create(qstash.ScheduleOptions{Destination: relayURL, Cron: "@every 1s"}); err != nil {
 		t.Fatal(err)
 	}
+	send(2)
 	sb.waitBalance(t, "user_route", 14)
 	// The relay records "sent" once QStash accepted, which may be after
 	// QStash delivered the job.
