@@ -65,6 +65,9 @@ type app struct {
 	// outbox: the store writes the follow-ups in the change's transaction
 	// (Postgres); else the handlers publish them after the change.
 	outbox bool
+	// committed wakes the relays after a change whose follow-ups were
+	// written (process.OutboxCommitted).
+	committed func()
 }
 
 // Build creates the API process: the shared server with the reference
@@ -179,13 +182,15 @@ func wire(p *process.Process, cfg Config, deps Deps) error {
 	if pg, ok := deps.Store.(*store.Postgres); ok {
 		a.store = pg.WithFollowUps(store.FollowUps{Tip: a.writeTipJobs, StreamChange: a.writeStreamJob})
 		a.outbox = true
+		var local *outbox.Relay
 		if cfg.OutboxRelay {
 			// Registered last, so stopped first: after the last request's
 			// transaction, before the caller closes the pool.
-			if _, err := p.Relay(outbox.Config{Pool: pg.Pool(), Publisher: jc}, true); err != nil {
+			if local, err = p.Relay(outbox.Config{Pool: pg.Pool(), Publisher: jc}, true); err != nil {
 				return err
 			}
 		}
+		a.committed = p.OutboxCommitted(pg.Pool(), local)
 	}
 
 	limit := func(bucket string) (echo.MiddlewareFunc, error) {

@@ -152,7 +152,7 @@ func streamJob(st store.Stream) appjobs.StreamStatusChanged {
 // written to the outbox in the transaction that put the stream live or
 // ended it.
 func (a *app) writeStreamJob(ctx context.Context, tx pgx.Tx, st store.Stream) error {
-	_, err := outbox.Enqueue(ctx, tx, streamJob(st), jobs.WithFailureCallback(a.failureURL))
+	_, err := outbox.Enqueue(ctx, outbox.WithoutNotify(tx), streamJob(st), jobs.WithFailureCallback(a.failureURL))
 	return err
 }
 
@@ -171,6 +171,9 @@ func (a *app) changed(c echo.Context, st store.Stream) error {
 			"stream_id", st.ID, "error", err.Error())
 	}
 	if a.outbox {
+		// Woken even when the change wrote no job (a retry): it costs the
+		// relay one look.
+		a.committed()
 		return c.JSON(http.StatusOK, st)
 	}
 	job := streamJob(st)

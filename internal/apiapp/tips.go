@@ -66,8 +66,11 @@ func (a *app) quickTip(c echo.Context) error {
 		c.Response().Header().Set(idempotency.HeaderReplayed, "true")
 		a.log.InfoContext(ctx, "tip replayed from the database", "tip_id", tip.ID)
 	}
-	if !a.outbox {
+	switch {
+	case !a.outbox:
 		a.publishTipJobs(c, tip)
+	case !tip.Replayed:
+		a.committed()
 	}
 	return c.JSON(http.StatusCreated, TipResponse{
 		ID: tip.ID, StreamID: tip.StreamID, CreatorID: tip.CreatorID, Amount: tip.Amount, CreatedAt: tip.CreatedAt,
@@ -87,9 +90,11 @@ func (a *app) tipJobs(tip store.Tip) []jobs.EnqueueRequest {
 // writeTipJobs is the store's FollowUps.Tip: the follow-ups are written to
 // the outbox in the tip's own transaction, so they are published if and only
 // if the money moved, whatever happens to this process or to QStash after
-// the commit. A replay writes nothing: the original transaction did.
+// the commit. A replay writes nothing: the original transaction did. No
+// NOTIFY in the transaction (it would serialise every tip's commit, see
+// outbox.WithoutNotify): the handler wakes the relays once it committed.
 func (a *app) writeTipJobs(ctx context.Context, tx pgx.Tx, tip store.Tip) error {
-	_, err := outbox.EnqueueMany(ctx, tx, a.tipJobs(tip))
+	_, err := outbox.EnqueueMany(ctx, outbox.WithoutNotify(tx), a.tipJobs(tip))
 	return err
 }
 

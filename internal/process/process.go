@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
@@ -97,6 +98,63 @@ func (p *Process) Relay(cfg outbox.Config, start bool) (*outbox.Relay, error) {
 	p.OnStop("outbox relay", r.Stop)
 	p.Log.Info("outbox relay started")
 	return r, nil
+}
+
+// OutboxCommitted returns what the process calls after each transaction of
+// its own that committed outbox rows written WithoutNotify (the routes'
+// follow-ups; see internal/store FollowUps). With local, this process's
+// started relay, it wakes that relay at once: no database round trip. With
+// local nil (the relay runs elsewhere: OUTBOX_RELAY=off), it sends one
+// NOTIFY on pool, outside any transaction and in the background, to wake
+// the relays listening elsewhere; commits while a NOTIFY is in flight share
+// the next one, and the last one due is sent at shutdown. It never blocks.
+// A lost wake-up (a crash, a failed NOTIFY) delays the rows by a relay's
+// sweep interval, nothing more.
+func (p *Process) OutboxCommitted(pool *pgxpool.Pool, local *outbox.Relay) func() {
+	if local != nil {
+		return local.Wake
+	}
+	kick := make(chan struct{}, 1)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	notify := func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := outbox.Notify(ctx, pool); err != nil {
+			p.Log.Warn("outbox: notifying the relays failed; they find the jobs on their sweep", "error", err.Error())
+		}
+	}
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-kick:
+				notify(context.Background())
+			case <-stop:
+				select {
+				case <-kick:
+					notify(context.Background())
+				default:
+				}
+				return
+			}
+		}
+	}()
+	p.OnStop("outbox notifier", func(ctx context.Context) error {
+		close(stop)
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	return func() {
+		select {
+		case kick <- struct{}{}:
+		default: // one is due already
+		}
+	}
 }
 
 // Run serves until SIGINT/SIGTERM, then shuts down and runs the stop

@@ -106,7 +106,7 @@ func TestFollowUpsCommitWithTheChange(t *testing.T) {
 			}
 			return err
 		}, nil, []string{"chan:live", "tip:k1"}},
-		{"tip over the balance (the transfer fails)", func() error {
+		{"tip over the balance: written follow-ups, then the transfer fails", func() error {
 			_, err := s.Tip(ctx, store.TipRequest{TipperID: fan, StreamID: st.ID, Amount: 91, IdempotencyKey: "k2"})
 			return err
 		}, store.ErrInsufficientFunds, []string{"chan:live", "tip:k1"}},

@@ -28,19 +28,22 @@ type Postgres struct {
 // FollowUps write the work that follows a change inside the change's own
 // transaction, so that work is committed with the change or not at all: the
 // API enqueues its jobs into the outbox (package outbox) through them, and
-// the relay publishes them only once the transaction committed. Each
-// function runs last in its transaction, with the change's row locks held;
-// an error rolls the change back and is returned wrapped. A transaction
-// that PostgreSQL aborts on a race (a serialization failure or deadlock) is
-// run again, functions included: only the committed run's writes remain.
+// the relay publishes them only once the transaction committed. An error
+// from a function rolls the change back and is returned wrapped; so does
+// any failure after it, up to the commit. A transaction that PostgreSQL
+// aborts on a race (a serialization failure or deadlock) is run again,
+// functions included: only the committed run's writes remain.
 type FollowUps struct {
-	// Tip runs in Tip's transaction once the money moved. A replayed tip
-	// does not run it again: the original transaction did.
+	// Tip runs in Tip's transaction once the tip row is written and before
+	// the wallets are locked, so the follow-ups do not lengthen the time a
+	// popular creator's wallet is held; a refusal after it (insufficient
+	// funds) rolls them back with the tip. A replayed tip does not run it
+	// again: the original transaction did.
 	Tip func(ctx context.Context, tx pgx.Tx, t Tip) error
-	// StreamChange runs in StartStream's or StopStream's transaction when
-	// the stream went live or ended; st is the stream after the change. A
-	// start of a live stream (a retry, a new title) and a stop of an ended
-	// one change no state and do not run it.
+	// StreamChange runs last in StartStream's or StopStream's transaction
+	// when the stream went live or ended; st is the stream after the
+	// change. A start of a live stream (a retry, a new title) and a stop of
+	// an ended one change no state and do not run it.
 	StreamChange func(ctx context.Context, tx pgx.Tx, st Stream) error
 }
 
@@ -328,13 +331,13 @@ func (s *Postgres) Tip(ctx context.Context, req TipRequest) (Tip, error) {
 		if err != nil {
 			return err
 		}
-		if err := transfer(ctx, tx, txID, req.TipperID, creatorID, req.Amount); err != nil {
-			return err
-		}
 		if s.followUps.Tip != nil {
 			if err := s.followUps.Tip(ctx, tx, out); err != nil {
 				return fmt.Errorf("store: tip follow-ups: %w", err)
 			}
+		}
+		if err := transfer(ctx, tx, txID, req.TipperID, creatorID, req.Amount); err != nil {
+			return err
 		}
 		s.beforeCommit("tip")
 		return nil

@@ -124,10 +124,15 @@ func wire(p *process.Process, cfg Config, deps Deps) error {
 	}
 	var events stripeEvents
 	if pg, ok := deps.Store.(*store.Postgres); ok {
-		if err := relayRoute(p, cfg, pg, client, verifier); err != nil {
+		relay, err := relayRoute(p, cfg, pg, client, verifier)
+		if err != nil {
 			return err
 		}
-		events = outboxStripe(p, cfg, pg)
+		var local *outbox.Relay
+		if cfg.OutboxRelay {
+			local = relay
+		}
+		events = outboxStripe(p, cfg, pg, p.OutboxCommitted(pg.Pool(), local))
 	} else if events, err = directStripe(p, cfg, client); err != nil {
 		return err
 	}
@@ -136,22 +141,22 @@ func wire(p *process.Process, cfg Config, deps Deps) error {
 
 // relayRoute builds the outbox relay (started unless OUTBOX_RELAY=off) and
 // mounts POST RelayPath, which runs it once per signed call.
-func relayRoute(p *process.Process, cfg Config, pg *store.Postgres, client *jobs.Client, verifier *webhooks.QStashVerifier) error {
+func relayRoute(p *process.Process, cfg Config, pg *store.Postgres, client *jobs.Client, verifier *webhooks.QStashVerifier) (*outbox.Relay, error) {
 	relay, err := p.Relay(outbox.Config{
 		Pool: pg.Pool(), Publisher: client,
 		// A call of the route must end before its request's deadline.
 		RunOnceMaxDuration: min(outbox.DefaultRunOnceMaxDuration, cfg.RequestTimeout/2),
 	}, cfg.OutboxRelay)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	verify, err := webhooks.VerifyQStashConfig{Verifier: verifier, PublicURL: cfg.PublicURL, MaxBodyBytes: cfg.BodyLimit}.ToMiddleware()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// Draining first, like the delivery routes: the schedule calls again.
 	p.Server.Echo.POST(RelayPath, echo.WrapHandler(relay.Handler()), p.Server.RejectWhileDraining(), verify)
-	return nil
+	return relay, nil
 }
 
 // stripeReceiveTimeout bounds recording one Stripe event with its job,
@@ -159,8 +164,9 @@ func relayRoute(p *process.Process, cfg Config, pg *store.Postgres, client *jobs
 const stripeReceiveTimeout = 10 * time.Second
 
 // outboxStripe records each event's id and its stripe.event job in one
-// database transaction: the PostgreSQL path.
-func outboxStripe(p *process.Process, cfg Config, pg *store.Postgres) stripeEvents {
+// database transaction, the PostgreSQL path, then wakes the relays with
+// committed.
+func outboxStripe(p *process.Process, cfg Config, pg *store.Postgres, committed func()) stripeEvents {
 	failureCallback := cfg.PublicURL + FailureCallbackPath
 	return stripeEvents{
 		Logger: p.Log, Registerer: p.Registry,
@@ -169,10 +175,14 @@ func outboxStripe(p *process.Process, cfg Config, pg *store.Postgres) stripeEven
 			defer cancel()
 			job := stripeJob(ctx, p, ev)
 			receipt := store.StripeEventReceipt{ID: ev.ID, Type: ev.Type, Retention: cfg.StripeDedupeTTL}
-			return pg.ReceiveStripeEvent(ctx, receipt, func(ctx context.Context, tx pgx.Tx) error {
-				_, err := outbox.Enqueue(ctx, tx, job, jobs.WithFailureCallback(failureCallback))
+			dup, err := pg.ReceiveStripeEvent(ctx, receipt, func(ctx context.Context, tx pgx.Tx) error {
+				_, err := outbox.Enqueue(ctx, outbox.WithoutNotify(tx), job, jobs.WithFailureCallback(failureCallback))
 				return err
 			})
+			if err == nil && !dup {
+				committed()
+			}
+			return dup, err
 		},
 	}
 }
