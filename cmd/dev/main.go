@@ -10,7 +10,9 @@
 //
 // The API and the worker are built exactly as cmd/api and cmd/worker build
 // them (apiapp.Build, workerapp.Build); only their configuration is made
-// here instead of read from the environment.
+// here instead of read from the environment. With PostgreSQL the follow-up
+// jobs go through the outbox (relays in both); with the in-memory store they
+// are published right after each change, the development-only path.
 package main
 
 import (

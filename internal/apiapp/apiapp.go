@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
@@ -68,12 +69,19 @@ type app struct {
 	// committed wakes the relays after a change whose follow-ups were
 	// written (process.OutboxCommitted).
 	committed func()
+	// notifyInTx writes the jobs with the NOTIFY in the transaction (the
+	// outbox's default), for the benchmark that shows its cost.
+	notifyInTx bool
 }
 
 // Build creates the API process: the shared server with the reference
 // routes, rate limits, idempotency, cache, auth and the jobs client. The
 // caller runs it (p.Run, or p.Server.Serve in tests) and closes the store.
 func Build(cfg Config, deps Deps) (*process.Process, error) {
+	return build(cfg, deps, false)
+}
+
+func build(cfg Config, deps Deps, notifyInTx bool) (*process.Process, error) {
 	if deps.Store == nil {
 		return nil, errors.New("apiapp: Deps.Store is required")
 	}
@@ -84,14 +92,14 @@ func Build(cfg Config, deps Deps) (*process.Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := wire(p, cfg, deps); err != nil {
+	if err := wire(p, cfg, deps, notifyInTx); err != nil {
 		p.Abort()
 		return nil, err
 	}
 	return p, nil
 }
 
-func wire(p *process.Process, cfg Config, deps Deps) error {
+func wire(p *process.Process, cfg Config, deps Deps, notifyInTx bool) error {
 	e := p.Server.Echo
 	// c.RealIP() anywhere in the app sees what the limiter sees.
 	e.IPExtractor = cfg.RateLimit.IPExtractor.EchoIPExtractor()
@@ -174,7 +182,7 @@ func wire(p *process.Process, cfg Config, deps Deps) error {
 	a := &app{
 		log: p.Log, store: deps.Store, cache: c, jobs: jc,
 		failureURL: cfg.WorkerPublicURL + jobs.FailureCallbackPath,
-		statusTTL:  statusTTL, tipMax: cfg.TipMaxAmount,
+		statusTTL:  statusTTL, tipMax: cfg.TipMaxAmount, notifyInTx: notifyInTx,
 	}
 	if a.tipMax <= 0 {
 		a.tipMax = store.DefaultMaxTipAmount
@@ -230,6 +238,15 @@ func wire(p *process.Process, cfg Config, deps Deps) error {
 		e.Add(r.method, r.path, r.h, mw...)
 	}
 	return nil
+}
+
+// outboxTx is what the follow-ups write through: the transaction without
+// its NOTIFY, since the handlers wake the relays after the commit.
+func (a *app) outboxTx(tx pgx.Tx) outbox.Tx {
+	if a.notifyInTx {
+		return tx
+	}
+	return outbox.WithoutNotify(tx)
 }
 
 // userID is the verified subject, "" for anonymous requests: the

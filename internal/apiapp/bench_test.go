@@ -84,7 +84,9 @@ type tipBench struct {
 const (
 	benchOutbox   = "outbox"
 	benchBaseline = "baseline=publish-after-commit"
-	benchClients  = 16
+	// benchNotify writes the jobs with the NOTIFY in the tip's transaction.
+	benchNotify  = "outbox+notify-in-tx"
+	benchClients = 16
 )
 
 func setupTipBench(b *testing.B) *tipBench {
@@ -126,8 +128,12 @@ func setupTipBench(b *testing.B) *tipBench {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for mode, st := range map[string]store.Store{benchOutbox: pg, benchBaseline: plainStore{pg}} {
-		p, err := apiapp.Build(cfg, apiapp.Deps{Store: st})
+	for mode, st := range map[string]store.Store{benchOutbox: pg, benchBaseline: plainStore{pg}, benchNotify: pg} {
+		build := apiapp.Build
+		if mode == benchNotify {
+			build = apiapp.BuildNotifyingInTx
+		}
+		p, err := build(cfg, apiapp.Deps{Store: st})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -260,19 +266,25 @@ func (tb *tipBench) tipOnce(b *testing.B, client *http.Client, base string, c in
 // follow-ups to the outbox in the tip's transaction against publishing them
 // after the commit (the baseline), alternating in one run. clients=N tip N
 // streams from N fans at once; hot=16 tip one stream (its creator's wallet
-// row serialises the transactions); rtt=5ms adds 5 ms to every call to
+// row serialises the transactions), and for both the outbox is also
+// measured with the NOTIFY in the tip's transaction (outbox+notify-in-tx,
+// the package's default); rtt=5ms adds 5 ms to every call to
 // QStash, as a network to the real QStash would. With wait, each client
 // waits for its tip's job to be accepted by QStash before its next tip: the
 // commit → accepted latency without queueing behind other tips.
 //
-// Reported: tips/s; 201→accepted and sent→accepted, the time from the 201
+// Reported: tips/s; request, the tip's own latency (sent → 201);
+// 201→accepted and sent→accepted, the time from the 201
 // (the commit is just before it) and from the request to QStash answering
 // the publish of the tip's tips.notify-creator job (≤ 0 for the baseline,
 // which publishes before answering); catch-up-ms, from the last 201 until
 // QStash accepted every job; rows/round, the relay's batches; cpu-ms/tip,
 // the whole machine's busy CPU time per tip (noisy: the machine is shared).
 //
-//	go test -run '^$' -bench TipRoute -benchtime 2000x -count 3 ./internal/apiapp
+// Run it a few times: each run measures both modes of a row one after the
+// other, on the same database.
+//
+//	for i in 1 2 3; do go test -run '^$' -bench TipRoute -benchtime 2000x ./internal/apiapp; done
 func BenchmarkTipRoute(b *testing.B) {
 	tb := setupTipBench(b)
 	run := 0
@@ -282,15 +294,21 @@ func BenchmarkTipRoute(b *testing.B) {
 		hot     bool
 		wait    bool
 		rtt     time.Duration
+		notify  bool // also measure benchNotify
 	}{
 		{name: "clients=1/wait", clients: 1, wait: true},
 		{name: "clients=8/wait", clients: 8, wait: true},
 		{name: "clients=1", clients: 1},
-		{name: "clients=16", clients: benchClients},
-		{name: "hot=16", clients: benchClients, hot: true},
+		{name: "clients=16", clients: benchClients, notify: true},
+		{name: "hot=16", clients: benchClients, hot: true, notify: true},
+		{name: "rtt=5ms/clients=1", clients: 1, rtt: 5 * time.Millisecond},
 		{name: "rtt=5ms/clients=16", clients: benchClients, rtt: 5 * time.Millisecond},
 	} {
-		for _, mode := range []string{benchBaseline, benchOutbox} {
+		modes := []string{benchBaseline, benchOutbox}
+		if load.notify {
+			modes = append(modes, benchNotify)
+		}
+		for _, mode := range modes {
 			b.Run(load.name+"/"+mode, func(b *testing.B) {
 				run++
 				base := tb.apis[mode]
@@ -298,8 +316,8 @@ func BenchmarkTipRoute(b *testing.B) {
 				client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: load.clients}}
 				defer client.CloseIdleConnections()
 				before := tb.accepted.accepted()
-				rounds0 := metrictest.Scrape(b, tb.apis[benchOutbox], "jobworker_outbox_batch_size_count")
-				rows0 := metrictest.Scrape(b, tb.apis[benchOutbox], "jobworker_outbox_batch_size_sum")
+				rounds0 := metrictest.Scrape(b, base, "jobworker_outbox_batch_size_count")
+				rows0 := metrictest.Scrape(b, base, "jobworker_outbox_batch_size_sum")
 				samples := make([][]sample, load.clients)
 				var next atomic.Int64
 				cpu0 := machineCPU(b)
@@ -338,14 +356,15 @@ func BenchmarkTipRoute(b *testing.B) {
 				b.ReportMetric(float64(time.Since(start)-elapsed)/1e6, "catch-up-ms")
 				b.ReportMetric(float64(b.N)/elapsed.Seconds(), "tips/s")
 				b.ReportMetric(float64(cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/tip")
-				if mode == benchOutbox {
+				if mode != benchBaseline {
 					rounds := metrictest.Scrape(b, base, "jobworker_outbox_batch_size_count") - rounds0
 					rows := metrictest.Scrape(b, base, "jobworker_outbox_batch_size_sum") - rows0
 					b.ReportMetric(rows/max(rounds, 1), "rows/round")
 				}
-				var fromAnswer, fromSent []time.Duration
+				var request, fromAnswer, fromSent []time.Duration
 				for _, cs := range samples {
 					for _, s := range cs {
+						request = append(request, s.answered.Sub(s.sent))
 						at := s.acceptedByQStash
 						if at.IsZero() {
 							at, _ = tb.accepted.wait(s.id, time.Second)
@@ -354,6 +373,7 @@ func BenchmarkTipRoute(b *testing.B) {
 						fromSent = append(fromSent, at.Sub(s.sent))
 					}
 				}
+				report(b, "request", request)
 				report(b, "201→accepted", fromAnswer)
 				report(b, "sent→accepted", fromSent)
 			})

@@ -2,6 +2,7 @@ package apiapp_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -42,6 +43,26 @@ func (b *bundle) relay(t *testing.T) *outbox.Relay {
 	return r
 }
 
+// atCommitOfTip installs a deferred constraint trigger on tips that runs the
+// PL/pgSQL statement at COMMIT of a tip of amount tokens: after the tip's
+// follow-ups were written, before they are committed.
+func (b *bundle) atCommitOfTip(t *testing.T, amount int64, statement string) {
+	t.Helper()
+	_, err := b.pool.Exec(context.Background(), fmt.Sprintf(`
+		CREATE FUNCTION at_commit_%[1]d() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.amount = %[1]d THEN
+				%[2]s;
+			END IF;
+			RETURN NULL;
+		END $$;
+		CREATE CONSTRAINT TRIGGER tips_at_commit_%[1]d AFTER INSERT ON tips
+			DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION at_commit_%[1]d()`, amount, statement))
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A tip whose transaction rolls back publishes nothing: not when the store
 // refuses it (no money, not live, self tip), and not when it fails at
 // COMMIT after its follow-ups were written. The latter is a deferred
@@ -51,19 +72,7 @@ func TestRolledBackTipPublishesNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	ctx := context.Background()
-	_, err := b.pool.Exec(ctx, `
-		CREATE FUNCTION refuse_13() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN
-			IF NEW.amount = 13 THEN
-				RAISE EXCEPTION 'refused at commit' USING ERRCODE = 'P0001';
-			END IF;
-			RETURN NULL;
-		END $$;
-		CREATE CONSTRAINT TRIGGER tips_refuse_13 AFTER INSERT ON tips
-			DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_13()`)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b.atCommitOfTip(t, 13, `RAISE EXCEPTION 'refused at commit' USING ERRCODE = 'P0001'`)
 	ended, err := b.store.StartStream(ctx, store.StartStreamRequest{CreatorID: b.creator, Username: "off_" + randHex(3)})
 	if err == nil {
 		_, err = b.store.StopStream(ctx, b.creator, ended.ID)
@@ -115,19 +124,7 @@ func TestTipJobsInvisibleUntilCommit(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	ctx := context.Background()
-	_, err := b.pool.Exec(ctx, `
-		CREATE FUNCTION hold_17() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN
-			IF NEW.amount = 17 THEN
-				PERFORM pg_advisory_xact_lock(1717);
-			END IF;
-			RETURN NULL;
-		END $$;
-		CREATE CONSTRAINT TRIGGER tips_hold_17 AFTER INSERT ON tips
-			DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION hold_17()`)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b.atCommitOfTip(t, 17, `PERFORM pg_advisory_xact_lock(1717)`)
 	holder, err := b.pool.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -161,4 +158,21 @@ func TestTipJobsInvisibleUntilCommit(t *testing.T) {
 	wantProblem(t, <-answer, 201, "the held tip, committed")
 	b.waitJob(t, "tips.notify-creator", 1)
 	b.waitJob(t, "tips.refresh-count", 1)
+}
+
+// With OUTBOX_RELAY=off the API runs no relay (and serves none of its
+// metrics); its follow-ups are published by the relay of another process on
+// the database, here the worker's, woken by the API's NOTIFY.
+func TestAPIWithoutItsRelay(t *testing.T) {
+	t.Parallel()
+	b := setup(t, map[string]string{"OUTBOX_RELAY": "off"})
+	wantProblem(t, b.tip(t, b.api(), token(t, b.fan), "no-relay", tipBody(b.stream.ID, 5)), 201, "tip")
+	b.waitJob(t, "tips.notify-creator", 1)
+	b.waitJob(t, "tips.refresh-count", 1)
+	if n := metric(t, b.api(), "jobworker_outbox_listening"); n != 0 {
+		t.Fatalf("the API serves relay metrics (listening=%v) with OUTBOX_RELAY=off", n)
+	}
+	if n := metric(t, b.worker, `jobworker_outbox_published_total{job="tips.notify-creator",result="ok"}`); n != 1 {
+		t.Fatalf("the worker's relay published %v notify jobs, want 1", n)
+	}
 }

@@ -152,7 +152,7 @@ func streamJob(st store.Stream) appjobs.StreamStatusChanged {
 // written to the outbox in the transaction that put the stream live or
 // ended it.
 func (a *app) writeStreamJob(ctx context.Context, tx pgx.Tx, st store.Stream) error {
-	_, err := outbox.Enqueue(ctx, outbox.WithoutNotify(tx), streamJob(st), jobs.WithFailureCallback(a.failureURL))
+	_, err := outbox.Enqueue(ctx, a.outboxTx(tx), streamJob(st), jobs.WithFailureCallback(a.failureURL))
 	return err
 }
 
