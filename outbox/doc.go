@@ -26,6 +26,12 @@
 // FOR UPDATE SKIP LOCKED until their outcome is committed, so relays
 // sharing a database never publish a row at the same time.
 //
+// A NOTIFY makes PostgreSQL serialise the commits of the transactions that
+// send it, so callers with many concurrent enqueuing transactions write
+// through WithoutNotify(tx) and wake the relays once the transaction
+// committed: Relay.Wake in their own process, Notify for relays elsewhere.
+// The sweep finds rows whose wake-up was lost.
+//
 // Long-lived processes run the relay with Start and Stop (graceful: the
 // round in flight finishes). Serverless deployments call RunOnce, or mount
 // Handler behind QStash signature verification and point a QStash schedule

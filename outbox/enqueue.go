@@ -40,6 +40,33 @@ type SQLExecer interface {
 // SQLTx adapts a database/sql transaction (any PostgreSQL driver) to Tx.
 func SQLTx(tx SQLExecer) Tx { return sqlTx{tx} }
 
+// WithoutNotify returns tx for Enqueue and EnqueueMany to write their rows
+// without the NOTIFY. PostgreSQL serialises the commits of all transactions
+// that NOTIFY — a lock on the whole cluster, held until the commit is
+// flushed to disk — so when many transactions enqueue at once, the NOTIFY
+// limits them to one commit flush at a time. Through WithoutNotify the rows
+// are written the same way; wake the relays once the transaction has
+// committed instead: Relay.Wake in the process that committed, or Notify
+// (outside the transaction) for relays elsewhere. Relays find the rows on
+// their sweep in any case.
+func WithoutNotify(tx Tx) Tx { return quietTx{tx} }
+
+type quietTx struct{ Tx }
+
+// Notify wakes every relay listening on db's database, as the NOTIFY of
+// Enqueue does at commit. Call it on a pool or connection, outside any
+// transaction: it commits at once, without waiting for its commit to be
+// flushed (a lost notification costs a relay one SweepInterval, nothing
+// else), so it holds PostgreSQL's notification lock only for an instant.
+func Notify(ctx context.Context, db Tx) error {
+	// No arguments: the simple protocol, one round trip for the lot.
+	_, err := db.Exec(ctx, "BEGIN; SET LOCAL synchronous_commit TO off; SELECT pg_notify('"+Channel+"', ''); COMMIT")
+	if err != nil {
+		return fmt.Errorf("outbox: notify: %w", err)
+	}
+	return nil
+}
+
 type sqlTx struct{ tx SQLExecer }
 
 func (s sqlTx) Exec(ctx context.Context, query string, args ...any) (pgconn.CommandTag, error) {
@@ -128,6 +155,9 @@ func insert(ctx context.Context, tx Tx, rows [][4]any) error {
 	// into one, delivered at commit.
 	q := `WITH ins AS (INSERT INTO jobworker_outbox (id, kind, body, options) VALUES ` + values.String() +
 		` RETURNING 1) SELECT pg_notify('` + Channel + `', '') FROM ins LIMIT 1`
+	if _, quiet := tx.(quietTx); quiet {
+		q = `INSERT INTO jobworker_outbox (id, kind, body, options) VALUES ` + values.String()
+	}
 	if _, err := tx.Exec(ctx, q, args...); err != nil {
 		return fmt.Errorf("outbox: insert: %w", err)
 	}

@@ -203,6 +203,11 @@ func New(cfg Config) (*Relay, error) {
 	return &Relay{cfg: cfg, pool: cfg.Pool, pub: cfg.Publisher, log: cfg.Logger, metrics: m, wake: newSignal()}, nil
 }
 
+// Wake makes a started relay look for due rows now, as a notification on
+// Channel does: for the process that committed rows enqueued WithoutNotify.
+// It never blocks; a relay that is not started ignores it.
+func (r *Relay) Wake() { r.wake.Notify() }
+
 // backoff is the jittered exponential delay after the n-th consecutive
 // failure (n >= 1): between half and all of MinBackoff·2^(n-1), capped at
 // MaxBackoff. The jitter spreads relays that failed together.

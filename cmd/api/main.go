@@ -40,7 +40,19 @@ func main() {
 	}
 }
 
-// migrate applies the embedded migrations to DATABASE_URL and exits. It needs
+// followUps says how the follow-up jobs leave, for the start-up line.
+func followUps(databaseURL string, relay bool) string {
+	switch {
+	case databaseURL == "":
+		return "published after the change (in-memory store, local stack only)"
+	case relay:
+		return "outbox, relay in process"
+	}
+	return "outbox, relay elsewhere (OUTBOX_RELAY=off)"
+}
+
+// migrate applies the embedded migrations (the outbox's included) to
+// DATABASE_URL and exits. It needs
 // only DATABASE_URL, so a release job can run it without the API's secrets.
 func migrate() error {
 	url := os.Getenv("DATABASE_URL")
@@ -81,6 +93,7 @@ func run() error {
 	}
 	p.Log.Info("starting", "port", cfg.Port, "qstash_url", cfg.QStashURL, "worker_public_url", cfg.WorkerPublicURL,
 		"database", map[bool]string{true: "postgres", false: "in-memory"}[cfg.DatabaseURL != ""],
+		"follow_ups", followUps(cfg.DatabaseURL, cfg.OutboxRelay),
 		"ip_source", string(cfg.RateLimit.IPExtractor.Source()))
 	return p.Run()
 }

@@ -10,7 +10,9 @@
 //
 // The API and the worker are built exactly as cmd/api and cmd/worker build
 // them (apiapp.Build, workerapp.Build); only their configuration is made
-// here instead of read from the environment.
+// here instead of read from the environment. With PostgreSQL the follow-up
+// jobs go through the outbox (relays in both); with the in-memory store they
+// are published right after each change, the development-only path.
 package main
 
 import (
@@ -125,14 +127,14 @@ func run(ctx context.Context, o options, getenv func(string) string, out io.Writ
 		return err
 	}
 
-	worker, err := workerapp.Build(workerCfg, func(reg *jobs.Registry, p *process.Process) error {
+	worker, err := workerapp.Build(workerCfg, workerapp.Deps{Store: st, Register: func(reg *jobs.Registry, p *process.Process) error {
 		c, err := cache.New(p.Redis, cache.Config{Prefix: workerCfg.KeyPrefix, Logger: p.Log, Registerer: p.Registry})
 		if err != nil {
 			return err
 		}
 		p.OnStop("cache", c.Close)
 		return appjobs.Register(reg, appjobs.Deps{Log: p.Log, Store: st, Cache: c, Registerer: p.Registry})
-	})
+	}})
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}

@@ -1,13 +1,16 @@
 // Command worker receives what QStash and Stripe deliver: it verifies each
 // request's signature, dedupes retried deliveries in Redis, runs the job and
 // answers with the status that makes the sender stop, retry or dead-letter.
-// Configuration comes from the environment (see README).
+// It also runs the outbox relay (unless OUTBOX_RELAY=off) and serves its
+// route for a QStash schedule. Configuration comes from the environment (see
+// README).
 package main
 
 import (
 	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/digis/jobworker/cache"
 	"github.com/digis/jobworker/internal/appjobs"
@@ -33,25 +36,39 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	p, err := workerapp.Build(cfg, func(reg *jobs.Registry, p *process.Process) error {
-		st, closeStore, err := store.Open(context.Background(), store.Config{
-			DatabaseURL: cfg.DatabaseURL, Options: store.Options{Logger: p.Log},
-		})
-		if err != nil {
-			return fmt.Errorf("store: %w", err)
-		}
-		p.OnStop("database", func(context.Context) error { closeStore(); return nil })
-		p.Server.AddReadinessCheck("database", st.Ping)
+	log := server.NewLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel).With("service", "worker")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	st, closeStore, err := store.Open(ctx, store.Config{DatabaseURL: cfg.DatabaseURL, Options: store.Options{Logger: log}})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	// Closed after Run returned: the relay and the jobs have stopped.
+	defer closeStore()
+	p, err := workerapp.Build(cfg, workerapp.Deps{Store: st, Register: func(reg *jobs.Registry, p *process.Process) error {
 		c, err := cache.New(p.Redis, cache.Config{Prefix: cfg.KeyPrefix, Logger: p.Log, Registerer: p.Registry})
 		if err != nil {
 			return err
 		}
 		p.OnStop("cache", c.Close)
 		return appjobs.Register(reg, appjobs.Deps{Log: p.Log, Store: st, Cache: c, Registerer: p.Registry})
-	})
+	}})
 	if err != nil {
 		return err
 	}
-	p.Log.Info("starting", "port", cfg.Port, "public_url", cfg.PublicURL)
+	p.Log.Info("starting", "port", cfg.Port, "public_url", cfg.PublicURL,
+		"database", map[bool]string{true: "postgres", false: "in-memory"}[cfg.DatabaseURL != ""],
+		"outbox_relay", relayMode(cfg.DatabaseURL, cfg.OutboxRelay))
 	return p.Run()
+}
+
+// relayMode says where the outbox relay runs, for the start-up line.
+func relayMode(databaseURL string, inProcess bool) string {
+	switch {
+	case databaseURL == "":
+		return "none (in-memory store)"
+	case inProcess:
+		return "in process, and route " + workerapp.RelayPath
+	}
+	return "route " + workerapp.RelayPath + " only (OUTBOX_RELAY=off)"
 }

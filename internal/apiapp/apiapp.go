@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/jobs"
 	"github.com/digis/jobworker/limits"
+	"github.com/digis/jobworker/outbox"
 )
 
 // Routes the API serves.
@@ -43,7 +45,12 @@ const (
 // Deps are the parts Build does not create itself.
 type Deps struct {
 	// Store is the database. Required. cmd/api opens it with store.Open;
-	// cmd/dev shares one in-memory store with the worker.
+	// cmd/dev shares one store with the worker. With a *store.Postgres the
+	// follow-up jobs are written to the outbox in the change's transaction
+	// and the outbox relay runs (unless OUTBOX_RELAY=off); with any other
+	// store (the in-memory one of the local stack) they are published
+	// after the change, the dev-only path. The caller closes it after Run
+	// returns, so the relay stops first.
 	Store store.Store
 }
 
@@ -56,12 +63,25 @@ type app struct {
 	failureURL string // QStash failure callback: dead jobs are recorded by the worker
 	statusTTL  time.Duration
 	tipMax     int64
+	// outbox: the store writes the follow-ups in the change's transaction
+	// (Postgres); else the handlers publish them after the change.
+	outbox bool
+	// committed wakes the relays after a change whose follow-ups were
+	// written (process.OutboxCommitted).
+	committed func()
+	// notifyInTx writes the jobs with the NOTIFY in the transaction (the
+	// outbox's default), for the benchmark that shows its cost.
+	notifyInTx bool
 }
 
 // Build creates the API process: the shared server with the reference
 // routes, rate limits, idempotency, cache, auth and the jobs client. The
 // caller runs it (p.Run, or p.Server.Serve in tests) and closes the store.
 func Build(cfg Config, deps Deps) (*process.Process, error) {
+	return build(cfg, deps, false)
+}
+
+func build(cfg Config, deps Deps, notifyInTx bool) (*process.Process, error) {
 	if deps.Store == nil {
 		return nil, errors.New("apiapp: Deps.Store is required")
 	}
@@ -72,14 +92,14 @@ func Build(cfg Config, deps Deps) (*process.Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := wire(p, cfg, deps); err != nil {
+	if err := wire(p, cfg, deps, notifyInTx); err != nil {
 		p.Abort()
 		return nil, err
 	}
 	return p, nil
 }
 
-func wire(p *process.Process, cfg Config, deps Deps) error {
+func wire(p *process.Process, cfg Config, deps Deps, notifyInTx bool) error {
 	e := p.Server.Echo
 	// c.RealIP() anywhere in the app sees what the limiter sees.
 	e.IPExtractor = cfg.RateLimit.IPExtractor.EchoIPExtractor()
@@ -162,10 +182,23 @@ func wire(p *process.Process, cfg Config, deps Deps) error {
 	a := &app{
 		log: p.Log, store: deps.Store, cache: c, jobs: jc,
 		failureURL: cfg.WorkerPublicURL + jobs.FailureCallbackPath,
-		statusTTL:  statusTTL, tipMax: cfg.TipMaxAmount,
+		statusTTL:  statusTTL, tipMax: cfg.TipMaxAmount, notifyInTx: notifyInTx,
 	}
 	if a.tipMax <= 0 {
 		a.tipMax = store.DefaultMaxTipAmount
+	}
+	if pg, ok := deps.Store.(*store.Postgres); ok {
+		a.store = pg.WithFollowUps(store.FollowUps{Tip: a.writeTipJobs, StreamChange: a.writeStreamJob})
+		a.outbox = true
+		var local *outbox.Relay
+		if cfg.OutboxRelay {
+			// Registered last, so stopped first: after the last request's
+			// transaction, before the caller closes the pool.
+			if local, err = p.Relay(outbox.Config{Pool: pg.Pool(), Publisher: jc}, true); err != nil {
+				return err
+			}
+		}
+		a.committed = p.OutboxCommitted(pg.Pool(), local)
 	}
 
 	limit := func(bucket string) (echo.MiddlewareFunc, error) {
@@ -207,6 +240,15 @@ func wire(p *process.Process, cfg Config, deps Deps) error {
 	return nil
 }
 
+// outboxTx is what the follow-ups write through: the transaction without
+// its NOTIFY, since the handlers wake the relays after the commit.
+func (a *app) outboxTx(tx pgx.Tx) outbox.Tx {
+	if a.notifyInTx {
+		return tx
+	}
+	return outbox.WithoutNotify(tx)
+}
+
 // userID is the verified subject, "" for anonymous requests: the
 // rate-limit identity and the idempotency principal.
 func userID(c echo.Context) string {
@@ -216,7 +258,8 @@ func userID(c echo.Context) string {
 
 // detached keeps the request's values but not its cancellation, bounded by
 // d: work that must happen once the database changed (invalidation,
-// enqueueing the follow-up) is not abandoned because the client left.
+// publishing the follow-up on the dev path) is not abandoned because the
+// client left.
 func detached(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), d)
 }

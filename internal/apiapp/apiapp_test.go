@@ -16,7 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/digis/jobworker/internal/metrictest"
+	"github.com/digis/jobworker/internal/outage"
 	"github.com/digis/jobworker/internal/testwait"
 
 	"github.com/digis/jobworker/cache"
@@ -36,15 +40,17 @@ import (
 
 const testSecret = "test-secret-for-hs256-at-least-32-bytes-long"
 
-// bundle is one private stack: redis-server, PostgreSQL database, qstashdev,
-// an in-process worker with the reference jobs, and one or more API
-// instances built with the production wiring.
+// bundle is one private stack: redis-server, PostgreSQL database, qstashdev
+// (behind a front that can go down), an in-process worker with the reference
+// jobs, and one or more API instances built with the production wiring.
 type bundle struct {
 	redis  *redistest.Server
 	qstash *qstashdevtest.Server
+	front  *outage.Front // QStash as the API and the worker reach it
 	store  store.Store
-	worker string   // worker base URL
-	apis   []string // API base URLs
+	pool   *pgxpool.Pool // nil with the in-memory store
+	worker string        // worker base URL
+	apis   []string      // API base URLs
 	env    map[string]string
 
 	creator, fan string // user ids
@@ -83,24 +89,44 @@ func listen(t testing.TB) net.Listener {
 	return ln
 }
 
-// setup starts the stack with env overriding the API's variables, and
-// seeds a creator with a live stream and a fan holding 1000 tokens. The
-// fan's id looks like an e-mail address on purpose: the PII scan proves it
-// never reaches Redis even when a deployment's user ids are personal.
+// setup starts the stack on PostgreSQL with env overriding the API's
+// variables, and seeds a creator with a live stream and a fan holding 1000
+// tokens. The fan's id looks like an e-mail address on purpose: the PII scan
+// proves it never reaches Redis even when a deployment's user ids are
+// personal.
 func setup(t testing.TB, env map[string]string) *bundle {
+	t.Helper()
+	pool := pgtest.New(t)
+	st, err := store.NewPostgres(pool, store.Options{MaxTipAmount: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := setupWith(t, st, env)
+	b.pool = pool
+	return b
+}
+
+// setupMemory is setup on the in-memory store of the local stack.
+func setupMemory(t testing.TB, env map[string]string) *bundle {
+	t.Helper()
+	st, err := store.NewMemory(store.Options{MaxTipAmount: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return setupWith(t, st, env)
+}
+
+func setupWith(t testing.TB, st store.Store, env map[string]string) *bundle {
 	t.Helper()
 	b := &bundle{
 		redis:    redistest.Start(t),
 		qstash:   qstashdevtest.Start(t, qstashdev.Config{TimeScale: 0.001}),
+		store:    st,
 		creator:  "creator-" + randHex(6),
 		fan:      "fan." + randHex(4) + "@example.com",
 		username: "chan_" + randHex(4),
 	}
-	st, err := store.NewPostgres(pgtest.New(t), store.Options{MaxTipAmount: 500})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.store = st
+	b.front = outage.Start(t, b.qstash.Handler())
 
 	wln := listen(t)
 	b.worker = "http://" + wln.Addr().String()
@@ -108,20 +134,20 @@ func setup(t testing.TB, env map[string]string) *bundle {
 		"REDIS_URL": b.redis.URL(), "REDIS_TIMEOUT": "300ms", "WORKER_PUBLIC_URL": b.worker,
 		"QSTASH_CURRENT_SIGNING_KEY": qstashdev.DevCurrentSigningKey,
 		"QSTASH_NEXT_SIGNING_KEY":    qstashdev.DevNextSigningKey,
-		"QSTASH_URL":                 b.qstash.URL, "QSTASH_TOKEN": qstashdev.DevToken,
+		"QSTASH_URL":                 b.front.URL, "QSTASH_TOKEN": qstashdev.DevToken,
 		"STRIPE_WEBHOOK_SECRET": "whsec_test", "LOG_LEVEL": logLevel(),
-		"DATABASE_URL": "memory", // the test passes its PostgreSQL store in directly
+		"DATABASE_URL": "memory", // the test passes its store in directly
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	wp, err := workerapp.Build(wcfg, func(reg *jobs.Registry, p *process.Process) error {
+	wp, err := workerapp.Build(wcfg, workerapp.Deps{Store: st, Register: func(reg *jobs.Registry, p *process.Process) error {
 		c, err := cache.New(p.Redis, cache.Config{Logger: p.Log})
 		if err != nil {
 			return err
 		}
 		return appjobs.Register(reg, appjobs.Deps{Log: p.Log, Store: st, Cache: c})
-	})
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +157,7 @@ func setup(t testing.TB, env map[string]string) *bundle {
 		// The strict tier fails closed on a missed deadline: give it the same
 		// room as REDIS_TIMEOUT on two busy cores under -race.
 		"REDIS_URL": b.redis.URL(), "REDIS_TIMEOUT": "300ms", "RATE_LIMIT_REDIS_TIMEOUT": "300ms",
-		"QSTASH_URL": b.qstash.URL, "QSTASH_TOKEN": qstashdev.DevToken, "WORKER_PUBLIC_URL": b.worker,
+		"QSTASH_URL": b.front.URL, "QSTASH_TOKEN": qstashdev.DevToken, "WORKER_PUBLIC_URL": b.worker,
 		"AUTH_JWT_SECRET": testSecret, "RATE_LIMIT_IP_SOURCE": "direct",
 		"RATE_LIMIT_OVERRIDES": "tips:quick=1000/1m", "TIP_MAX_AMOUNT": "500",
 		"LOG_LEVEL": logLevel(), "DATABASE_URL": "memory", // the store is passed in directly
@@ -678,7 +704,7 @@ func TestNoPIIInRedis(t *testing.T) {
 	wantProblem(t, b.tip(t, b.api(), fan, "pii-1", tipBody(b.stream.ID, 10)), 201, "tip")
 	b.tip(t, b.api(), fan, "pii-1", tipBody(b.stream.ID, 10))
 	b.tip(t, b.api(), fan, "pii-2", tipBody(b.stream.ID, 5000))
-	wantProblem(t, req(t, http.MethodPost, b.api()+apiapp.StartRoute, `{"username":"`+b.username+`","title":"t"}`, "Authorization", bearer(creator)), 200, "start")
+	wantProblem(t, req(t, http.MethodPost, b.api()+apiapp.StopRoute, `{"streamId":`+strconv.FormatInt(b.stream.ID, 10)+`}`, "Authorization", bearer(creator)), 200, "stop")
 	b.waitJob(t, "tips.refresh-count", 1)
 	b.waitJob(t, "streams.notify-followers", 1)
 
@@ -734,18 +760,69 @@ func TestBuildRefusesIncompleteWiring(t *testing.T) {
 	}
 }
 
-// QStash unreachable: a tip still answers 201 (the money moved; the failed
-// publish is logged), while start/stop answer 503 + Retry-After so the
-// client retries the idempotent request and the follow-up is not lost.
+// QStash unreachable: every route answers as usual — a tip 201, a stop and
+// a start 200 — because the follow-ups are committed with the change, in
+// the outbox. Nothing reaches QStash meanwhile; once it is back, each
+// follow-up runs once.
 func TestQStashDown(t *testing.T) {
 	t.Parallel()
-	b := setup(t, map[string]string{"QSTASH_URL": "http://127.0.0.1:1"})
+	b := setup(t, nil)
 	fan, creator := token(t, b.fan), token(t, b.creator)
+	stream := `{"streamId":` + strconv.FormatInt(b.stream.ID, 10) + `}`
+	b.front.Down()
+	wantProblem(t, b.tip(t, b.api(), fan, "q-1", tipBody(b.stream.ID, 5)), 201, "tip with QStash down")
+	wantProblem(t, req(t, http.MethodPost, b.api()+apiapp.StopRoute, stream, "Authorization", bearer(creator)), 200, "stop with QStash down")
+	if _, s := b.status(t, b.api(), b.username, ""); s.Live {
+		t.Fatal("stream still live") // the change is saved and visible at once
+	}
+	wantProblem(t, req(t, http.MethodPost, b.api()+apiapp.StartRoute, `{"username":"`+b.username+`","title":"again"}`,
+		"Authorization", bearer(creator)), 200, "start with QStash down")
+	if b.balance(t, b.fan) != 995 {
+		t.Fatal("tip did not move money")
+	}
+	if got := b.outboxStates(t); got["pending"] != 4 || got["sent"] != 0 {
+		t.Fatalf("outbox while QStash is down: %v, want 4 pending (2 tip jobs, 2 stream changes)", got)
+	}
+
+	b.front.Up()
+	testwait.For(t, 3*process.RelayMaxBackoff, "the relay to publish everything", func() bool { return b.outboxStates(t)["sent"] == 4 })
+	for kind, n := range map[string]float64{"tips.notify-creator": 1, "tips.refresh-count": 1, "streams.notify-followers": 2} {
+		b.waitJob(t, kind, n)
+		if got := metric(t, b.worker, `jobworker_deliveries_total{job="`+kind+`",outcome="done"}`); got != n {
+			t.Errorf("%s ran %v times, want %v", kind, got, n)
+		}
+	}
+}
+
+// outboxStates counts the outbox rows per state.
+func (b *bundle) outboxStates(t testing.TB) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	rows, _ := b.pool.Query(context.Background(), `SELECT state, count(*) FROM jobworker_outbox GROUP BY state`)
+	var state string
+	var n int
+	if _, err := pgx.ForEachRow(rows, []any{&state, &n}, func() error { out[state] = n; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// The local stack's in-memory store has no transaction to write the
+// follow-ups in: they are published after the change. With QStash
+// unreachable a tip still answers 201 (the money moved; the failed publish
+// is logged), while start/stop answer 503 + Retry-After so the client
+// retries the idempotent request and the follow-up is not lost.
+func TestQStashDownMemoryStore(t *testing.T) {
+	t.Parallel()
+	b := setupMemory(t, nil)
+	fan, creator := token(t, b.fan), token(t, b.creator)
+	b.front.Down()
 	wantProblem(t, b.tip(t, b.api(), fan, "q-1", tipBody(b.stream.ID, 5)), 201, "tip with QStash down")
 	if b.balance(t, b.fan) != 995 {
 		t.Fatal("tip did not move money")
 	}
-	a := req(t, http.MethodPost, b.api()+apiapp.StopRoute, `{"streamId":`+strconv.FormatInt(b.stream.ID, 10)+`}`, "Authorization", bearer(creator))
+	stop := `{"streamId":` + strconv.FormatInt(b.stream.ID, 10) + `}`
+	a := req(t, http.MethodPost, b.api()+apiapp.StopRoute, stop, "Authorization", bearer(creator))
 	wantProblem(t, a, 503, "stop with QStash down")
 	if a.header.Get("Retry-After") == "" {
 		t.Fatal("503 without Retry-After")
@@ -754,4 +831,8 @@ func TestQStashDown(t *testing.T) {
 	if _, s := b.status(t, b.api(), b.username, ""); s.Live {
 		t.Fatal("stream still live")
 	}
+	// QStash back: the retried stop publishes its follow-up.
+	b.front.Up()
+	wantProblem(t, req(t, http.MethodPost, b.api()+apiapp.StopRoute, stop, "Authorization", bearer(creator)), 200, "stop retried")
+	b.waitJob(t, "streams.notify-followers", 1)
 }

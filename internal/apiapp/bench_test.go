@@ -1,8 +1,30 @@
 package apiapp_test
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/digis/jobworker/internal/apiapp"
+	"github.com/digis/jobworker/internal/metrictest"
+	"github.com/digis/jobworker/internal/outage"
+	"github.com/digis/jobworker/internal/pgtest"
+	"github.com/digis/jobworker/internal/redistest"
+	"github.com/digis/jobworker/internal/store"
+	"github.com/digis/jobworker/qstashdev"
+	"github.com/digis/jobworker/qstashdev/qstashdevtest"
 )
 
 // BenchmarkStatus measures GET /api/streams/status answered from the cache
@@ -37,4 +59,353 @@ func BenchmarkStatus(b *testing.B) {
 			}
 		}
 	})
+}
+
+// plainStore hides the *store.Postgres behind the interface, so Build takes
+// the path of a store without transactions: the follow-ups are published
+// right after the commit, in the request. It is the baseline the outbox is
+// measured against (the API before issue #16).
+type plainStore struct{ store.Store }
+
+// tipBench is the tip route under load on the production wiring, two API
+// instances on one PostgreSQL and one Redis: one writing the follow-ups to
+// the outbox (its relay running), one publishing them after the commit.
+// QStash (qstashdev) sits behind a front that notes when QStash answered
+// for each tip's tips.notify-creator job; the worker is a sink that answers
+// 200, so deliveries cost the same in both modes.
+type tipBench struct {
+	apis      map[string]string // mode → base URL
+	fans      []string          // bearer tokens, one per client
+	streams   []int64           // one stream per client
+	accepted  *acceptLog
+	delivered atomic.Int64
+}
+
+const (
+	benchOutbox   = "outbox"
+	benchBaseline = "baseline=publish-after-commit"
+	// benchNotify writes the jobs with the NOTIFY in the tip's transaction.
+	benchNotify  = "outbox+notify-in-tx"
+	benchClients = 16
+)
+
+func setupTipBench(b *testing.B) *tipBench {
+	b.Helper()
+	tb := &tipBench{apis: map[string]string{}, accepted: newAcceptLog()}
+	rs := redistest.Start(b)
+	qs := qstashdevtest.Start(b, qstashdev.Config{TimeScale: 0.001})
+	front := outage.Start(b, qs.Handler())
+	front.Wrap(tb.accepted.record)
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tb.delivered.Add(1)
+		_, _ = io.Copy(io.Discard, r.Body)
+	}))
+	b.Cleanup(sink.Close)
+	pool := pgtest.New(b)
+	pg, err := store.NewPostgres(pool, store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := range benchClients {
+		fan, creator := fmt.Sprintf("bench-fan-%02d", i), fmt.Sprintf("bench-creator-%02d", i)
+		if _, err := pg.Credit(ctx, fan, store.MaxCreditAmount, "seed:"+fan); err != nil {
+			b.Fatal(err)
+		}
+		st, err := pg.StartStream(ctx, store.StartStreamRequest{CreatorID: creator, Username: fmt.Sprintf("bench_%02d", i)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		tb.fans = append(tb.fans, token(b, fan))
+		tb.streams = append(tb.streams, st.ID)
+	}
+	env := map[string]string{
+		"REDIS_URL": rs.URL(), "QSTASH_URL": front.URL, "QSTASH_TOKEN": qstashdev.DevToken, "WORKER_PUBLIC_URL": sink.URL,
+		"AUTH_JWT_SECRET": testSecret, "RATE_LIMIT_IP_SOURCE": "direct", "RATE_LIMIT_OVERRIDES": "tips:quick=1000000000/1m",
+		"LOG_LEVEL": "error", "DATABASE_URL": "memory", // the store is passed in directly
+	}
+	cfg, err := apiapp.LoadConfig(envMap(env))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for mode, st := range map[string]store.Store{benchOutbox: pg, benchBaseline: plainStore{pg}, benchNotify: pg} {
+		build := apiapp.Build
+		if mode == benchNotify {
+			build = apiapp.BuildNotifyingInTx
+		}
+		p, err := build(cfg, apiapp.Deps{Store: st})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ln := listen(b)
+		serve(b, ln, p)
+		tb.apis[mode] = "http://" + ln.Addr().String()
+	}
+	return tb
+}
+
+// acceptLog notes, per tip, when QStash answered the publish carrying its
+// tips.notify-creator job, and wakes whoever waits for it.
+type acceptLog struct {
+	rtt     atomic.Int64 // a delay before each publish call, as a network's
+	mu      sync.Mutex
+	at      map[int64]time.Time
+	waiters map[int64]chan struct{}
+	n       int // jobs accepted, both kinds
+}
+
+func newAcceptLog() *acceptLog {
+	return &acceptLog{at: map[int64]time.Time{}, waiters: map[int64]chan struct{}{}}
+}
+
+// record is the QStash front's wrapper: it serves the call, then notes the
+// tips in it.
+func (a *acceptLog) record(w http.ResponseWriter, r *http.Request, next http.Handler) {
+	type item struct {
+		Destination string  `json:"destination"`
+		Body        *string `json:"body"`
+	}
+	var items []item
+	body, _ := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	switch {
+	case r.URL.Path == "/v2/batch":
+		_ = json.Unmarshal(body, &items)
+	case strings.HasPrefix(r.URL.Path, "/v2/publish/"):
+		s := string(body)
+		items = []item{{Destination: r.URL.Path, Body: &s}}
+	}
+	if d := time.Duration(a.rtt.Load()); d > 0 && len(items) > 0 {
+		time.Sleep(d)
+	}
+	next.ServeHTTP(w, r)
+	now := time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, it := range items {
+		a.n++
+		if !strings.HasSuffix(it.Destination, "/jobs/tips.notify-creator") || it.Body == nil {
+			continue
+		}
+		var job struct {
+			TipID int64 `json:"tipId"`
+		}
+		if json.Unmarshal([]byte(*it.Body), &job) != nil {
+			continue
+		}
+		if _, seen := a.at[job.TipID]; !seen {
+			a.at[job.TipID] = now
+			if ch := a.waiters[job.TipID]; ch != nil {
+				close(ch)
+				delete(a.waiters, job.TipID)
+			}
+		}
+	}
+}
+
+// wait returns when QStash accepted tip id's job.
+func (a *acceptLog) wait(id int64, within time.Duration) (time.Time, bool) {
+	a.mu.Lock()
+	if t, ok := a.at[id]; ok {
+		a.mu.Unlock()
+		return t, true
+	}
+	ch := make(chan struct{})
+	a.waiters[id] = ch
+	a.mu.Unlock()
+	select {
+	case <-ch:
+	case <-time.After(within):
+		return time.Time{}, false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.at[id], true
+}
+
+func (a *acceptLog) accepted() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.n
+}
+
+// sample is one tip: when it was sent, answered 201, and its job accepted
+// by QStash.
+type sample struct {
+	id               int64
+	sent, answered   time.Time
+	acceptedByQStash time.Time
+}
+
+// tipOnce sends one tip and returns its sample (the acceptance filled in
+// later).
+func (tb *tipBench) tipOnce(b *testing.B, client *http.Client, base string, c int, key string) sample {
+	body := `{"amount":1,"streamId":` + strconv.FormatInt(tb.streams[c], 10) + `}`
+	r, _ := http.NewRequest(http.MethodPost, base+apiapp.QuickTipRoute, strings.NewReader(body))
+	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("Authorization", "Bearer "+tb.fans[c])
+	r.Header.Set("Idempotency-Key", key)
+	s := sample{sent: time.Now()}
+	res, err := client.Do(r)
+	if err != nil {
+		b.Error(err)
+		return s
+	}
+	var tip apiapp.TipResponse
+	err = json.NewDecoder(res.Body).Decode(&tip)
+	res.Body.Close()
+	s.answered = time.Now()
+	if res.StatusCode != http.StatusCreated || err != nil {
+		b.Errorf("tip: %d %v", res.StatusCode, err)
+	}
+	s.id = tip.ID
+	return s
+}
+
+// BenchmarkTipRoute: POST /api/tips/quick over HTTP, writing the
+// follow-ups to the outbox in the tip's transaction against publishing them
+// after the commit (the baseline), alternating in one run. clients=N tip N
+// streams from N fans at once; hot=16 tip one stream (its creator's wallet
+// row serialises the transactions), and for both the outbox is also
+// measured with the NOTIFY in the tip's transaction (outbox+notify-in-tx,
+// the package's default); rtt=5ms adds 5 ms to every call to
+// QStash, as a network to the real QStash would. With wait, each client
+// waits for its tip's job to be accepted by QStash before its next tip: the
+// commit → accepted latency without queueing behind other tips.
+//
+// Reported: tips/s; request, the tip's own latency (sent → 201);
+// 201→accepted and sent→accepted, the time from the 201
+// (the commit is just before it) and from the request to QStash answering
+// the publish of the tip's tips.notify-creator job (≤ 0 for the baseline,
+// which publishes before answering); catch-up-ms, from the last 201 until
+// QStash accepted every job; rows/round, the relay's batches; cpu-ms/tip,
+// the whole machine's busy CPU time per tip (noisy: the machine is shared).
+//
+// Run it a few times: each run measures both modes of a row one after the
+// other, on the same database.
+//
+//	for i in 1 2 3; do go test -run '^$' -bench TipRoute -benchtime 2000x ./internal/apiapp; done
+func BenchmarkTipRoute(b *testing.B) {
+	tb := setupTipBench(b)
+	run := 0
+	for _, load := range []struct {
+		name    string
+		clients int
+		hot     bool
+		wait    bool
+		rtt     time.Duration
+		notify  bool // also measure benchNotify
+	}{
+		{name: "clients=1/wait", clients: 1, wait: true},
+		{name: "clients=8/wait", clients: 8, wait: true},
+		{name: "clients=1", clients: 1},
+		{name: "clients=16", clients: benchClients, notify: true},
+		{name: "hot=16", clients: benchClients, hot: true, notify: true},
+		{name: "rtt=5ms/clients=1", clients: 1, rtt: 5 * time.Millisecond},
+		{name: "rtt=5ms/clients=16", clients: benchClients, rtt: 5 * time.Millisecond},
+	} {
+		modes := []string{benchBaseline, benchOutbox}
+		if load.notify {
+			modes = append(modes, benchNotify)
+		}
+		for _, mode := range modes {
+			b.Run(load.name+"/"+mode, func(b *testing.B) {
+				run++
+				base := tb.apis[mode]
+				tb.accepted.rtt.Store(int64(load.rtt))
+				client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: load.clients}}
+				defer client.CloseIdleConnections()
+				before := tb.accepted.accepted()
+				rounds0 := metrictest.Scrape(b, base, "jobworker_outbox_batch_size_count")
+				rows0 := metrictest.Scrape(b, base, "jobworker_outbox_batch_size_sum")
+				samples := make([][]sample, load.clients)
+				var next atomic.Int64
+				cpu0 := machineCPU(b)
+				start := time.Now()
+				var wg sync.WaitGroup
+				for c := range load.clients {
+					wg.Go(func() {
+						stream := c
+						if load.hot {
+							stream = 0
+						}
+						for i := next.Add(1); i <= int64(b.N); i = next.Add(1) {
+							s := tb.tipOnce(b, client, base, stream, fmt.Sprintf("%d-%d-%d", run, c, i))
+							if load.wait {
+								var ok bool
+								if s.acceptedByQStash, ok = tb.accepted.wait(s.id, 10*time.Second); !ok {
+									b.Error("a tip's job never reached QStash")
+									return
+								}
+							}
+							samples[c] = append(samples[c], s)
+						}
+					})
+				}
+				wg.Wait()
+				elapsed := time.Since(start)
+				cpu := machineCPU(b) - cpu0
+				b.StopTimer()
+				// Catch-up: until QStash has every job of this run (two per tip).
+				for tb.accepted.accepted() < before+2*b.N {
+					time.Sleep(time.Millisecond) // polling a counter the front updates
+					if time.Since(start) > elapsed+time.Minute {
+						b.Fatal("jobs never reached QStash")
+					}
+				}
+				b.ReportMetric(float64(time.Since(start)-elapsed)/1e6, "catch-up-ms")
+				b.ReportMetric(float64(b.N)/elapsed.Seconds(), "tips/s")
+				b.ReportMetric(float64(cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/tip")
+				if mode != benchBaseline {
+					rounds := metrictest.Scrape(b, base, "jobworker_outbox_batch_size_count") - rounds0
+					rows := metrictest.Scrape(b, base, "jobworker_outbox_batch_size_sum") - rows0
+					b.ReportMetric(rows/max(rounds, 1), "rows/round")
+				}
+				var request, fromAnswer, fromSent []time.Duration
+				for _, cs := range samples {
+					for _, s := range cs {
+						request = append(request, s.answered.Sub(s.sent))
+						at := s.acceptedByQStash
+						if at.IsZero() {
+							at, _ = tb.accepted.wait(s.id, time.Second)
+						}
+						fromAnswer = append(fromAnswer, at.Sub(s.answered))
+						fromSent = append(fromSent, at.Sub(s.sent))
+					}
+				}
+				report(b, "request", request)
+				report(b, "201→accepted", fromAnswer)
+				report(b, "sent→accepted", fromSent)
+			})
+		}
+	}
+}
+
+// machineCPU is the busy CPU time of the whole machine so far (/proc/stat:
+// every field but idle and iowait).
+func machineCPU(b *testing.B) time.Duration {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Skip("no /proc/stat:", err)
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	var busy int64
+	for i, f := range strings.Fields(line)[1:] {
+		n, _ := strconv.ParseInt(f, 10, 64)
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return time.Duration(busy) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+}
+
+// report adds the p50 and p99 of d, in ms, to the benchmark's line.
+func report(b *testing.B, name string, d []time.Duration) {
+	if len(d) == 0 {
+		return
+	}
+	slices.Sort(d)
+	q := func(p float64) float64 { return float64(d[int(p*float64(len(d)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(q(0.5), name+"-p50-ms")
+	b.ReportMetric(q(0.99), name+"-p99-ms")
 }

@@ -40,6 +40,13 @@ type Config struct {
 	// (DATABASE_MIGRATE=true). Concurrent starts are safe (advisory lock).
 	// Defaults to false: run `api -migrate` as a release step instead.
 	DatabaseMigrate bool
+	// OutboxRelay runs the outbox relay in this process (OUTBOX_RELAY, on
+	// or off): it publishes the follow-up jobs the routes commit to the
+	// outbox. Turn it off where the process does not run between requests
+	// (Cloud Run with CPU only during requests, Lambda) and let a QStash
+	// schedule call the worker's relay route instead. Ignored with the
+	// in-memory store. Defaults to on.
+	OutboxRelay bool
 
 	// Auth verifies bearer tokens: exactly one of AUTH_JWT_SECRET (HS256,
 	// at least 32 bytes) and AUTH_JWKS_URL, plus optional AUTH_ISSUER and
@@ -124,6 +131,7 @@ func LoadConfig(getenv env.Getenv) (Config, error) {
 	cfg.WorkerPublicURL = r.URL("WORKER_PUBLIC_URL", "")
 	cfg.DatabaseURL = r.DatabaseURL()
 	cfg.DatabaseMigrate = r.Bool("DATABASE_MIGRATE")
+	cfg.OutboxRelay = r.OneOf("OUTBOX_RELAY", "on", "on", "off") == "on"
 	cfg.Auth = readAuth(r)
 	cfg.TipMaxAmount = readTipMax(r, "TIP_MAX_AMOUNT")
 	cfg.RateLimit = readRateLimit(r, cfg.QStashToken)

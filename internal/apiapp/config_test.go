@@ -42,7 +42,7 @@ func TestAPIDefaults(t *testing.T) {
 	if cfg.Port != 3000 || cfg.QStashURL != "https://qstash.upstash.io" || cfg.WorkerPublicURL != "https://worker.example.com" {
 		t.Fatalf("api defaults: %+v", cfg)
 	}
-	if cfg.DatabaseURL != "" || cfg.DatabaseMigrate || string(cfg.Auth.HS256Secret) != apiSecret ||
+	if cfg.DatabaseURL != "" || cfg.DatabaseMigrate || !cfg.OutboxRelay || string(cfg.Auth.HS256Secret) != apiSecret ||
 		cfg.TipMaxAmount != 100_000 || cfg.IdempotencyResultTTL != 24*time.Hour ||
 		cfg.CacheRedisTimeout != 100*time.Millisecond || cfg.CacheStatusTTL != 10*time.Second {
 		t.Fatalf("defaults: %+v", cfg)
@@ -100,11 +100,12 @@ func TestAPIOverrides(t *testing.T) {
 		"RATE_LIMIT_REDIS_TIMEOUT": "80ms", "RATE_LIMIT_HASH_KEY": "0123456789abcdef",
 		"RATE_LIMIT_LEASES":      "generous=12,streams:status=0",
 		"IDEMPOTENCY_RESULT_TTL": "7d", "CACHE_REDIS_TIMEOUT": "40ms", "CACHE_STATUS_TTL": "5s",
+		"OUTBOX_RELAY": "off",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.DatabaseURL != "postgres://db/app" || !cfg.DatabaseMigrate || cfg.TipMaxAmount != 5000 ||
+	if cfg.DatabaseURL != "postgres://db/app" || !cfg.DatabaseMigrate || cfg.OutboxRelay || cfg.TipMaxAmount != 5000 ||
 		cfg.IdempotencyResultTTL != 7*24*time.Hour || cfg.CacheRedisTimeout != 40*time.Millisecond || cfg.CacheStatusTTL != 5*time.Second {
 		t.Fatalf("%+v", cfg)
 	}
@@ -141,6 +142,7 @@ func TestAPIBadValuesNameTheVariable(t *testing.T) {
 		{"both auth modes", map[string]string{"AUTH_JWKS_URL": "https://idp.example.com/jwks.json"}, "AUTH_JWT_SECRET"},
 		{"jwks over http", map[string]string{"AUTH_JWT_SECRET": "", "AUTH_JWKS_URL": "http://idp.example.com/jwks"}, "AUTH_JWKS_URL"},
 		{"no ip source", map[string]string{"RATE_LIMIT_IP_SOURCE": ""}, "RATE_LIMIT_IP_SOURCE"},
+		{"relay neither on nor off", map[string]string{"OUTBOX_RELAY": "no"}, "OUTBOX_RELAY"},
 		{"unknown ip source", map[string]string{"RATE_LIMIT_IP_SOURCE": "guess"}, "RATE_LIMIT_IP_SOURCE"},
 		{"xff without proxies", map[string]string{"RATE_LIMIT_IP_SOURCE": "xff"}, "RATE_LIMIT_TRUSTED_PROXIES"},
 		{"bad proxy", map[string]string{"RATE_LIMIT_IP_SOURCE": "xff", "RATE_LIMIT_TRUSTED_PROXIES": "10.0.0.0/99"}, "RATE_LIMIT_TRUSTED_PROXIES"},

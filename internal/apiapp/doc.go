@@ -28,15 +28,40 @@
 // X-Cache response header names the cache outcome (hit, miss_computed,
 // degraded, …) for debugging.
 //
+// # Follow-up jobs: the outbox
+//
+// With PostgreSQL, a change and the jobs that follow it are one
+// transaction: the store runs the FollowUps this package gives it
+// (store.Postgres.WithFollowUps), which write the jobs into the outbox
+// (package outbox), and a relay publishes them to QStash once the
+// transaction committed. A job is published if and only if its change
+// committed; a QStash outage or a crash after the commit delays it, never
+// loses it; the routes never wait for QStash. The jobs are written without
+// an in-transaction NOTIFY (it would serialise every tip's commit on
+// PostgreSQL's notification lock); once the store call returned, the
+// handler wakes the process's relay, or, with OUTBOX_RELAY=off, sends one
+// NOTIFY outside the transaction for relays elsewhere (the relays' sweep
+// finds the rows in any case). The relay runs in the process unless
+// OUTBOX_RELAY=off (serverless: a QStash schedule calls the worker's relay
+// route instead); it stops at shutdown after the last request, before the
+// pool closes. See docs/outbox.md.
+//
+// With the in-memory store of the local stack there is no transaction to
+// write them in: the handlers publish the jobs right after the change, as
+// described below for each route. That path is for development only.
+//
 // # Stream start and stop
 //
 // The creator's request updates PostgreSQL, deletes the status key at once
-// (so the next read on any instance recomputes), and enqueues
+// (so the next read on any instance recomputes), and queues
 // streams.notify-followers, whose worker handler deletes the key again and
-// notifies followers. If the enqueue fails the answer is 503 + Retry-After:
-// start and stop are idempotent and the job's deduplication id is the
-// broadcast's start (or end) instant, so a retry completes the follow-up
-// without notifying twice.
+// notifies followers. The job is written in the transaction that put the
+// stream live or ended it; a start of a live stream (a retry, a new title)
+// or a stop of an ended one writes none, so a retried request never
+// notifies twice. The answer is 200 whether or not QStash is reachable. On
+// the dev path the job is published after the change (deduplicated by the
+// broadcast's start or end instant) and a failed publish answers 503 +
+// Retry-After, so the client retries the idempotent request.
 //
 // # Quick tips and idempotency
 //
@@ -60,11 +85,13 @@
 // failover, expiry) the same key is answered from the database: the
 // original tip, 201, with Idempotent-Replayed: true, and no money moves; a
 // new key can only spend what the balance still holds (402 otherwise).
-// After the tip, tips.notify-creator and tips.refresh-count are enqueued in
-// one batch (deduplicated per tip, so a replay re-enqueues harmlessly); if
-// QStash cannot be reached the tip still answers 201 and the failure is
-// logged, since failing a request whose money moved would invite a retry
-// with a new key.
+// tips.notify-creator and tips.refresh-count are written in the tip's
+// transaction (deduplicated per tip); a replay writes nothing, since the
+// original transaction did, and a refused tip leaves none. On the dev path
+// they are published after the tip in one batch (a replay publishes again,
+// harmlessly); if QStash cannot be reached the tip still answers 201 and the
+// failure is logged, since failing a request whose money moved would invite
+// a retry with a new key.
 //
 // # Failure policy
 //

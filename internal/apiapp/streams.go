@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
 
 	"github.com/digis/jobworker/cache"
@@ -13,6 +14,7 @@ import (
 	"github.com/digis/jobworker/internal/auth"
 	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/jobs"
+	"github.com/digis/jobworker/outbox"
 )
 
 // publicStatus is the cached part of a stream's status: the same for every
@@ -132,9 +134,33 @@ func (a *app) stop(c echo.Context) error {
 	return a.changed(c, st)
 }
 
+// streamJob is the follow-up of a start or stop, deduplicated per
+// broadcast and state.
+func streamJob(st store.Stream) appjobs.StreamStatusChanged {
+	at := st.EndedAt
+	if st.Live {
+		at = st.StartedAt
+	}
+	job := appjobs.StreamStatusChanged{StreamID: st.ID, CreatorID: st.CreatorID, Username: st.Username, Live: st.Live}
+	if at != nil {
+		job.ChangedAt = *at
+	}
+	return job
+}
+
+// writeStreamJob is the store's FollowUps.StreamChange: the follow-up is
+// written to the outbox in the transaction that put the stream live or
+// ended it.
+func (a *app) writeStreamJob(ctx context.Context, tx pgx.Tx, st store.Stream) error {
+	_, err := outbox.Enqueue(ctx, a.outboxTx(tx), streamJob(st), jobs.WithFailureCallback(a.failureURL))
+	return err
+}
+
 // changed runs after a start or stop was committed: delete the status key
-// now, so the next read on any instance sees the change, and enqueue the
-// follow-up job.
+// now, so the next read on any instance sees the change. The follow-up job
+// was committed with the change; on the dev path (no outbox) it is
+// published here, and a failure answers 503 so the client retries the
+// idempotent request.
 func (a *app) changed(c echo.Context, st store.Stream) error {
 	ctx, cancel := detached(c.Request().Context(), publishTimeout)
 	defer cancel()
@@ -144,14 +170,13 @@ func (a *app) changed(c echo.Context, st store.Stream) error {
 		a.log.WarnContext(ctx, "status invalidation failed; the follow-up job retries it",
 			"stream_id", st.ID, "error", err.Error())
 	}
-	at := st.EndedAt
-	if st.Live {
-		at = st.StartedAt
+	if a.outbox {
+		// Woken even when the change wrote no job (a retry): it costs the
+		// relay one look.
+		a.committed()
+		return c.JSON(http.StatusOK, st)
 	}
-	job := appjobs.StreamStatusChanged{StreamID: st.ID, CreatorID: st.CreatorID, Username: st.Username, Live: st.Live}
-	if at != nil {
-		job.ChangedAt = *at
-	}
+	job := streamJob(st)
 	if _, err := a.jobs.Enqueue(ctx, job, jobs.WithFailureCallback(a.failureURL)); err != nil {
 		a.log.ErrorContext(ctx, "could not enqueue the stream follow-up job", "job", job.Kind(),
 			"stream_id", st.ID, "error", err.Error())

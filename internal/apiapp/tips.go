@@ -1,17 +1,20 @@
 package apiapp
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
 
 	"github.com/digis/jobworker/idempotency"
 	"github.com/digis/jobworker/internal/appjobs"
 	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/jobs"
+	"github.com/digis/jobworker/outbox"
 )
 
 // QuickTipRequest is the body of POST /api/tips/quick. Amount is in tokens
@@ -63,26 +66,48 @@ func (a *app) quickTip(c echo.Context) error {
 		c.Response().Header().Set(idempotency.HeaderReplayed, "true")
 		a.log.InfoContext(ctx, "tip replayed from the database", "tip_id", tip.ID)
 	}
-	a.enqueueTipJobs(c, tip)
+	switch {
+	case !a.outbox:
+		a.publishTipJobs(c, tip)
+	case !tip.Replayed:
+		a.committed()
+	}
 	return c.JSON(http.StatusCreated, TipResponse{
 		ID: tip.ID, StreamID: tip.StreamID, CreatorID: tip.CreatorID, Amount: tip.Amount, CreatedAt: tip.CreatedAt,
 	})
 }
 
-// enqueueTipJobs publishes the tip's side effects in one QStash call. They
-// are deduplicated per tip, so a replay enqueues them again harmlessly (and
-// repairs a publish that failed the first time). A failure is logged, not
-// answered: the money moved, and an error would invite a retry with a new
-// key.
-func (a *app) enqueueTipJobs(c echo.Context, tip store.Tip) {
-	ctx, cancel := detached(c.Request().Context(), publishTimeout)
-	defer cancel()
+// tipJobs are a tip's follow-ups: notify the creator, refresh their 30-day
+// count. Both are deduplicated per tip.
+func (a *app) tipJobs(tip store.Tip) []jobs.EnqueueRequest {
 	cb := jobs.WithFailureCallback(a.failureURL)
-	_, err := a.jobs.EnqueueBatch(ctx, []jobs.EnqueueRequest{
+	return []jobs.EnqueueRequest{
 		{Args: appjobs.TipCreated{TipID: tip.ID, StreamID: tip.StreamID, CreatorID: tip.CreatorID, Amount: tip.Amount}, Options: []jobs.EnqueueOption{cb}},
 		{Args: appjobs.RefreshTipCount{CreatorID: tip.CreatorID, TipID: tip.ID}, Options: []jobs.EnqueueOption{cb}},
-	})
-	if err != nil {
+	}
+}
+
+// writeTipJobs is the store's FollowUps.Tip: the follow-ups are written to
+// the outbox in the tip's own transaction, so they are published if and only
+// if the money moved, whatever happens to this process or to QStash after
+// the commit. A replay writes nothing: the original transaction did. No
+// NOTIFY in the transaction (it would serialise every tip's commit, see
+// outbox.WithoutNotify): the handler wakes the relays once it committed.
+func (a *app) writeTipJobs(ctx context.Context, tx pgx.Tx, tip store.Tip) error {
+	_, err := outbox.EnqueueMany(ctx, a.outboxTx(tx), a.tipJobs(tip))
+	return err
+}
+
+// publishTipJobs is the dev-only path (the in-memory store has no
+// transaction to write them in): publish the follow-ups after the "commit"
+// in one QStash call. They are deduplicated per tip, so a replay publishes
+// them again harmlessly (and repairs a publish that failed the first time).
+// A failure is logged, not answered: the money moved, and an error would
+// invite a retry with a new key.
+func (a *app) publishTipJobs(c echo.Context, tip store.Tip) {
+	ctx, cancel := detached(c.Request().Context(), publishTimeout)
+	defer cancel()
+	if _, err := a.jobs.EnqueueBatch(ctx, a.tipJobs(tip)); err != nil {
 		a.log.ErrorContext(ctx, "could not enqueue the tip's follow-up jobs", "tip_id", tip.ID, "error", err.Error())
 	}
 }

@@ -10,12 +10,15 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/digis/jobworker/internal/env"
 	"github.com/digis/jobworker/internal/redisconn"
+	"github.com/digis/jobworker/outbox"
 	"github.com/digis/jobworker/server"
 )
 
@@ -59,6 +62,100 @@ func New(name string, c env.Common) (*Process, error) {
 // OnStop is Server.OnStop: fn runs at shutdown, before the parts registered
 // earlier (Redis last of all).
 func (p *Process) OnStop(name string, fn func(context.Context) error) { p.Server.OnStop(name, fn) }
+
+// RelayMaxBackoff caps the wait of a process's outbox relay between two
+// attempts while QStash is unavailable, so the follow-ups go out at most
+// this long after QStash is back (the package's default of a minute suits a
+// library; one failed call per relay every 10 s costs QStash nothing).
+const RelayMaxBackoff = 10 * time.Second
+
+// Relay builds the process's outbox relay from cfg (Pool and Publisher set
+// by the caller), logging to the process's logger, with its metrics on the
+// process's registry and MaxBackoff RelayMaxBackoff unless cfg says
+// otherwise. With start it runs in the background from now on and stops
+// gracefully at shutdown, once the server has drained and before the parts
+// registered earlier: the caller closes cfg.Pool after Run returns. Without
+// start it is only built, for a route that runs it (Handler).
+func (p *Process) Relay(cfg outbox.Config, start bool) (*outbox.Relay, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = p.Log
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = p.Registry
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = RelayMaxBackoff
+	}
+	r, err := outbox.New(cfg)
+	if err != nil || !start {
+		return r, err
+	}
+	// Not a request's context: Stop ends it, after the in-flight requests
+	// whose transactions it publishes.
+	if err := r.Start(context.Background()); err != nil {
+		return nil, err
+	}
+	p.OnStop("outbox relay", r.Stop)
+	p.Log.Info("outbox relay started")
+	return r, nil
+}
+
+// OutboxCommitted returns what the process calls after each transaction of
+// its own that committed outbox rows written WithoutNotify (the routes'
+// follow-ups; see internal/store FollowUps). With local, this process's
+// started relay, it wakes that relay at once: no database round trip. With
+// local nil (the relay runs elsewhere: OUTBOX_RELAY=off), it sends one
+// NOTIFY on pool, outside any transaction and in the background, to wake
+// the relays listening elsewhere; commits while a NOTIFY is in flight share
+// the next one, and the last one due is sent at shutdown. It never blocks.
+// A lost wake-up (a crash, a failed NOTIFY) delays the rows by a relay's
+// sweep interval, nothing more.
+func (p *Process) OutboxCommitted(pool *pgxpool.Pool, local *outbox.Relay) func() {
+	if local != nil {
+		return local.Wake
+	}
+	kick := make(chan struct{}, 1)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	notify := func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := outbox.Notify(ctx, pool); err != nil {
+			p.Log.Warn("outbox: notifying the relays failed; they find the jobs on their sweep", "error", err.Error())
+		}
+	}
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-kick:
+				notify(context.Background())
+			case <-stop:
+				select {
+				case <-kick:
+					notify(context.Background())
+				default:
+				}
+				return
+			}
+		}
+	}()
+	p.OnStop("outbox notifier", func(ctx context.Context) error {
+		close(stop)
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	return func() {
+		select {
+		case kick <- struct{}{}:
+		default: // one is due already
+		}
+	}
+}
 
 // Run serves until SIGINT/SIGTERM, then shuts down and runs the stop
 // functions.

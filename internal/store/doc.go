@@ -110,9 +110,23 @@
 // charge.refunded and refund.failed (or refund.updated); other events are
 // ignored.
 //
+// # Follow-up jobs
+//
+// What must happen after a change (notify a creator of a tip, a stream's
+// followers) is written in the change's own transaction, so it is committed
+// with the change or not at all. Postgres.WithFollowUps gives a store whose
+// Tip, StartStream and StopStream call the application's FollowUps inside
+// their transactions (the API writes its jobs into the outbox there, package
+// outbox); ReceiveStripeEvent records a verified Stripe event's id, its
+// dedupe, in one transaction with what the caller writes for it (the
+// worker's stripe.event job). Memory cannot: the local stack publishes
+// after its "commit" instead (see internal/apiapp).
+//
 // # Migrations
 //
 // Numbered files in migrations/ are embedded in the binary. Migrate applies
 // the missing ones under a PostgreSQL advisory lock, so replicas starting
-// together are safe; call it from a start-up flag or a release step.
+// together are safe, then the outbox's (outbox.Migrate, its own table and
+// lock); call it from a start-up flag or a release step. CheckSchema, and so
+// readiness, checks both.
 package store

@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/digis/jobworker/outbox"
 )
 
 //go:embed migrations/*.sql
@@ -59,12 +61,21 @@ func Migrations() ([]Migration, error) {
 }
 
 // Migrate applies the embedded migrations that the database has not seen,
-// each in its own transaction together with its schema_migrations row. A
-// session advisory lock serialises concurrent callers (several replicas
-// starting at once): the second waits, then finds nothing to do. Running it
-// again is a no-op. A database that has versions this binary does not know
-// (a newer release ran first) is left alone, so a rollback can still start.
+// each in its own transaction together with its schema_migrations row, then
+// the outbox's (outbox.Migrate: the table the follow-up jobs are written to,
+// with its own version table). A session advisory lock serialises
+// concurrent callers (several replicas starting at once): the second waits,
+// then finds nothing to do. Running it again is a no-op. A database that has
+// versions this binary does not know (a newer release ran first) is left
+// alone, so a rollback can still start.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	if err := migrate(ctx, pool); err != nil {
+		return err
+	}
+	return outbox.Migrate(ctx, pool)
+}
+
+func migrate(ctx context.Context, pool *pgxpool.Pool) error {
 	migs, err := Migrations()
 	if err != nil {
 		return err
@@ -124,9 +135,21 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 }
 
 // CheckSchema reports, wrapped in ErrSchemaBehind, the first embedded
-// migration the database has not applied. Versions the database has and
-// this binary does not (a newer release migrated first) are fine.
+// migration the database has not applied, the outbox's included. Versions
+// the database has and this binary does not (a newer release migrated
+// first) are fine.
 func CheckSchema(ctx context.Context, pool *pgxpool.Pool) error {
+	if err := checkSchema(ctx, pool); err != nil {
+		return err
+	}
+	err := outbox.CheckSchema(ctx, pool)
+	if errors.Is(err, outbox.ErrSchemaBehind) {
+		return fmt.Errorf("%w: %w (run `api -migrate` or set DATABASE_MIGRATE=true)", ErrSchemaBehind, err)
+	}
+	return err
+}
+
+func checkSchema(ctx context.Context, pool *pgxpool.Pool) error {
 	migs, err := Migrations()
 	if err != nil {
 		return err

@@ -17,12 +17,47 @@ import (
 // (no deadlocks between opposite tips), and the schema's CHECKs and unique
 // constraints refuse what the Go checks should already have refused.
 type Postgres struct {
-	pool     *pgxpool.Pool
-	maxTip   int64
-	log      *slog.Logger
-	schemaOK atomic.Bool // CheckSchema passed once; migrations are never undone
-	hook     func(op string)
+	pool      *pgxpool.Pool
+	maxTip    int64
+	log       *slog.Logger
+	schemaOK  atomic.Bool // CheckSchema passed once; migrations are never undone
+	hook      func(op string)
+	followUps FollowUps
 }
+
+// FollowUps write the work that follows a change inside the change's own
+// transaction, so that work is committed with the change or not at all: the
+// API enqueues its jobs into the outbox (package outbox) through them, and
+// the relay publishes them only once the transaction committed. An error
+// from a function rolls the change back and is returned wrapped; so does
+// any failure after it, up to the commit. A transaction that PostgreSQL
+// aborts on a race (a serialization failure or deadlock) is run again,
+// functions included: only the committed run's writes remain.
+type FollowUps struct {
+	// Tip runs in Tip's transaction once the tip row is written and before
+	// the wallets are locked, so the follow-ups do not lengthen the time a
+	// popular creator's wallet is held; a refusal after it (insufficient
+	// funds) rolls them back with the tip. A replayed tip does not run it
+	// again: the original transaction did.
+	Tip func(ctx context.Context, tx pgx.Tx, t Tip) error
+	// StreamChange runs last in StartStream's or StopStream's transaction
+	// when the stream went live or ended; st is the stream after the
+	// change. A start of a live stream (a retry, a new title) and a stop of
+	// an ended one change no state and do not run it.
+	StreamChange func(ctx context.Context, tx pgx.Tx, st Stream) error
+}
+
+// WithFollowUps returns a Postgres on the same pool whose Tip, StartStream
+// and StopStream run f in their transactions. s itself is unchanged, so one
+// pool can serve a store with follow-ups (the API's) and one without (the
+// worker's job handlers).
+func (s *Postgres) WithFollowUps(f FollowUps) *Postgres {
+	return &Postgres{pool: s.pool, maxTip: s.maxTip, log: s.log, hook: s.hook, followUps: f}
+}
+
+// Pool is the connection pool the store runs on; the outbox relay claims
+// the follow-up jobs through it. The caller of NewPostgres still owns it.
+func (s *Postgres) Pool() *pgxpool.Pool { return s.pool }
 
 var _ Store = (*Postgres)(nil)
 
@@ -112,9 +147,11 @@ func (s *Postgres) Ping(ctx context.Context) error {
 
 const streamCols = `id, creator_id, username, title, live, viewers, started_at, ended_at`
 
-func scanStream(row pgx.Row) (Stream, error) {
+// scanStream reads streamCols, then into extra any further columns.
+func scanStream(row pgx.Row, extra ...any) (Stream, error) {
 	var st Stream
-	err := row.Scan(&st.ID, &st.CreatorID, &st.Username, &st.Title, &st.Live, &st.Viewers, &st.StartedAt, &st.EndedAt)
+	dest := append([]any{&st.ID, &st.CreatorID, &st.Username, &st.Title, &st.Live, &st.Viewers, &st.StartedAt, &st.EndedAt}, extra...)
+	err := row.Scan(dest...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Stream{}, ErrNotFound
 	}
@@ -146,29 +183,62 @@ func (s *Postgres) StartStream(ctx context.Context, req StartStreamRequest) (Str
 	}
 	// One statement: claim the username or restart our own stream. The
 	// WHERE on the conflict branch makes a foreign username return no row.
-	st, err := scanStream(s.pool.QueryRow(ctx, `
-		INSERT INTO streams (creator_id, username, title, live, viewers, started_at)
-		VALUES ($1, $2, $3, true, 0, now())
-		ON CONFLICT (username) DO UPDATE SET
-			title      = EXCLUDED.title,
-			started_at = CASE WHEN streams.live THEN streams.started_at ELSE now() END,
-			viewers    = CASE WHEN streams.live THEN streams.viewers ELSE 0 END,
-			ended_at   = NULL,
-			live       = true
-		WHERE streams.creator_id = EXCLUDED.creator_id
-		RETURNING `+streamCols, req.CreatorID, req.Username, req.Title))
+	// began: this statement put the stream live (a new broadcast starts at
+	// the transaction's now(); a live one keeps its started_at, even when a
+	// concurrent start won the row first).
+	st, err := s.changeStream(ctx, func(q querier) (Stream, bool, error) {
+		var began bool
+		st, err := scanStream(q.QueryRow(ctx, `
+			INSERT INTO streams (creator_id, username, title, live, viewers, started_at)
+			VALUES ($1, $2, $3, true, 0, now())
+			ON CONFLICT (username) DO UPDATE SET
+				title      = EXCLUDED.title,
+				started_at = CASE WHEN streams.live THEN streams.started_at ELSE now() END,
+				viewers    = CASE WHEN streams.live THEN streams.viewers ELSE 0 END,
+				ended_at   = NULL,
+				live       = true
+			WHERE streams.creator_id = EXCLUDED.creator_id
+			RETURNING `+streamCols+`, started_at = now()`, req.CreatorID, req.Username, req.Title), &began)
+		return st, began, err
+	})
 	if errors.Is(err, ErrNotFound) {
 		return Stream{}, ErrNotCreator
 	}
 	return st, err
 }
 
+// changeStream runs one stream change: a single statement on the pool, or,
+// with a StreamChange follow-up, in a transaction that also runs the
+// follow-up when change reports that the stream went live or ended.
+func (s *Postgres) changeStream(ctx context.Context, change func(querier) (Stream, bool, error)) (Stream, error) {
+	if s.followUps.StreamChange == nil {
+		st, _, err := change(s.pool)
+		return st, err
+	}
+	var st Stream
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var changed bool
+		var err error
+		if st, changed, err = change(tx); err != nil || !changed {
+			return err
+		}
+		if err := s.followUps.StreamChange(ctx, tx, st); err != nil {
+			return fmt.Errorf("store: stream follow-up: %w", err)
+		}
+		return nil
+	})
+	return st, err
+}
+
 // StopStream implements Store.
 func (s *Postgres) StopStream(ctx context.Context, creatorID string, streamID int64) (Stream, error) {
-	st, err := scanStream(s.pool.QueryRow(ctx, `
-		UPDATE streams SET live = false, viewers = 0, ended_at = now()
-		WHERE id = $1 AND creator_id = $2 AND live
-		RETURNING `+streamCols, streamID, creatorID))
+	st, err := s.changeStream(ctx, func(q querier) (Stream, bool, error) {
+		st, err := scanStream(q.QueryRow(ctx, `
+			UPDATE streams SET live = false, viewers = 0, ended_at = now()
+			WHERE id = $1 AND creator_id = $2 AND live
+			RETURNING `+streamCols, streamID, creatorID))
+		return st, err == nil, err
+	})
 	if !errors.Is(err, ErrNotFound) {
 		return st, err
 	}
@@ -261,7 +331,16 @@ func (s *Postgres) Tip(ctx context.Context, req TipRequest) (Tip, error) {
 		if err != nil {
 			return err
 		}
-		return transfer(ctx, tx, txID, req.TipperID, creatorID, req.Amount)
+		if s.followUps.Tip != nil {
+			if err := s.followUps.Tip(ctx, tx, out); err != nil {
+				return fmt.Errorf("store: tip follow-ups: %w", err)
+			}
+		}
+		if err := transfer(ctx, tx, txID, req.TipperID, creatorID, req.Amount); err != nil {
+			return err
+		}
+		s.beforeCommit("tip")
+		return nil
 	})
 	if errors.Is(err, errTaken) {
 		t, ok, err := s.tipByKey(ctx, req.TipperID, req.IdempotencyKey)
@@ -422,8 +501,8 @@ func (s *Postgres) replayCredit(dep Transfer, userID string, amount int64) (Tran
 	return dep, nil
 }
 
-// beforeCommit runs a test hook at the end of a money transaction, when
-// its locks are held and nothing is committed yet.
+// beforeCommit runs a test hook at the end of a money transaction (after
+// its follow-ups), when its locks are held and nothing is committed yet.
 func (s *Postgres) beforeCommit(op string) {
 	if s.hook != nil {
 		s.hook(op)

@@ -205,9 +205,9 @@ func startBenchWorker(b *testing.B, redisURL string) string {
 	}
 	stderr := os.Stderr
 	os.Stderr = devNull // the process logger writes to os.Stderr
-	p, err := workerapp.Build(cfg, func(reg *jobs.Registry, _ *process.Process) error {
+	p, err := workerapp.Build(cfg, workerapp.Deps{Register: func(reg *jobs.Registry, _ *process.Process) error {
 		return jobs.Register(reg, func(context.Context, *jobs.Job[noopJob]) error { return nil })
-	})
+	}})
 	os.Stderr = stderr
 	if err != nil {
 		b.Fatal(err)

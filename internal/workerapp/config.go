@@ -44,6 +44,13 @@ type Config struct {
 	// (JOB_DEDUPE_TTL). It must outlive QStash's retry horizon: about
 	// 33 min with the default 3 retries, 31 h with 5. Defaults to 48h.
 	JobDedupeTTL time.Duration
+	// OutboxRelay runs the outbox relay in this process (OUTBOX_RELAY, on
+	// or off), publishing the jobs committed to the outbox by any process
+	// on the database. Turn it off where the process does not run between
+	// requests (Cloud Run with CPU only during requests, Lambda) and let a
+	// QStash schedule call RelayPath instead; the route is there either
+	// way. Ignored with the in-memory store. Defaults to on.
+	OutboxRelay bool
 }
 
 // LoadConfig reads the worker configuration. A bad or missing value is an
@@ -62,6 +69,7 @@ func LoadConfig(getenv env.Getenv) (Config, error) {
 		r.Fail("STRIPE_DEDUPE_TTL", "must be more than 73h: Stripe retries an event for up to 3 days")
 	}
 	cfg.DatabaseURL = r.DatabaseURL()
+	cfg.OutboxRelay = r.OneOf("OUTBOX_RELAY", "on", "on", "off") == "on"
 	cfg.JobDedupeTTL = r.Duration("JOB_DEDUPE_TTL", 48*time.Hour)
 	if cfg.JobDedupeTTL < 24*time.Hour && r.Err() == nil {
 		r.Fail("JOB_DEDUPE_TTL", "must be at least 24h: QStash may redeliver a message that long after it ran")

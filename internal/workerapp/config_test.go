@@ -36,7 +36,7 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if w.Port != 3001 || w.PublicURL != "https://worker.example.com" || w.QStashURL != "https://qstash.upstash.io" ||
 		len(w.StripeWebhookSecrets) != 2 || w.StripeWebhookSecrets[1] != "whsec_old" ||
-		w.JobDedupeTTL != 48*time.Hour || w.StripeDedupeTTL != 7*24*time.Hour {
+		w.JobDedupeTTL != 48*time.Hour || w.StripeDedupeTTL != 7*24*time.Hour || !w.OutboxRelay {
 		t.Fatalf("worker: %+v", w)
 	}
 	if w.BodyLimit != 1<<20 || w.ShutdownTimeout != 25*time.Second || w.LogLevel != slog.LevelInfo || w.LogFormat != "json" {
@@ -49,10 +49,13 @@ func TestConfigOverrides(t *testing.T) {
 	w, err := workerapp.LoadConfig(workerEnv(map[string]string{
 		"PORT": "8081", "REDIS_TIMEOUT": "50ms", "BODY_LIMIT": "2MiB", "LOG_LEVEL": "debug",
 		"LOG_FORMAT": "text", "REDIS_KEY_PREFIX": "app1:", "SHUTDOWN_DRAIN_DELAY": "3s",
-		"REDIS_URL": "rediss+cluster://u:p@h1:6379?addr=h2:6379",
+		"REDIS_URL": "rediss+cluster://u:p@h1:6379?addr=h2:6379", "OUTBOX_RELAY": "OFF",
 	}))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if w.OutboxRelay {
+		t.Fatal("OUTBOX_RELAY=OFF left the relay on")
 	}
 	if w.Port != 8081 || w.Redis.Timeout != 50*time.Millisecond || w.BodyLimit != 2<<20 ||
 		w.LogLevel != slog.LevelDebug || w.LogFormat != "text" || w.KeyPrefix != "app1:" || w.DrainDelay != 3*time.Second {
@@ -87,6 +90,7 @@ func TestConfigBadValuesNameTheVariable(t *testing.T) {
 		{"size", map[string]string{"BODY_LIMIT": "1MB"}, "BODY_LIMIT"},
 		{"level", map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
 		{"format", map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
+		{"relay", map[string]string{"OUTBOX_RELAY": "false"}, "OUTBOX_RELAY"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

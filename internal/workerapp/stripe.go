@@ -17,26 +17,33 @@ import (
 )
 
 // stripeEvents configures the handler behind VerifyStripe that
-// acknowledges Stripe events fast: it dedupes on the event id and hands the
-// event on (Forward: publish a job) before answering 200. The work itself
-// runs later as a job with QStash's retries behind it; Stripe only waits for
-// the hand-off.
+// acknowledges Stripe events fast: it hands the event on — records it with
+// its job in one database transaction (Receive), or dedupes on the event id
+// in Redis and publishes the job (Store and Forward) — before answering
+// 200. The work itself runs later as a job with QStash's retries behind
+// it; Stripe only waits for the hand-off.
 //
 // Answers, decided in one place (see answerStripe):
 //
 //	handed on, or an event already handed on  → 200
-//	the same event being handed on elsewhere  → 409 (Stripe retries later)
+//	the same event being handed on elsewhere  → 409 (Stripe retries later; Redis path only)
 //	Forward failed (lease released)           → 503: never acknowledge work that was not handed on
-//	Redis unavailable                         → 503; nothing is handed on
+//	database or Redis unavailable             → 503; nothing is handed on
 //
 // Bodies are problem+json without detail an attacker could use.
 type stripeEvents struct {
-	// Store dedupes on the event id. Required. Its ResultTTL must outlive
-	// Stripe's retry window of 3 days.
+	// Receive records the verified event and its job in one database
+	// transaction, and reports a duplicate when the event id was recorded
+	// before (nothing is written then). A concurrent redelivery waits for
+	// the first and is a duplicate once it committed, so there is no 409.
+	// When set, Store and Forward are not used.
+	Receive func(ctx context.Context, ev webhooks.StripeEvent) (duplicate bool, err error)
+	// Store dedupes on the event id. Required without Receive. Its
+	// ResultTTL must outlive Stripe's retry window of 3 days.
 	Store *idempotency.Store
 	// Forward hands the verified event on, e.g. publishes a job whose
-	// deduplication id is the event id. Required. An error makes Stripe
-	// deliver the event again.
+	// deduplication id is the event id. Required without Receive. An error
+	// makes Stripe deliver the event again.
 	Forward func(ctx context.Context, ev webhooks.StripeEvent) error
 	// Logger receives a line per failed or duplicate event (event id and
 	// type only). Defaults to discarding.
@@ -62,10 +69,11 @@ const stripeMinResultTTL = 72*time.Hour + time.Hour
 // Handler validates the configuration and returns the POST /webhooks/stripe
 // handler. Mount it behind VerifyStripe; an unverified request is refused.
 func (cfg stripeEvents) Handler() (echo.HandlerFunc, error) {
-	if cfg.Store == nil || cfg.Forward == nil {
-		return nil, errors.New("workerapp: stripeEvents needs Store and Forward")
-	}
-	if ttl := cfg.Store.Config().ResultTTL; ttl < stripeMinResultTTL {
+	switch {
+	case cfg.Receive != nil:
+	case cfg.Store == nil || cfg.Forward == nil:
+		return nil, errors.New("workerapp: stripeEvents needs Receive, or Store and Forward")
+	case cfg.Store.Config().ResultTTL < stripeMinResultTTL:
 		return nil, errors.New("workerapp: the Stripe dedupe store's ResultTTL must exceed Stripe's 3-day retry window")
 	}
 	log := cfg.Logger
@@ -74,7 +82,7 @@ func (cfg stripeEvents) Handler() (echo.HandlerFunc, error) {
 	}
 	total := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "jobworker_stripe_webhooks_total",
-		Help: "Verified Stripe webhooks by outcome (forwarded, duplicate, in_progress, forward_failed, unavailable, unverified).",
+		Help: "Verified Stripe webhooks by outcome (forwarded: its job published or committed to the outbox; duplicate, in_progress, forward_failed, unavailable, unverified).",
 	}, []string{"outcome"})
 	if cfg.Registerer != nil {
 		var err error
@@ -96,6 +104,9 @@ func (cfg stripeEvents) Handler() (echo.HandlerFunc, error) {
 // handOff dedupes and forwards one event. It runs detached from the request
 // so a Stripe disconnect cannot leave a half-recorded hand-off.
 func (cfg stripeEvents) handOff(ctx context.Context, ev webhooks.StripeEvent, log *slog.Logger) string {
+	if cfg.Receive != nil {
+		return cfg.receive(ctx, ev, log)
+	}
 	res, err := cfg.Store.Acquire(ctx, ev.ID, "")
 	switch {
 	case err != nil:
@@ -123,6 +134,20 @@ func (cfg stripeEvents) handOff(ctx context.Context, ev webhooks.StripeEvent, lo
 		// job's deduplication id (the event id) and the ledger's unique
 		// constraint absorb it.
 		log.WarnContext(ctx, "stripe event handed on but not marked done", "event_id", ev.ID, "error", err.Error())
+	}
+	return stripeForwarded
+}
+
+// receive records one event with its job, or finds it recorded.
+func (cfg stripeEvents) receive(ctx context.Context, ev webhooks.StripeEvent, log *slog.Logger) string {
+	dup, err := cfg.Receive(ctx, ev)
+	switch {
+	case err != nil:
+		log.ErrorContext(ctx, "stripe event not recorded; Stripe will retry", "event_id", ev.ID, "type", ev.Type, "error", err.Error())
+		return stripeUnavailable
+	case dup:
+		log.InfoContext(ctx, "duplicate stripe event", "event_id", ev.ID, "type", ev.Type)
+		return stripeDuplicate
 	}
 	return stripeForwarded
 }

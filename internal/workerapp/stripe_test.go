@@ -6,23 +6,25 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	qstash "github.com/upstash/qstash-go"
+
 	"github.com/digis/jobworker/cache"
 	"github.com/digis/jobworker/internal/appjobs"
+	"github.com/digis/jobworker/internal/outage"
 	"github.com/digis/jobworker/internal/pgtest"
 	"github.com/digis/jobworker/internal/process"
 	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/internal/testwait"
 	"github.com/digis/jobworker/internal/workerapp"
 	"github.com/digis/jobworker/jobs"
+	"github.com/digis/jobworker/qstashdev"
 	"github.com/digis/jobworker/webhooks/webhookstest"
 )
 
@@ -34,16 +36,27 @@ const (
 type stripeBundle struct {
 	*bundle
 	store store.Store
+	pool  *pgxpool.Pool // nil on the in-memory store
 }
 
 // setupStripe runs the worker with the reference application's jobs on a
 // real PostgreSQL, so stripe.event jobs really move money.
 func setupStripe(t *testing.T, b *bundle) *stripeBundle {
 	t.Helper()
-	st, err := store.NewPostgres(pgtest.New(t), store.Options{})
+	pool := pgtest.New(t)
+	st, err := store.NewPostgres(pool, store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	sb := setupStripeOn(t, b, st, nil)
+	sb.pool = pool
+	return sb
+}
+
+// setupStripeOn is setupStripe on st, with env overriding the worker's
+// variables.
+func setupStripeOn(t *testing.T, b *bundle, st store.Store, env map[string]string) *stripeBundle {
+	t.Helper()
 	register := func(reg *jobs.Registry, p *process.Process) error {
 		c, err := cache.New(p.Redis, cache.Config{Registerer: p.Registry})
 		if err != nil {
@@ -51,8 +64,37 @@ func setupStripe(t *testing.T, b *bundle) *stripeBundle {
 		}
 		return appjobs.Register(reg, appjobs.Deps{Log: p.Log, Store: st, Cache: c, Registerer: p.Registry})
 	}
-	setupWith(t, b, register, map[string]string{"STRIPE_WEBHOOK_SECRET": stripeSecret + "," + stripeOldSecret})
+	b.store = st
+	vars := map[string]string{"STRIPE_WEBHOOK_SECRET": stripeSecret + "," + stripeOldSecret}
+	for k, v := range env {
+		vars[k] = v
+	}
+	setupWith(t, b, register, vars)
 	return &stripeBundle{bundle: b, store: st}
+}
+
+// behindFront makes the worker reach QStash through a front the test can
+// take down.
+func behindFront(t *testing.T, b *bundle) **outage.Front {
+	front := new(*outage.Front)
+	b.qstashURL = func(string) string {
+		*front = outage.Start(t, b.qstash.Handler())
+		return (*front).URL
+	}
+	return front
+}
+
+// outboxStates counts the outbox rows per state.
+func (b *stripeBundle) outboxStates(t *testing.T) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	rows, _ := b.pool.Query(context.Background(), `SELECT state, count(*) FROM jobworker_outbox GROUP BY state`)
+	var state string
+	var n int
+	if _, err := pgx.ForEachRow(rows, []any{&state, &n}, func() error { out[state] = n; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // paymentEvent is a payment_intent.succeeded for a token purchase.
@@ -213,35 +255,154 @@ func TestStripeRotatedSecretDuringOverlap(t *testing.T) {
 	b.waitBalance(t, "user_rot", 10)
 }
 
-// When the job cannot be published, Stripe gets a 5xx (so it retries) and
-// nothing is marked done: the retry publishes and the credit happens once.
-func TestStripePublishFailureThenRetry(t *testing.T) {
+// QStash unreachable: Stripe's events are acknowledged all the same, since
+// each is recorded with its job in one database transaction; a redelivery
+// gets 200 without a second job. Once QStash is back, every purchase is
+// credited once.
+func TestStripeAcknowledgedWhileQStashDownCreditedWhenBack(t *testing.T) {
 	t.Parallel()
-	var failing atomic.Bool
-	failing.Store(true)
 	b := &bundle{}
-	b.qstashURL = func(real string) string {
-		target, _ := url.Parse(real)
-		proxy := httputil.NewSingleHostReverseProxy(target)
-		ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if failing.Load() {
-				http.Error(w, `{"error":"unavailable"}`, http.StatusServiceUnavailable)
-				return
-			}
-			proxy.ServeHTTP(w, r)
-		}))
-		t.Cleanup(ts.Close)
-		return ts.URL
-	}
+	front := behindFront(t, b)
 	sb := setupStripe(t, b)
+	(*front).Down()
+	now := time.Now()
+	const buys = 5
+	for i := range buys {
+		payload := paymentEvent(fmt.Sprintf("evt_down_%d", i), fmt.Sprintf("pi_down_%d", i), fmt.Sprintf("user_down_%d", i), 10+i, now)
+		for range 2 { // Stripe resends
+			if s := sendStripe(t, sb.url, payload, webhookstest.StripeSignature(stripeSecret, payload, time.Now())); s != 200 {
+				t.Fatalf("event %d with QStash down: %d, want 200", i, s)
+			}
+		}
+	}
+	if got := sb.outboxStates(t); got["pending"] != buys || len(got) != 1 {
+		t.Fatalf("outbox with QStash down: %v, want %d pending jobs (one per event)", got, buys)
+	}
+	if n := metric(t, sb.url, `jobworker_stripe_webhooks_total{outcome="duplicate"}`); n != buys {
+		t.Fatalf("duplicates = %v, want %d", n, buys)
+	}
+	(*front).Up()
+	for i := range buys {
+		sb.waitBalance(t, fmt.Sprintf("user_down_%d", i), int64(10+i))
+	}
+	waitMetric(t, sb.url, `jobworker_stripe_events_total{result="credited",type="payment_intent.succeeded"}`, buys)
+	testwait.For(t, 10*time.Second, "every job recorded as sent", func() bool {
+		got := sb.outboxStates(t)
+		return got["sent"] == buys && len(got) == 1
+	})
+}
+
+// On the local stack's in-memory store there is no transaction for the
+// event and its job: the event is deduped in Redis and its job published
+// before the answer. When the job cannot be published, Stripe gets a 5xx
+// (so it retries) and nothing is marked done: the retry publishes and the
+// credit happens once.
+func TestStripeMemoryStorePublishFailureThenRetry(t *testing.T) {
+	t.Parallel()
+	b := &bundle{}
+	front := behindFront(t, b)
+	mem, err := store.NewMemory(store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := setupStripeOn(t, b, mem, nil)
+	(*front).Down()
 	now := time.Now()
 	payload := paymentEvent("evt_retry", "pi_retry", "user_retry", 42, now)
-	if s := sendStripe(t, sb.url, payload, webhookstest.StripeSignature(stripeSecret, payload, now)); s < 500 {
-		t.Fatalf("publish failure answered %d, want 5xx", s)
+	if s := sendStripe(t, sb.url, payload, webhookstest.StripeSignature(stripeSecret, payload, now)); s != http.StatusServiceUnavailable {
+		t.Fatalf("publish failure answered %d, want 503", s)
 	}
-	failing.Store(false)
+	(*front).Up()
 	if s := sendStripe(t, sb.url, payload, webhookstest.StripeSignature(stripeSecret, payload, time.Now())); s != 200 {
 		t.Fatalf("retry: %d", s)
 	}
 	sb.waitBalance(t, "user_retry", 42)
+	waitMetric(t, sb.url, `jobworker_stripe_events_total{result="credited",type="payment_intent.succeeded"}`, 1)
+}
+
+// With OUTBOX_RELAY=off nothing publishes the outbox in the process; the
+// relay route does, once per call, and only for calls QStash signed: the
+// schedule of a serverless deployment.
+func TestRelayRoute(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	st, err := store.NewPostgres(pool, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := setupStripeOn(t, &bundle{}, st, map[string]string{"OUTBOX_RELAY": "off"})
+	sb.pool = pool
+	now := time.Now()
+	send := func(i int) {
+		t.Helper()
+		payload := paymentEvent(fmt.Sprintf("evt_route_%d", i), fmt.Sprintf("pi_route_%d", i), "user_route", 7, now)
+		if s := sendStripe(t, sb.url, payload, webhookstest.StripeSignature(stripeSecret, payload, time.Now())); s != 200 {
+			t.Fatalf("event %d: %d", i, s)
+		}
+	}
+	send(1)
+	relayURL := sb.url + workerapp.RelayPath
+	for _, tt := range []struct {
+		name string
+		hdr  map[string]string
+		want int
+	}{
+		{"unsigned", nil, http.StatusUnauthorized},
+		{"signed with another key", map[string]string{"Upstash-Signature": mustQStashSignature(t, "sig_attacker_key_0123456789", relayURL)}, http.StatusUnauthorized},
+		{"signed for another URL", map[string]string{"Upstash-Signature": mustQStashSignature(t, qstashdev.DevCurrentSigningKey, sb.url+"/jobs/x")}, http.StatusUnauthorized},
+	} {
+		if s, _ := post(t, relayURL, nil, tt.hdr); s != tt.want {
+			t.Errorf("%s: %d, want %d", tt.name, s, tt.want)
+		}
+	}
+	if got := sb.outboxStates(t); got["pending"] != 1 {
+		t.Fatalf("outbox before a signed call: %v, want the job pending (no relay runs in the process)", got)
+	}
+
+	// A signed call, as QStash's schedule makes it: the relay runs once.
+	res, body := postBody(t, relayURL, map[string]string{"Upstash-Signature": mustQStashSignature(t, qstashdev.DevCurrentSigningKey, relayURL)})
+	if res != 200 || !strings.Contains(body, `"published":1`) {
+		t.Fatalf("signed relay call: %d %s", res, body)
+	}
+	sb.waitBalance(t, "user_route", 7)
+
+	// And as deployed: a QStash schedule calling the route (qstash-dev
+	// takes a cron with seconds; QStash's finest is every minute).
+	q := qstash.NewClientWith(qstash.Options{Url: sb.qstash.URL, Token: qstashdev.DevToken})
+	if _, err := q.Schedules().Create(qstash.ScheduleOptions{Destination: relayURL, Cron: "@every 1s"}); err != nil {
+		t.Fatal(err)
+	}
+	send(2)
+	sb.waitBalance(t, "user_route", 14)
+	// The relay records "sent" once QStash accepted, which may be after
+	// QStash delivered the job.
+	testwait.For(t, 10*time.Second, "both jobs recorded as sent", func() bool {
+		got := sb.outboxStates(t)
+		return got["sent"] == 2 && len(got) == 1
+	})
+}
+
+func mustQStashSignature(t *testing.T, key, url string) string {
+	t.Helper()
+	sig, err := webhookstest.QStashSignature(key, url, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sig
+}
+
+// postBody is post returning the answer's body.
+func postBody(t *testing.T, url string, hdr map[string]string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, nil)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(body)
 }

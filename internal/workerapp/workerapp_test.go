@@ -25,6 +25,7 @@ import (
 	"github.com/digis/jobworker/internal/process"
 	"github.com/digis/jobworker/internal/proctest"
 	"github.com/digis/jobworker/internal/redistest"
+	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/internal/workerapp"
 	"github.com/digis/jobworker/jobs"
 	"github.com/digis/jobworker/qstashdev"
@@ -153,6 +154,8 @@ type bundle struct {
 	// timeScale, when set before setupWith, is qstashdev's TimeScale
 	// (default 0.001: QStash's waits are 1000× shorter).
 	timeScale float64
+	// store, when set before setupWith, is the worker's Deps.Store.
+	store store.Store
 
 	redis   *redistest.Server
 	qstash  *qstashdevtest.Server
@@ -206,7 +209,7 @@ func setupWith(t *testing.T, b *bundle, register func(*jobs.Registry, *process.P
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := workerapp.Build(cfg, register)
+	p, err := workerapp.Build(cfg, workerapp.Deps{Store: b.store, Register: register})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -624,7 +627,7 @@ func TestHelperWorker(t *testing.T) {
 		os.Exit(2)
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: strings.TrimPrefix(cfg.Redis.URL, "redis://")})
-	p, err := workerapp.Build(cfg, func(reg *jobs.Registry, _ *process.Process) error {
+	p, err := workerapp.Build(cfg, workerapp.Deps{Register: func(reg *jobs.Registry, _ *process.Process) error {
 		return errors.Join(
 			jobs.Register(reg, func(ctx context.Context, j *jobs.Job[redisCountJob]) error {
 				time.Sleep(50 * time.Millisecond) // the job's work: long enough for duplicates to overlap it
@@ -636,7 +639,7 @@ func TestHelperWorker(t *testing.T) {
 				return rdb.Incr(ctx, "effects:"+j.Args.ID).Err()
 			}),
 		)
-	})
+	}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
