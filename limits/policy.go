@@ -178,22 +178,34 @@ func parsePeriod(s string) (time.Duration, error) {
 // Config.Leases). An empty string yields an empty map. Errors are
 // *ConfigError with Field "Leases". Proposed variable: RATE_LIMIT_LEASES.
 func ParseLeases(s string) (map[string]int, error) {
-	const field = "Leases"
-	out := map[string]int{}
+	return parseNamed(s, "Leases", "name=requests", func(v string) (int, string) {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return 0, "want a whole number of requests ≥ 0"
+		}
+		return n, ""
+	})
+}
+
+// parseNamed reads "name=value,…" into a map: names are trimmed, never
+// empty, never given twice; value parses one trimmed value or says what is
+// wrong with it. Errors are *ConfigError with Field field.
+func parseNamed[V any](s, field, form string, value func(v string) (V, string)) (map[string]V, error) {
+	out := map[string]V{}
 	for _, item := range splitList(s) {
 		name, v, ok := strings.Cut(item, "=")
 		name = strings.TrimSpace(name)
 		if !ok || name == "" {
-			return nil, configErr(field, item, "%q: want name=requests", item)
+			return nil, configErr(field, item, "%q: want %s", item, form)
 		}
 		if _, dup := out[name]; dup {
 			return nil, configErr(field, name, "%q given twice", name)
 		}
-		n, err := strconv.Atoi(strings.TrimSpace(v))
-		if err != nil || n < 0 {
-			return nil, configErr(field, name, "%q: want a whole number of requests ≥ 0", item)
+		val, bad := value(strings.TrimSpace(v))
+		if bad != "" {
+			return nil, configErr(field, name, "%q: %s", item, bad)
 		}
-		out[name] = n
+		out[name] = val
 	}
 	return out, nil
 }
@@ -204,24 +216,13 @@ func ParseLeases(s string) (map[string]int, error) {
 // yields an empty map. Errors are *ConfigError with Field "Failure".
 // Proposed variable: RATE_LIMIT_FAILURE.
 func ParseFailure(s string) (map[string]FailureMode, error) {
-	const field = "Failure"
-	out := map[string]FailureMode{}
-	for _, item := range splitList(s) {
-		name, v, ok := strings.Cut(item, "=")
-		name = strings.TrimSpace(name)
-		if !ok || name == "" {
-			return nil, configErr(field, item, "%q: want name=mode", item)
-		}
-		if _, dup := out[name]; dup {
-			return nil, configErr(field, name, "%q given twice", name)
-		}
-		m := FailureMode(strings.ToLower(strings.TrimSpace(v)))
+	return parseNamed(s, "Failure", "name=mode", func(v string) (FailureMode, string) {
+		m := FailureMode(strings.ToLower(v))
 		if !m.valid() {
-			return nil, configErr(field, name, "%q: mode must be local, closed or open", item)
+			return "", "mode must be local, closed or open"
 		}
-		out[name] = m
-	}
-	return out, nil
+		return m, ""
+	})
 }
 
 // ParseFailClosed reads a comma-separated list of tier and/or bucket names
