@@ -475,6 +475,9 @@ func TestFailureCallbacksCountOncePerDLQEntry(t *testing.T) {
 	if got := post(first, "bad.token.here"); got.status != 401 {
 		t.Fatalf("forged callback = %d, want 401", got.status)
 	}
+	if got := post([]byte(`{"x":"`+strings.Repeat("a", 2<<20)+`"}`), "bad.token.here"); got.status != 413 || dead() != 2 {
+		t.Fatalf("oversized callback = %d, want 413 and nothing counted", got.status)
+	}
 }
 
 func TestConfigErrorsNameTheField(t *testing.T) {
