@@ -19,6 +19,8 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/lestrrat-go/jwx/v2/jwt"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/digis/jobworker/internal/validtext"
 )
 
 // Errors. Verify wraps ErrInvalidToken with the reason (for logs); callers
@@ -401,6 +403,12 @@ func (a *Authenticator) Verify(ctx context.Context, token string) (Claims, error
 	sub := tok.Subject()
 	if sub == "" || len(sub) > maxSubjectLen {
 		return Claims{}, reject("bad_subject", nil)
+	}
+	// A signed token whose sub is not text (a NUL, invalid UTF-8) is the
+	// issuer's mistake, not a forgery: it matches validtext.ErrInvalid too,
+	// so the middleware answers 400 and says why.
+	if err := validtext.Line("the token's sub claim", sub); err != nil {
+		return Claims{}, reject("bad_subject", err)
 	}
 	return Claims{Subject: sub, ExpiresAt: tok.Expiration()}, nil
 }

@@ -9,7 +9,18 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 
 	"github.com/digis/jobworker/internal/problem"
+	"github.com/digis/jobworker/internal/validtext"
 )
+
+// invalidTextDetail is the validtext error's own message ("the token's sub
+// claim contains a NUL character (U+0000)"), which never repeats the text.
+func invalidTextDetail(err error) string {
+	var te *validtext.Error
+	if errors.As(err, &te) {
+		return te.Error()
+	}
+	return "the token holds invalid text"
+}
 
 // userKey is where the middleware leaves the verified subject.
 const userKey = "jobworker.auth.user"
@@ -101,6 +112,10 @@ func (config BearerConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
 				a.log.Warn("bearer token not checked: signing keys unavailable", "error", err.Error())
 				c.Response().Header().Set(echo.HeaderRetryAfter, "5")
 				return problem.Respond(c, http.StatusServiceUnavailable, "authentication temporarily unavailable")
+			}
+			if errors.Is(err, validtext.ErrInvalid) {
+				a.rejected.WithLabelValues(Reason(err)).Inc()
+				return problem.Respond(c, http.StatusBadRequest, invalidTextDetail(err))
 			}
 			if err != nil {
 				reason := Reason(err)

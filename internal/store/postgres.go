@@ -232,6 +232,9 @@ func (s *Postgres) changeStream(ctx context.Context, change func(querier) (Strea
 
 // StopStream implements Store.
 func (s *Postgres) StopStream(ctx context.Context, creatorID string, streamID int64) (Stream, error) {
+	if err := checkID("creator id", creatorID); err != nil {
+		return Stream{}, err
+	}
 	st, err := s.changeStream(ctx, func(q querier) (Stream, bool, error) {
 		st, err := scanStream(q.QueryRow(ctx, `
 			UPDATE streams SET live = false, viewers = 0, ended_at = now()
@@ -783,6 +786,9 @@ func (s *Postgres) RefundExceptions(ctx context.Context, limit int) ([]RefundExc
 
 // TipsLast30Days implements Store.
 func (s *Postgres) TipsLast30Days(ctx context.Context, creatorID string) (TipStats, error) {
+	if err := checkID("creator id", creatorID); err != nil {
+		return TipStats{}, err
+	}
 	var st TipStats
 	err := s.pool.QueryRow(ctx, `
 		SELECT count(*), coalesce(sum(amount), 0)::bigint FROM tips

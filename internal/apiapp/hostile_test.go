@@ -1,0 +1,62 @@
+package apiapp_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/digis/jobworker/internal/apiapp"
+)
+
+// TestInvalidTextIs400 sends NUL bytes, control characters and invalid
+// UTF-8 wherever the API takes text, on PostgreSQL (which refuses a NUL or
+// invalid UTF-8 with SQLSTATE 22021, a 500 before validtext): every one is a
+// 400 that names the field, and nothing is written.
+func TestInvalidTextIs400(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	creator, fan := token(t, b.creator), token(t, b.fan)
+	nulCreator := token(t, b.creator+"\x00")
+	nulFan := token(t, "fan\x00x")
+	start := func(tok, body string) answer {
+		return req(t, http.MethodPost, b.api()+apiapp.StartRoute, body, "Authorization", bearer(tok))
+	}
+	for _, tc := range []struct {
+		name   string
+		given  func() answer
+		detail string // in the problem's detail
+	}{
+		{"title with a NUL", func() answer { return start(creator, `{"username":"nul_title","title":"a\u0000b"}`) },
+			"field title contains a NUL character"},
+		{"title with a bell", func() answer { return start(creator, `{"username":"bel_title","title":"a\u0007b"}`) },
+			"field title contains a control character (U+0007)"},
+		{"title with a line break", func() answer { return start(creator, `{"username":"nl_title","title":"a\nb"}`) },
+			"field title contains a control character (U+000A)"},
+		{"body not UTF-8", func() answer { return start(creator, "{\"username\":\"utf_title\",\"title\":\"a\xffb\"}") },
+			"the body is not valid UTF-8"},
+		{"field name with a NUL", func() answer { return start(creator, `{"username":"k","ti\u0000tle":"x"}`) },
+			"a field name contains a NUL character"},
+		{"token sub with a NUL (start)", func() answer { return start(nulCreator, `{"username":"sub_nul","title":"x"}`) },
+			"the token's sub claim contains a NUL character"},
+		{"token sub with a NUL (tip)", func() answer { return b.tip(t, b.api(), nulFan, "k-nul", tipBody(b.stream.ID, 1)) },
+			"the token's sub claim contains a NUL character"},
+		{"token sub with a NUL (status)", func() answer {
+			a, _ := b.status(t, b.api(), b.username, nulFan)
+			return a
+		}, "the token's sub claim contains a NUL character"},
+		{"Idempotency-Key not UTF-8", func() answer { return b.tip(t, b.api(), fan, "k\xff", tipBody(b.stream.ID, 1)) },
+			"Idempotency-Key"},
+		{"username with a NUL", func() answer {
+			return req(t, http.MethodGet, b.api()+apiapp.StatusRoute+"?username=ab%00c", "")
+		}, "username"},
+	} {
+		a := tc.given()
+		wantProblem(t, a, http.StatusBadRequest, tc.name)
+		if !strings.Contains(a.body, tc.detail) {
+			t.Errorf("%s: body %s, want detail %q", tc.name, a.body, tc.detail)
+		}
+	}
+	if n := b.balance(t, b.fan); n != 1000 {
+		t.Fatalf("fan balance %d after refused tips, want 1000", n)
+	}
+}
