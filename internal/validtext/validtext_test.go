@@ -58,7 +58,7 @@ func TestJSONNamesTheField(t *testing.T) {
 		{given: `["\u0000"]`, want: "field [0] contains a NUL character (U+0000)"},
 		{given: `"\u0000"`, want: "the body contains a NUL character (U+0000)"},
 		{given: `{"title":"a\u0000b"`, want: "field title contains a NUL character (U+0000)"}, // checked before the syntax error
-		{given: `{"title":`},   // malformed: the decoder's to report
+		{given: `{"title":`}, // malformed: the decoder's to report
 		{given: `{"a":1,"b":2} {"c":"\u0000"}`, want: "field c contains a NUL character (U+0000)"},
 	} {
 		err := validtext.JSON([]byte(tc.given), validtext.Line)
