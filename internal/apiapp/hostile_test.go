@@ -1,11 +1,17 @@
 package apiapp_test
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/digis/jobworker/internal/apiapp"
+	"github.com/digis/jobworker/internal/appjobs"
+	"github.com/digis/jobworker/internal/store"
 )
 
 // TestInvalidTextIs400 sends NUL bytes, control characters and invalid
@@ -58,5 +64,39 @@ func TestInvalidTextIs400(t *testing.T) {
 	}
 	if n := b.balance(t, b.fan); n != 1000 {
 		t.Fatalf("fan balance %d after refused tips, want 1000", n)
+	}
+}
+
+// TestTipCountKeysNeverCollide: a creator whose id needs hashing ({x}) and
+// one whose id is the old encoding's hash of it ("h" and 32 hex digits) each
+// get a tip; the worker's refresh-count jobs cache each creator's count under
+// its own key. With the old encoding both counts shared one key, and one
+// creator was shown the other's tips.
+func TestTipCountKeysNeverCollide(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := context.Background()
+	sum := sha256.Sum256([]byte("{x}"))
+	creators := map[string]int64{"{x}": 7, "h" + hex.EncodeToString(sum[:16]): 9}
+	fan := token(t, b.fan)
+	for id, amount := range creators {
+		st, err := b.store.StartStream(ctx, store.StartStreamRequest{CreatorID: id, Username: "col_" + randHex(4), Title: "x"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantProblem(t, b.tip(t, b.api(), fan, "k-"+randHex(4), tipBody(st.ID, amount)), http.StatusCreated, "tip "+id)
+	}
+	b.waitJob(t, "tips.refresh-count", 2)
+	rdb := b.redis.Client(t)
+	keys := map[string]bool{}
+	for id, amount := range creators {
+		key := "cache:" + appjobs.TipCountCacheKey(id)
+		keys[key] = true
+		if v := rdb.Get(ctx, key).Val(); !strings.Contains(v, `"sum":`+strconv.FormatInt(amount, 10)) {
+			t.Errorf("creator %q: %s holds %q, want sum %d", id, key, v, amount)
+		}
+	}
+	if len(keys) != 2 {
+		t.Fatalf("two creators, keys %v", keys)
 	}
 }
