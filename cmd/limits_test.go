@@ -53,7 +53,7 @@ func TestAPIBurstsNeverOverAdmit(t *testing.T) {
 	for range 3 {
 		p := proctest.Start(t, bin, nil,
 			"REDIS_URL="+rs.URL(), "REDIS_TIMEOUT=250ms", "DATABASE_URL="+db.URL,
-			"QSTASH_URL="+qs.URL, "QSTASH_TOKEN="+qstashdev.DevToken, "WORKER_PUBLIC_URL=http://127.0.0.1:1",
+			"QSTASH_URL="+qs.URL, "QSTASH_TOKEN="+qstashdev.DevToken, "JOBWORKER_ENV=development", "WORKER_PUBLIC_URL=http://127.0.0.1:1",
 			"AUTH_JWT_SECRET="+apiJWTSecret, "RATE_LIMIT_IP_SOURCE=direct", "LOG_LEVEL=error", "LOG_FORMAT=text",
 			fmt.Sprintf("RATE_LIMIT_OVERRIDES=tips:quick=%d/1m,streams:status=%d/1m", tipLimit, statusLimit))
 		p.WaitHealthy(t)

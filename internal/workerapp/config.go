@@ -94,5 +94,8 @@ func stripeSecrets(r *env.Reader, name string) []string {
 		}
 		r.Fail(name, "%s", reason)
 	}
+	for _, s := range secrets { // "whsec_new,whsec_local_development_only"
+		r.RefuseDevSecret(name, s)
+	}
 	return secrets
 }
