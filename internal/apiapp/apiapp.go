@@ -40,6 +40,11 @@ const (
 	BucketStart  = "streams:start"
 	BucketStop   = "streams:stop"
 	BucketTip    = "tips:quick"
+	// BucketForgedToken counts, per client address, bearer tokens that may
+	// be forgeries or guesses (malformed or badly signed; see
+	// auth.Forgery): strict tier, 10 a minute, then 429. Valid tokens never
+	// touch it, and stale ones (expired) are not counted.
+	BucketForgedToken = "auth:forged-token"
 )
 
 // Deps are the parts Build does not create itself.
@@ -110,7 +115,7 @@ func wire(p *process.Process, cfg Config, deps Deps, notifyInTx bool) error {
 		Prefix:     cfg.KeyPrefix,
 		Buckets:    apiBuckets(),
 		Overrides:  cfg.RateLimit.Overrides,
-		Failure:    cfg.RateLimit.Failure,
+		Failure:    apiFailure(cfg.RateLimit.Failure),
 		Leases:     cfg.RateLimit.Leases,
 		Timeout:    cfg.RateLimit.RedisTimeout,
 		HashKey:    cfg.RateLimit.HashKey,
@@ -159,6 +164,7 @@ func wire(p *process.Process, cfg Config, deps Deps, notifyInTx bool) error {
 	p.OnStop("cache", c.Close)
 	authCfg := cfg.Auth
 	authCfg.Logger, authCfg.Registerer = p.Log, p.Registry
+	authCfg.LimitForgery = forgeryLimit(limiter, cfg.RateLimit.IPExtractor)
 	authn, err := auth.New(authCfg)
 	if err != nil {
 		return err
@@ -247,6 +253,36 @@ func (a *app) outboxTx(tx pgx.Tx) outbox.Tx {
 		return tx
 	}
 	return outbox.WithoutNotify(tx)
+}
+
+// forgeryLimit counts a refused, possibly forged token against the client's
+// address (hashed by the limiter) and answers 429 once it used its quota,
+// so guessing tokens is throttled like guessing passwords. A request whose
+// address cannot be found, or a limiter error, keeps its 401.
+func forgeryLimit(l *limits.Limiter, ips *limits.IPExtractor) func(echo.Context) error {
+	return func(c echo.Context) error {
+		id, err := ips.Identity(c.Request())
+		if err != nil {
+			return nil
+		}
+		res, err := l.Allow(c.Request().Context(), BucketForgedToken, id)
+		if err != nil || res.Allowed {
+			return nil
+		}
+		limits.WriteHeaders(c.Response().Header(), res)
+		return limits.DefaultDenyHandler(c, res)
+	}
+}
+
+// apiFailure is RATE_LIMIT_FAILURE with the forged-token bucket falling
+// back to the local limiter during a Redis outage (unless configured):
+// failing closed would turn a forged token's 401 into a 503.
+func apiFailure(configured map[string]limits.FailureMode) map[string]limits.FailureMode {
+	out := map[string]limits.FailureMode{BucketForgedToken: limits.FailureLocal}
+	for k, v := range configured {
+		out[k] = v
+	}
+	return out
 }
 
 // userID is the verified subject, "" for anonymous requests: the

@@ -297,6 +297,7 @@ func apiBuckets() map[string]string {
 	buckets := limits.DefaultBuckets()
 	buckets[BucketStart] = limits.TierModerate
 	buckets[BucketStop] = limits.TierModerate
+	buckets[BucketForgedToken] = limits.TierStrict
 	return buckets
 }
 

@@ -8,6 +8,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwt"
 
 	"github.com/digis/jobworker/internal/apiapp"
 	"github.com/digis/jobworker/internal/appjobs"
@@ -99,4 +103,47 @@ func TestTipCountKeysNeverCollide(t *testing.T) {
 	if len(keys) != 2 {
 		t.Fatalf("two creators, keys %v", keys)
 	}
+}
+
+// TestForgedTokensRateLimited: 300 forged bearer tokens from one address
+// were 300 401s. Now the strict tier's 10 a minute are 401s, the rest 429
+// with Retry-After; the same address's valid token still works, and a
+// user's expired tokens are never counted (a NAT of stale sessions keeps
+// its 401s, which clients answer by signing in again).
+func TestForgedTokensRateLimited(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	fan := token(t, b.fan)
+	forged := fan[:len(fan)-4] + "AAAA" // the fan's token, its signature changed
+	past, err := jwt.NewBuilder().Subject(b.fan).IssuedAt(time.Now().Add(-2 * time.Hour)).Expiration(time.Now().Add(-time.Hour)).Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := jwt.Sign(past, jwt.WithKey(jwa.HS256, []byte(testSecret)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired := string(signed)
+	for i := 0; i < 30; i++ {
+		a := req(t, http.MethodGet, b.api()+apiapp.StatusRoute+"?username="+b.username, "", "Authorization", bearer(expired))
+		wantProblem(t, a, http.StatusUnauthorized, "expired token "+strconv.Itoa(i))
+	}
+	counts := map[int]int{}
+	for i := 0; i < 300; i++ {
+		tok := forged
+		if i%2 == 1 {
+			tok = "not-a-jwt"
+		}
+		a := b.tip(t, b.api(), tok, "k-forged", tipBody(b.stream.ID, 1))
+		counts[a.status]++
+		if a.status == http.StatusTooManyRequests && a.header.Get("Retry-After") == "" {
+			t.Fatal("429 without Retry-After")
+		}
+	}
+	if counts[http.StatusUnauthorized] != 10 || counts[http.StatusTooManyRequests] != 290 {
+		t.Fatalf("300 forged tokens answered %v, want 10 401s and 290 429s", counts)
+	}
+	a, _ := b.status(t, b.api(), b.username, fan)
+	wantProblem(t, a, http.StatusOK, "a valid token from the same address")
+	wantProblem(t, b.tip(t, b.api(), fan, "k-valid", tipBody(b.stream.ID, 1)), http.StatusCreated, "a valid tip from the same address")
 }

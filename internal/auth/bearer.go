@@ -104,6 +104,9 @@ func (config BearerConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
 			token, ok := bearerToken(values)
 			if !ok {
 				a.rejected.WithLabelValues("malformed").Inc()
+				if err := a.limitForgery(c, reject("malformed", nil)); err != nil {
+					return err
+				}
 				return unauthorized(c, config.Realm, true, "invalid bearer token")
 			}
 			claims, err := a.Verify(c.Request().Context(), token)
@@ -121,12 +124,25 @@ func (config BearerConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
 				reason := Reason(err)
 				a.rejected.WithLabelValues(reason).Inc()
 				a.log.Debug("bearer token rejected", "reason", reason, "path", c.Path())
+				if err := a.limitForgery(c, err); err != nil {
+					return err
+				}
 				return unauthorized(c, config.Realm, true, "invalid bearer token")
 			}
 			c.Set(userKey, claims.Subject)
 			return next(c)
 		}
 	}, nil
+}
+
+// limitForgery counts a refused token against the client when it may be a
+// forgery (Config.LimitForgery); a non-nil error is the answer to send
+// instead of the 401.
+func (a *Authenticator) limitForgery(c echo.Context, err error) error {
+	if a.limit == nil || !Forgery(err) {
+		return nil
+	}
+	return a.limit(c)
 }
 
 // bearerToken extracts the token from exactly one "Bearer <token>" header.
