@@ -75,7 +75,7 @@ func (d Deps) streamStatusChanged(ctx context.Context, j *jobs.Job[StreamStatusC
 	}
 	d.Log.InfoContext(ctx, "notifying followers",
 		"job", a.Kind(), "message_id", j.MessageID,
-		"stream_id", a.StreamID, "creator_id", a.CreatorID, "live", a.Live)
+		"stream_id", a.StreamID, "live", a.Live)
 	return nil
 }
 

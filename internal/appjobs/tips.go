@@ -86,7 +86,7 @@ func (d Deps) tipCreated(ctx context.Context, j *jobs.Job[TipCreated]) error {
 	a := j.Args
 	d.Log.InfoContext(ctx, "notifying creator of a tip",
 		"job", a.Kind(), "message_id", j.MessageID,
-		"tip_id", a.TipID, "stream_id", a.StreamID, "creator_id", a.CreatorID, "amount", a.Amount)
+		"tip_id", a.TipID, "stream_id", a.StreamID, "amount", a.Amount)
 	return nil
 }
 
@@ -109,7 +109,7 @@ func (d Deps) refreshTipCount(ctx context.Context, j *jobs.Job[RefreshTipCount])
 	if outcome == cache.OutcomeDegraded {
 		return errors.New("tip count computed but not cached: Redis unavailable") // retry later
 	}
-	d.Log.DebugContext(ctx, "tip count refreshed", "creator_id", j.Args.CreatorID,
+	d.Log.DebugContext(ctx, "tip count refreshed", "tip_id", j.Args.TipID,
 		"count", stats.Count, "outcome", string(outcome))
 	return nil
 }
