@@ -67,7 +67,9 @@ func TestNoUserIDInLogs(t *testing.T) {
 		testwait.For(t, 20*time.Second, series, func() bool { return metrictest.Scrape(t, worker.URL, series) >= n })
 	}
 
-	tip := func() int { return call(ctx, api.URL+"/api/tips/quick", bearerFor(t, fan), "pii-tip", tipJSON(tipped.ID, 5)) }
+	tip := func() int {
+		return call(ctx, api.URL+"/api/tips/quick", bearerFor(t, fan), "pii-tip", tipJSON(tipped.ID, 5))
+	}
 	if code := tip(); code != http.StatusCreated {
 		t.Fatalf("tip: %d", code)
 	}

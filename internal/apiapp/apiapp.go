@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -108,6 +109,7 @@ func wire(p *process.Process, cfg Config, deps Deps, notifyInTx bool) error {
 	e := p.Server.Echo
 	// c.RealIP() anywhere in the app sees what the limiter sees.
 	e.IPExtractor = cfg.RateLimit.IPExtractor.EchoIPExtractor()
+	warnBroadTrust(p.Log, cfg.RateLimit.IPExtractor)
 	p.Server.AddReadinessCheck("store", deps.Store.Ping)
 
 	limiter, err := limits.New(limits.Config{
@@ -253,6 +255,35 @@ func (a *app) outboxTx(tx pgx.Tx) outbox.Tx {
 		return tx
 	}
 	return outbox.WithoutNotify(tx)
+}
+
+// broadTrust is the size past which a trusted range is more than a few
+// proxies: more than 256 addresses.
+const broadTrustV4, broadTrustV6 = 24, 120
+
+// warnBroadTrust logs, at start-up, the xff mode's hazard when a trusted
+// range is broad: any client inside it (another pod, a VM in the VPC) is
+// taken for a proxy, its X-Forwarded-For is believed, and it picks its own
+// rate-limit identity. Loopback and link-local ranges are exempt: only this
+// machine or the platform's own front end (Cloud Run's 169.254.0.0/16)
+// connect from there.
+func warnBroadTrust(log *slog.Logger, x *limits.IPExtractor) {
+	if x.Source() != limits.IPSourceXFF {
+		return
+	}
+	var broad []string
+	for _, p := range x.TrustedProxies() {
+		if p.Addr().IsLoopback() || p.Addr().IsLinkLocalUnicast() {
+			continue
+		}
+		if p.Addr().Is4() && p.Bits() < broadTrustV4 || !p.Addr().Is4() && p.Bits() < broadTrustV6 {
+			broad = append(broad, p.String())
+		}
+	}
+	if len(broad) > 0 {
+		log.Warn("RATE_LIMIT_IP_SOURCE=xff trusts broad ranges: a client inside them is taken for a proxy and chooses its own rate-limit identity with X-Forwarded-For; list only your proxies' addresses in RATE_LIMIT_TRUSTED_PROXIES",
+			"ranges", strings.Join(broad, ","))
+	}
 }
 
 // forgeryLimit counts a refused, possibly forged token against the client's
