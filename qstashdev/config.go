@@ -40,6 +40,12 @@ type Config struct {
 	// timeouts, flow-control periods and cron times are not scaled.
 	// Defaults to 1; must be > 0.
 	TimeScale float64
+	// DelayScale multiplies the wait before a message's first attempt
+	// (Upstash-Delay, Upstash-Not-Before, callback delays, Workflow sleeps),
+	// so a test of a job delayed 15 minutes need not wait 15 minutes. The
+	// API still reports the unscaled notBefore. Opt-in: defaults to 1 (real
+	// time); must be > 0.
+	DelayScale float64
 	// MaxBodyBytes caps a message body (publish, enqueue, schedule, each batch
 	// item). Larger bodies get 413. Defaults to 1 MiB (the free plan's limit).
 	MaxBodyBytes int64
@@ -85,6 +91,9 @@ func (c Config) Validate() error {
 	if c.TimeScale < 0 {
 		errs = append(errs, fmt.Errorf("TimeScale must be > 0, got %v", c.TimeScale))
 	}
+	if c.DelayScale < 0 {
+		errs = append(errs, fmt.Errorf("DelayScale must be > 0, got %v", c.DelayScale))
+	}
 	if c.MaxBodyBytes < 0 {
 		errs = append(errs, errors.New("MaxBodyBytes must be >= 0"))
 	}
@@ -117,6 +126,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TimeScale == 0 {
 		c.TimeScale = 1
+	}
+	if c.DelayScale == 0 {
+		c.DelayScale = 1
 	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 1 << 20

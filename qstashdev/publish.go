@@ -48,6 +48,11 @@ func checkDestination(dest string) (isURL bool, err error) {
 // a pubResp for a URL, a []pubResp for a URL group, and 202 on a dedup hit.
 // It takes s.mu itself.
 func (s *Server) publish(req publishRequest) (any, int, error) {
+	if !validDestinationURL(req.destination) {
+		s.mu.Lock()
+		s.withTopicDefaults(&req)
+		s.mu.Unlock()
+	}
 	p, err := s.prepare(req)
 	if err != nil {
 		return nil, 0, err

@@ -25,12 +25,16 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	p := strings.TrimPrefix(r.URL.EscapedPath(), "/")
 	ver, after, _ := strings.Cut(p, "/")
-	if !strings.EqualFold(ver, "v2") {
+	if !strings.EqualFold(ver, "v2") && ver != devPrefix {
 		writeError(w, errNotFound)
 		return
 	}
 	if !s.authorized(r) {
 		writeError(w, errorf(http.StatusUnauthorized, "unauthorized: missing or invalid token"))
+		return
+	}
+	if ver == devPrefix {
+		s.routeDev(w, r, after)
 		return
 	}
 	resource, rest, _ := strings.Cut(after, "/")

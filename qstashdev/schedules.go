@@ -182,6 +182,9 @@ func (s *Server) fireSchedule(sch *schedule) {
 	s.armSchedule(sch)
 	req := publishRequest{destination: sch.destination, queueName: sch.queueName, header: sch.header.Clone(),
 		body: sch.body, callerIP: sch.callerIP, scheduleID: sch.id}
+	if !validDestinationURL(req.destination) {
+		s.withTopicDefaults(&req)
+	}
 	p, err := s.prepare(req)
 	var resp any
 	if err == nil {

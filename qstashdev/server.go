@@ -52,8 +52,10 @@ type Server struct {
 	dlq        dlqStore
 	events     eventLog
 	timers     timerHeap
-	closed     bool
-	httpSrv    *http.Server
+	// idleWaiters are closed when pending drops to 0 (WaitIdle).
+	idleWaiters []chan struct{}
+	closed      bool
+	httpSrv     *http.Server
 	// onEvent, when set (by tests, through export_test.go), is called with
 	// s.mu held for every event-log record: tests wait on it instead of
 	// sleeping.

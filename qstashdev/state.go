@@ -79,6 +79,7 @@ func (s *Server) admit(m *message) {
 	s.event(m, stateCreated, nil, "")
 	if d := m.notBefore.Sub(s.cfg.Now()); d > 0 {
 		m.nextAt = m.notBefore
+		d = time.Duration(float64(d) * s.cfg.DelayScale)
 		m.timer = &timerItem{at: time.Now().Add(d), kind: timerMessage, msg: m}
 		s.addTimer(m.timer)
 		return
@@ -207,6 +208,7 @@ func (s *Server) finalize(m *message, state string) {
 	}
 	delete(s.messages, m.id)
 	s.pending--
+	defer s.notifyIdle()
 	if m.queue != nil {
 		m.queue.lag--
 	}
