@@ -93,6 +93,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.routeEvents(w, r, rest, "events")
 	case "logs":
 		s.routeEvents(w, r, rest, "logs")
+	case "workflows":
+		s.routeWorkflows(w, r, unescape(rest))
 	case "flowcontrol":
 		s.routeFlowControl(w, r, unescape(rest))
 	case "globalparallelism":

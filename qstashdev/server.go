@@ -49,6 +49,8 @@ type Server struct {
 	flows      map[string]*flowKey
 	topics     map[string]*topic
 	schedules  map[string]*schedule
+	runs       map[string]*workflowRun
+	runOrder   []string // run ids, oldest first, for the bound
 	dlq        dlqStore
 	events     eventLog
 	timers     timerHeap
@@ -94,6 +96,7 @@ func New(cfg Config) (*Server, error) {
 		flows:      map[string]*flowKey{},
 		topics:     map[string]*topic{},
 		schedules:  map[string]*schedule{},
+		runs:       map[string]*workflowRun{},
 		dlq:        newDLQStore(cfg.MaxDLQMessages),
 		events:     eventLog{max: cfg.MaxEvents},
 		wake:       make(chan struct{}, 1),

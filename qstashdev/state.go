@@ -48,8 +48,10 @@ type message struct {
 	callerIP   string
 	createdAt  time.Time
 	notBefore  time.Time
-	origHeader http.Header // publish config headers, replayed by DLQ retry
-	isCallback bool        // carries a callback payload; fires no callbacks itself
+	origHeader http.Header  // publish config headers, replayed by DLQ retry
+	isCallback bool         // carries a callback payload; fires no callbacks itself
+	run        *workflowRun // the Workflow run it belongs to, if any
+	stepIndex  int          // its entry in run.steps
 
 	queue       *queue
 	flowKey     *flowKey
@@ -126,6 +128,9 @@ func (s *Server) start(m *message) {
 		url: m.url, method: m.method, header: m.header, body: m.body,
 		retried: m.attempts, timeout: m.timeout, key: s.curKey,
 		messageID: m.id, topic: m.topic, scheduleID: m.scheduleID, callerIP: m.callerIP,
+	}
+	if m.run != nil {
+		s.workflowAttempt(m, &a)
 	}
 	if a.timeout == 0 {
 		a.timeout = s.cfg.DeliveryTimeout

@@ -28,10 +28,10 @@ type endpoint struct {
 }
 
 type topicJSON struct {
-	Name      string     `json:"name"`
-	CreatedAt int64      `json:"createdAt"`
-	UpdatedAt int64      `json:"updatedAt"`
-	Endpoints []endpoint `json:"endpoints"`
+	Name      string      `json:"name"`
+	CreatedAt int64       `json:"createdAt"`
+	UpdatedAt int64       `json:"updatedAt"`
+	Endpoints []endpoint  `json:"endpoints"`
 	Headers   http.Header `json:"headers,omitempty"`
 }
 
