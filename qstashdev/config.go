@@ -71,12 +71,21 @@ type Config struct {
 	// AllowAnyToken accepts any non-empty bearer token instead of only Token.
 	// Defaults to false.
 	AllowAnyToken bool
+	// DataDir, when set, keeps pending messages, dead letters, schedules,
+	// queues, URL groups, Workflow runs and the signing keys in a journal
+	// in this directory, so a restart (even after the process is killed)
+	// loses nothing it acknowledged; see docs/qstash-dev.md for exactly
+	// what is durable when. One server per directory. Defaults to "" (in
+	// memory only).
+	DataDir string
 	// Logger receives structured logs. Tokens and signing keys are never
 	// logged. Defaults to a logger that discards everything.
 	Logger *slog.Logger
 	// HTTPClient performs deliveries. Its redirect policy is respected; the
 	// default one does not follow redirects (a 3xx is a failed attempt).
-	// Defaults to a client with a connection pool sized for loopback load.
+	// Defaults to a client with a connection pool sized for loopback load:
+	// at most 256 connections per destination host, kept open between
+	// deliveries; further attempts wait for one of them.
 	HTTPClient *http.Client
 	// Now returns the current time; tests may inject a clock for the
 	// time-stamps the server reports and signs. Timers always run on the real
@@ -163,12 +172,22 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// maxConnsPerHost bounds the default client's connections to one
+// destination host (and so its concurrent deliveries there).
+const maxConnsPerHost = 256
+
 func defaultHTTPClient() *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	// Many parallel deliveries to one loopback destination: keep connections
-	// around instead of exhausting ephemeral ports.
+	// around instead of exhausting ephemeral ports, and never open more than
+	// the pool keeps. Without the cap, thousands of messages due at once
+	// (one Upstash-Not-Before second) dialled thousands of connections at
+	// once, overflowed the destination's accept queue, and the dropped SYNs
+	// were retried by the kernel 1 s and 3 s later: deliveries seconds late.
+	// With it, they queue for a pooled connection instead.
 	tr.MaxIdleConns = 512
-	tr.MaxIdleConnsPerHost = 256
+	tr.MaxIdleConnsPerHost = maxConnsPerHost
+	tr.MaxConnsPerHost = maxConnsPerHost
 	return &http.Client{
 		Transport: tr,
 		// QStash signs the exact URL it calls; following a redirect would

@@ -23,6 +23,10 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, errorf(http.StatusInternalServerError, "internal error"))
 		}
 	}()
+	if s.jr != nil {
+		// What a client is told was accepted is in the journal first.
+		w = &syncWriter{ResponseWriter: w, s: s}
+	}
 	p := strings.TrimPrefix(r.URL.EscapedPath(), "/")
 	ver, after, _ := strings.Cut(p, "/")
 	if !strings.EqualFold(ver, "v2") && ver != devPrefix {

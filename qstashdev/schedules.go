@@ -55,6 +55,7 @@ func (s *Server) routeSchedules(w http.ResponseWriter, r *http.Request, rest str
 			if !pause {
 				s.armSchedule(sch)
 			}
+			s.jSchedule(sch)
 		}
 		s.mu.Unlock()
 		if sch == nil {
@@ -73,6 +74,7 @@ func (s *Server) routeSchedules(w http.ResponseWriter, r *http.Request, rest str
 		if sch != nil {
 			s.removeTimer(sch.timer)
 			delete(s.schedules, id)
+			s.jScheduleDeleted(id)
 		}
 		s.mu.Unlock()
 		if sch == nil {
@@ -149,6 +151,7 @@ func (s *Server) handleScheduleCreate(w http.ResponseWriter, r *http.Request, re
 	if !full {
 		s.schedules[sch.id] = sch
 		s.armSchedule(sch)
+		s.jSchedule(sch)
 	}
 	s.mu.Unlock()
 	if full {

@@ -58,6 +58,7 @@ type Server struct {
 	idleWaiters []chan struct{}
 	closed      bool
 	httpSrv     *http.Server
+	jr          *journal // nil without Config.DataDir
 	// onEvent, when set (by tests, through export_test.go), is called with
 	// s.mu held for every event-log record: tests wait on it instead of
 	// sleeping.
@@ -105,6 +106,12 @@ func New(cfg Config) (*Server, error) {
 		baseCtx:    ctx,
 		cancelBase: cancel,
 	}
+	if cfg.DataDir != "" {
+		if err := s.openJournal(cfg.DataDir); err != nil {
+			cancel()
+			return nil, fmt.Errorf("qstashdev: %w", err)
+		}
+	}
 	go s.loop()
 	return s, nil
 }
@@ -145,8 +152,8 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // Shutdown stops accepting API requests and starting deliveries, stops the
 // scheduler, and waits for in-flight deliveries to finish until ctx is done;
-// then it cancels those still running. Pending messages are dropped (the
-// server is in-memory).
+// then it cancels those still running. Pending messages are dropped unless
+// Config.DataDir keeps them for the next start.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
@@ -169,6 +176,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.cancelBase()
 	s.client.CloseIdleConnections()
+	s.closeJournal()
 	return err
 }
 
@@ -188,5 +196,6 @@ func (s *Server) Close() error {
 	}
 	s.deliveries.Wait()
 	s.client.CloseIdleConnections()
+	s.closeJournal()
 	return err
 }

@@ -75,6 +75,7 @@ func (s *Server) admit(m *message) {
 	s.messages[m.id] = m
 	s.pending++
 	m.state = stateCreated
+	s.jMessage(m)
 	if m.queue != nil {
 		m.queue.lag++
 	}
@@ -186,6 +187,7 @@ func (s *Server) finishAttempt(m *message, res *attemptResult) {
 	wait := s.backoff(m, res)
 	m.state = stateRetry
 	m.nextAt = s.cfg.Now().Add(wait)
+	s.jAttempt(m)
 	s.event(m, stateError, res, errText)
 	s.event(m, stateRetry, res, errText)
 	s.log.Debug("retry scheduled", "messageId", m.id, "status", res.status, "retried", m.attempts, "in", wait)
@@ -213,6 +215,7 @@ func (s *Server) finalize(m *message, state string) {
 	}
 	delete(s.messages, m.id)
 	s.pending--
+	s.jDone(m)
 	defer s.notifyIdle()
 	if m.queue != nil {
 		m.queue.lag--

@@ -53,6 +53,7 @@ func (s *Server) routeTopics(w http.ResponseWriter, r *http.Request, rest string
 		// Deleting a missing group succeeds, as the Go SDK tests expect.
 		s.mu.Lock()
 		delete(s.topics, name)
+		s.jTopic(name)
 		s.mu.Unlock()
 		w.WriteHeader(http.StatusOK)
 	case action == "" && r.Method == http.MethodPatch:
@@ -130,6 +131,7 @@ func (s *Server) upsertEndpoints(name string, eps []endpoint) {
 		}
 	}
 	t.updatedAt = now
+	s.jTopic(name)
 }
 
 // removeEndpoints drops the endpoints matching eps by URL or name and
@@ -153,6 +155,7 @@ func (s *Server) removeEndpoints(name string, eps []endpoint) bool {
 	if len(kept) == 0 {
 		delete(s.topics, name)
 	}
+	s.jTopic(name)
 	return true
 }
 
@@ -201,6 +204,7 @@ func (s *Server) handleTopicHeaders(w http.ResponseWriter, r *http.Request, name
 	t := s.topics[name]
 	if t != nil {
 		t.headers, t.updatedAt = h, s.cfg.Now()
+		s.jTopic(name)
 	}
 	s.mu.Unlock()
 	if t == nil {

@@ -74,6 +74,7 @@ func (s *Server) workflowRunOf(req publishRequest, isURL bool) (*workflowRun, er
 		run = &workflowRun{id: id, url: u, createdAt: s.cfg.Now()}
 		s.runs[id] = run
 		s.runOrder = append(s.runOrder, id)
+		s.jRun(run)
 		for len(s.runOrder) > maxWorkflowRuns {
 			delete(s.runs, s.runOrder[0])
 			s.runOrder = s.runOrder[1:]
@@ -98,6 +99,7 @@ func (s *Server) appendStep(run *workflowRun, m *message, req publishRequest) in
 		ct = "step"
 	}
 	run.steps = append(run.steps, rawStep{MessageID: m.id, Body: base64.StdEncoding.EncodeToString(m.body), CallType: ct})
+	s.jStep(run)
 	return len(run.steps) - 1
 }
 
@@ -125,6 +127,7 @@ func (s *Server) workflowAttempt(m *message, a *attempt) {
 func (s *Server) endRun(run *workflowRun, all bool) {
 	run.ended = true
 	run.steps = nil
+	s.jRunEnded(run.id)
 	for _, m := range s.messages {
 		if m.run == run && (all || !m.inflight) {
 			s.cancel(m)
