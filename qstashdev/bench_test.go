@@ -203,7 +203,7 @@ func BenchmarkMemoryPerQueuedMessage(b *testing.B) {
 	b.ReportMetric(perMsg, "B/msg")
 }
 
-// BenchmarkHerd publishes 4,000 messages with the same Upstash-Not-Before
+// BenchmarkHerd publishes 8,000 messages with the same Upstash-Not-Before
 // second (one batch request per 500) and reports arrival minus that second
 // (p50, p99, max) and the connections the destination accepted. Baseline:
 // the delivery client as it was before the per-host connection cap
@@ -219,7 +219,7 @@ func BenchmarkHerd(b *testing.B) {
 		client func() *http.Client
 	}{{"client=default", nil}, {"baseline=uncapped", uncapped}} {
 		b.Run(bc.name, func(b *testing.B) {
-			const n = 4000
+			const n = 8000
 			var mu sync.Mutex
 			var arrivals []time.Time
 			var conns atomic.Int64
