@@ -43,7 +43,7 @@ type Config struct {
 	// DelayScale multiplies the wait before a message's first attempt
 	// (Upstash-Delay, Upstash-Not-Before, callback delays, Workflow sleeps),
 	// so a test of a job delayed 15 minutes need not wait 15 minutes. The
-	// API still reports the unscaled notBefore. Opt-in: defaults to 1 (real
+	// API still reports the unscaled notBefore. Opt-in. Defaults to 1 (real
 	// time); must be > 0.
 	DelayScale float64
 	// MaxBodyBytes caps a message body (publish, enqueue, schedule, each batch

@@ -58,6 +58,9 @@ type journal struct {
 	wake chan struct{}
 	stop chan struct{}
 	done chan struct{}
+	// round is held by the background writer for each round; tests hold
+	// it to pause the writer (export_test.go).
+	round sync.Mutex
 }
 
 // record is one journal line. Op says which of the other fields is set.
@@ -347,6 +350,7 @@ func (s *Server) journalLoop() {
 			s.journalSync()
 			return
 		}
+		j.round.Lock()
 		j.mu.Lock()
 		compact := j.since > compactAfter && j.since > 4*j.live
 		j.mu.Unlock()
@@ -361,6 +365,7 @@ func (s *Server) journalLoop() {
 			s.mu.Unlock()
 		}
 		s.journalSync()
+		j.round.Unlock()
 	}
 }
 

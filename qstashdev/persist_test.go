@@ -84,3 +84,27 @@ func TestDataDirRestart(t *testing.T) {
 		t.Errorf("group default header lost: %v", d.header)
 	}
 }
+
+// TestDataDirAnswerAfterJournal checks that a publish is answered only
+// once its record is in the journal file: with the background writer
+// paused, every answered publish is already in the file.
+func TestDataDirAnswerAfterJournal(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	srv := qstashdevtest.Start(t, qstashdev.Config{DataDir: dir})
+	resume := qstashdev.PauseJournalWriter(srv.Server)
+	defer resume()
+	e := &env{srv: srv}
+	for range 10 {
+		if status, body := e.api(t, "POST", "/v2/publish/http://127.0.0.1:1/x", strings.NewReader("x"), map[string]string{"Upstash-Delay": "1h"}); status != http.StatusOK {
+			t.Fatalf("publish: %d %s", status, body)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "qstashdev.journal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), `{"op":"msg"`); n != 10 {
+		t.Errorf("%d message records in the journal after 10 answered publishes, want 10", n)
+	}
+}
