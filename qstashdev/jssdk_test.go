@@ -25,15 +25,16 @@ func TestJSSDK(t *testing.T) {
 
 // TestWorkflowSDK runs testdata/jssdk/workflow.mjs: the official
 // @upstash/workflow SDK's serve() runs a workflow with steps, a sleep and a
-// step that fails twice (QStash retries it) against us, and the SDK's
-// Client cancels a second run during its sleep. Delays are scaled so the
-// 60 s sleep takes 60 ms.
+// step that fails twice (QStash retries it) against us, the SDK's Client
+// cancels a second run during its sleep, and a third run's step fails for
+// good, so its failure callback runs serve()'s failureFunction. Delays are
+// scaled so the 60 s sleep takes 60 ms.
 func TestWorkflowSDK(t *testing.T) {
 	t.Parallel()
 	srv := qstashdevtest.Start(t, qstashdev.Config{TimeScale: 0.001, DelayScale: 0.001})
 	runNode(t, srv, "workflow.mjs")
-	if st := srv.Stats(); st.Dead != 0 || st.Pending != 0 {
-		t.Errorf("after the workflows: %+v, want nothing pending or dead", st)
+	if st := srv.AwaitIdle(t, 10*time.Second); st.Dead != 1 {
+		t.Errorf("after the workflows: %+v, want the third run's step dead", st)
 	}
 }
 

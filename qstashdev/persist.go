@@ -146,10 +146,11 @@ type topicRecord struct {
 }
 
 type runRecord struct {
-	ID        string    `json:"id"`
-	URL       string    `json:"url"`
-	CreatedAt time.Time `json:"createdAt"`
-	Steps     []rawStep `json:"steps,omitempty"`
+	ID        string      `json:"id"`
+	URL       string      `json:"url"`
+	CreatedAt time.Time   `json:"createdAt"`
+	Steps     []rawStep   `json:"steps,omitempty"`
+	Failure   http.Header `json:"failure,omitempty"`
 }
 
 // complete reports whether r carries what its Op needs.
@@ -481,7 +482,7 @@ func (s *Server) jTopic(name string) {
 
 func (s *Server) jRun(run *workflowRun) {
 	if s.jr != nil {
-		s.journalAppend(record{Op: "run", Run: &runRecord{ID: run.id, URL: run.url, CreatedAt: run.createdAt}})
+		s.journalAppend(record{Op: "run", Run: &runRecord{ID: run.id, URL: run.url, CreatedAt: run.createdAt, Failure: run.failureHeader}})
 	}
 }
 
@@ -548,7 +549,7 @@ func (s *Server) snapshotLocked() []byte {
 	}
 	for _, id := range s.runOrder {
 		if run := s.runs[id]; run != nil && !run.ended {
-			put(record{Op: "run", Run: &runRecord{ID: run.id, URL: run.url, CreatedAt: run.createdAt, Steps: run.steps}})
+			put(record{Op: "run", Run: &runRecord{ID: run.id, URL: run.url, CreatedAt: run.createdAt, Steps: run.steps, Failure: run.failureHeader}})
 		}
 	}
 	for _, sch := range s.schedules {
@@ -640,7 +641,13 @@ func (s *Server) restore(recs []record) {
 	}
 	for _, id := range runOrder {
 		if r := runs[id]; r != nil {
-			s.runs[id] = &workflowRun{id: r.ID, url: r.URL, createdAt: r.CreatedAt, steps: r.Steps}
+			run := &workflowRun{id: r.ID, url: r.URL, createdAt: r.CreatedAt, steps: r.Steps}
+			if len(r.Failure) > 0 {
+				if fc, err := parseCallback(r.Failure, "Upstash-Failure-Callback", s.limits()); err == nil {
+					run.failure, run.failureHeader = fc, r.Failure
+				}
+			}
+			s.runs[id] = run
 			s.runOrder = append(s.runOrder, id)
 		}
 	}

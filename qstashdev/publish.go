@@ -129,7 +129,7 @@ func (s *Server) commit(p *preparedPublish) (any, int, error) {
 			return markDeduplicated(prev), http.StatusAccepted, nil
 		}
 	}
-	run, err := s.workflowRunOf(req, p.isURL)
+	run, err := s.workflowRunOf(req, p.isURL, opts.failure)
 	if err != nil {
 		return nil, 0, err
 	}

@@ -177,8 +177,8 @@ func (s *Server) finishAttempt(m *message, res *attemptResult) {
 		dlqID := s.deadLetter(m, res)
 		s.log.Info("dead-lettered", "messageId", m.id, "url", m.url, "status", res.status,
 			"attempts", m.attempts, "nonRetryable", nonRetryable, "dlqId", dlqID)
-		if m.failure != nil && !m.isCallback {
-			s.spawnCallback(m, m.failure, res, dlqID)
+		if fc := m.failureCallback(); fc != nil && !m.isCallback {
+			s.spawnCallback(m, fc, res, dlqID)
 		}
 		s.event(m, stateFailed, res, errText)
 		s.finalize(m, stateFailed)
@@ -193,6 +193,15 @@ func (s *Server) finishAttempt(m *message, res *attemptResult) {
 	s.log.Debug("retry scheduled", "messageId", m.id, "status", res.status, "retried", m.attempts, "in", wait)
 	m.timer = &timerItem{at: time.Now().Add(wait), kind: timerMessage, msg: m}
 	s.addTimer(m.timer)
+}
+
+// failureCallback is m's own failure callback, or else its Workflow run's.
+// The caller holds s.mu.
+func (m *message) failureCallback() *callbackConfig {
+	if m.failure == nil && m.run != nil {
+		return m.run.failure
+	}
+	return m.failure
 }
 
 // finalize ends m's life: it leaves every wait list and index, and frees its

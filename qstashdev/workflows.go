@@ -38,6 +38,11 @@ type workflowRun struct {
 	createdAt time.Time
 	steps     []rawStep
 	ended     bool
+	// failure is the run's failure callback: the SDK sets it on the
+	// trigger only, and it applies to every message of the run that dies.
+	// failureHeader holds the headers it was parsed from, for the journal.
+	failure       *callbackConfig
+	failureHeader http.Header
 }
 
 // rawStep is one entry of a run's history as the SDKs parse it.
@@ -51,7 +56,7 @@ type rawStep struct {
 // for a message outside any workflow. A run that has ended refuses new
 // messages with 400, which the SDKs read as "the run was cancelled". The
 // caller holds s.mu.
-func (s *Server) workflowRunOf(req publishRequest, isURL bool) (*workflowRun, error) {
+func (s *Server) workflowRunOf(req publishRequest, isURL bool, failure *callbackConfig) (*workflowRun, error) {
 	id := strings.TrimSpace(req.header.Get(workflowRunIDHeader))
 	if id == "" {
 		return nil, nil
@@ -74,6 +79,9 @@ func (s *Server) workflowRunOf(req publishRequest, isURL bool) (*workflowRun, er
 		run = &workflowRun{id: id, url: u, createdAt: s.cfg.Now()}
 		s.runs[id] = run
 		s.runOrder = append(s.runOrder, id)
+		if failure != nil {
+			run.failure, run.failureHeader = failure, failureHeaders(req.header)
+		}
 		s.jRun(run)
 		for len(s.runOrder) > maxWorkflowRuns {
 			delete(s.runs, s.runOrder[0])
@@ -81,6 +89,17 @@ func (s *Server) workflowRunOf(req publishRequest, isURL bool) (*workflowRun, er
 		}
 	}
 	return run, nil
+}
+
+// failureHeaders keeps the Upstash-Failure-Callback* headers of h.
+func failureHeaders(h http.Header) http.Header {
+	out := http.Header{}
+	for k, vs := range h {
+		if hasPrefixFold(k, "Upstash-Failure-Callback") {
+			out[k] = vs
+		}
+	}
+	return out
 }
 
 // workflowDuplicate is the answer to a second trigger of a run that already

@@ -1,7 +1,8 @@
 // Runs a multi-step workflow with the official @upstash/workflow SDK's
 // serve() against a running qstashdev server: two steps, a sleep, a step
 // that fails twice (QStash retries the delivery) and a last step; then
-// cancels a second run in the middle of its sleep. Prints {"ok":true,...}
+// cancels a second run in the middle of its sleep, and lets a third fail
+// for good so that serve()'s failureFunction runs. Prints {"ok":true,...}
 // and exits 0 on success.
 //
 // Env: QSTASH_URL, QSTASH_TOKEN, QSTASH_CURRENT_SIGNING_KEY,
@@ -17,6 +18,8 @@ const deliveries = []; // { runId, retried } per request the workflow got
 let flakyFailures = 0;
 let finish;
 const finished = new Promise((r) => (finish = r));
+let fail;
+const failed = new Promise((r) => (fail = r));
 
 const qstashClient = new Client({ baseUrl: env.QSTASH_URL, token: env.QSTASH_TOKEN });
 const receiver = new Receiver({
@@ -52,7 +55,14 @@ const { handler } = serve(
       return "done";
     });
   },
-  { qstashClient, receiver, retries: 3 },
+  {
+    qstashClient,
+    receiver,
+    retries: 3,
+    failureFunction: async ({ context, failStatus, failResponse }) => {
+      fail({ id: context.workflowRunId, name: context.requestPayload?.name, failStatus, failResponse });
+    },
+  },
 );
 
 const server = http.createServer(async (req, res) => {
@@ -114,6 +124,19 @@ async function main() {
   assert.equal(idle.status, 200, idle.body);
   assert.equal(ran[`${second.workflowRunId}/flaky`], undefined);
   assert.equal((await api("GET", `/v2/workflows/runs/${second.workflowRunId}`)).status, 404);
+
+  // A third run whose step always fails: after the retries, QStash calls
+  // the failure callback (the workflow URL), and serve() runs failureFunction.
+  const third = await client.trigger({ url, body: { name: "doomed", sleepSeconds: 1, failTimes: 1000 } });
+  const f = await Promise.race([failed, new Promise((_, rej) => setTimeout(() => rej(new Error("no failure callback in 30 s")), 30000))]);
+  assert.equal(f.id, third.workflowRunId);
+  assert.equal(f.name, "doomed");
+  assert.equal(f.failStatus, 500);
+  assert.match(f.failResponse, /transient failure/);
+  assert.equal(ran[`${third.workflowRunId}/flaky`], 4, "the step ran once and on each of its 3 retries");
+  // Until the failure callback's own delivery is answered.
+  const idleAfter = await api("GET", "/qstashdev/stats?waitIdle=10s");
+  assert.equal(idleAfter.status, 200, idleAfter.body);
 
   console.log(JSON.stringify({ ok: true, deliveries: deliveries.length }));
 }
