@@ -164,16 +164,21 @@ func New(tb testing.TB) *pgxpool.Pool {
 	return db.Pool
 }
 
+// drop removes a test's database. DROP DATABASE waits for a checkpoint,
+// which takes long on a machine whose disk other suites keep busy; a
+// database it could not drop is reported, not failed: the test's own
+// verdict is already in, and a leftover jobworker_test_* database harms
+// nothing but disk space.
 func drop(tb testing.TB, cfg *pgx.ConnConfig, name string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		tb.Errorf("pgtest: connect to drop %s: %v", name, err)
+		tb.Logf("pgtest: connect to drop %s (left behind): %v", name, err)
 		return
 	}
 	defer conn.Close(ctx)
 	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-		tb.Errorf("pgtest: drop %s: %v", name, err)
+		tb.Logf("pgtest: drop %s (left behind): %v", name, err)
 	}
 }
