@@ -56,7 +56,7 @@ func TestBinariesLifecycle(t *testing.T) {
 				t.Fatalf("-healthcheck on a ready server: exit %d %s", code, out)
 			}
 
-			res, err := http.Get(p.URL + "/metrics")
+			res, err := http.Get(p.MetricsURL + "/metrics")
 			if err != nil {
 				t.Fatal(err)
 			}
