@@ -70,6 +70,20 @@ type Common struct {
 // MetricsOff is the METRICS_ADDR value that turns the metrics listener off.
 const MetricsOff = "off"
 
+// MetricsWhere says where /metrics is served, for the start-up line.
+func (c Common) MetricsWhere() string {
+	token := c.MetricsToken != ""
+	switch {
+	case c.MetricsAddr == "" && token:
+		return "PORT, behind METRICS_TOKEN"
+	case c.MetricsAddr == "":
+		return "nowhere (METRICS_ADDR=off)"
+	case token:
+		return c.MetricsAddr + " and PORT, behind METRICS_TOKEN"
+	}
+	return c.MetricsAddr
+}
+
 // Getenv looks up one variable; os.Getenv fits.
 type Getenv func(string) string
 
