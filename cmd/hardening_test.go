@@ -59,6 +59,7 @@ func startHardStackBehind(t *testing.T, redisRTT time.Duration, env ...string) *
 		"REDIS_URL=" + redisURL, "DATABASE_URL=" + db.URL, "QSTASH_URL=http://127.0.0.1:1", "QSTASH_TOKEN=" + qstashdev.DevToken,
 		"WORKER_PUBLIC_URL=http://127.0.0.1:" + strconv.Itoa(workerPort), "LOG_FORMAT=text", "LOG_LEVEL=error",
 		"REQUEST_TIMEOUT=2s", "OUTBOX_RELAY=off",
+		"JOBWORKER_ENV=development", // the dev signing keys and token
 	}, env...)
 	s := &hardStack{}
 	s.worker = proctest.Start(t, proctest.Build(t, "github.com/digis/jobworker/cmd/worker"), nil,

@@ -27,9 +27,19 @@ const DefaultAddr = "127.0.0.1:8080"
 // default, documented on the field.
 type Config struct {
 	// Token is the bearer token every API call must present (header
-	// "Authorization: Bearer <token>" or query "?qstash_token=<token>").
-	// Defaults to DevToken.
+	// "Authorization: Bearer <token>", or query "?qstash_token=<token>" with
+	// AllowQueryToken). Defaults to DevToken.
 	Token string
+	// AllowQueryToken accepts the token as "?qstash_token=" too, as QStash
+	// does for webhook senders that cannot set headers. Off, because a URL
+	// is what any web page can make a developer's browser send. Defaults
+	// to false.
+	AllowQueryToken bool
+	// AllowedHosts are the Host names the server answers to besides
+	// localhost and IP literals, e.g. its docker compose service name
+	// ("qstash-dev"); any other name is refused with 421, so a page using
+	// DNS rebinding cannot read the API. Defaults to none.
+	AllowedHosts []string
 	// CurrentSigningKey signs deliveries. Defaults to DevCurrentSigningKey.
 	CurrentSigningKey string
 	// NextSigningKey becomes current on rotation. Defaults to DevNextSigningKey.

@@ -25,5 +25,11 @@
 // out within about a millisecond of their due time. Config.TimeScale
 // shrinks the waits between retries for tests.
 //
+// Its token is public and it fetches any URL, so a web page in the
+// developer's browser must not reach it: Handler refuses cross-site requests
+// (Origin, Sec-Fetch-Site) and Host names other than localhost, IP
+// addresses and Config.AllowedHosts, and reads ?qstash_token= only with
+// Config.AllowQueryToken.
+//
 // What differs from the real service is listed in docs/qstash-dev.md.
 package qstashdev

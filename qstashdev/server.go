@@ -105,7 +105,8 @@ func New(cfg Config) (*Server, error) {
 }
 
 // Handler returns the HTTP handler serving the QStash API.
-func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+// Cross-site requests and foreign Host names are refused (see guard).
+func (s *Server) Handler() http.Handler { return s.guard(http.HandlerFunc(s.serveHTTP)) }
 
 // SigningKeys returns the keys in force (they change on rotation).
 func (s *Server) SigningKeys() (current, next string) {

@@ -67,6 +67,8 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	scale := fs.String("time-scale", envOr("QSTASH_DEV_TIME_SCALE", "1"), "multiplier for waits between delivery attempts, e.g. 0.01 (env QSTASH_DEV_TIME_SCALE)")
 	maxBody := fs.String("max-body", envOr("QSTASH_DEV_MAX_BODY", "1MiB"), "largest message body: bytes or with KiB/MiB suffix (env QSTASH_DEV_MAX_BODY)")
 	anyToken := fs.Bool("allow-any-token", envOr("QSTASH_DEV_ALLOW_ANY_TOKEN", "") == "true", "accept any bearer token (env QSTASH_DEV_ALLOW_ANY_TOKEN=true)")
+	queryToken := fs.Bool("allow-query-token", envOr("QSTASH_DEV_ALLOW_QUERY_TOKEN", "") == "true", "accept the token as ?qstash_token= too; any web page can make a browser send a URL (env QSTASH_DEV_ALLOW_QUERY_TOKEN=true)")
+	hosts := fs.String("allowed-hosts", envOr("QSTASH_DEV_ALLOWED_HOSTS", ""), "comma-separated Host names answered besides localhost and IP addresses, e.g. a compose service name (env QSTASH_DEV_ALLOWED_HOSTS)")
 	health := fs.Bool("healthcheck", false, "probe a running server on -addr (GET /v2/keys with the token) and exit 0 when it answers; for container health checks")
 	level := fs.String("log-level", envOr("QSTASH_DEV_LOG_LEVEL", "info"), "debug, info, warn or error (env QSTASH_DEV_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
@@ -105,6 +107,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	cfg := qstashdev.Config{
 		Token: *token, CurrentSigningKey: *cur, NextSigningKey: *next,
 		TimeScale: ts, MaxBodyBytes: mb, AllowAnyToken: *anyToken,
+		AllowQueryToken: *queryToken, AllowedHosts: allowedHosts(*hosts, *addr),
 	}
 	if err := cfg.Validate(); err != nil {
 		return options{}, err
@@ -220,4 +223,19 @@ func probe(ctx context.Context, addr, token string) error {
 		return fmt.Errorf("%w: /v2/keys answered %d", errUnhealthy, res.StatusCode)
 	}
 	return nil
+}
+
+// allowedHosts is the -allowed-hosts list plus the host of -addr when it is
+// a name (an address needs no entry: IP literals are always answered).
+func allowedHosts(list, addr string) []string {
+	var out []string
+	for _, h := range strings.Split(list, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			out = append(out, h)
+		}
+	}
+	if h, _, err := net.SplitHostPort(addr); err == nil && h != "" && net.ParseIP(h) == nil {
+		out = append(out, h)
+	}
+	return out
 }

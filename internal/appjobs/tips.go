@@ -2,14 +2,12 @@ package appjobs
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/digis/jobworker/cache"
+	"github.com/digis/jobworker/internal/keyid"
 	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/jobs"
 )
@@ -18,15 +16,11 @@ import (
 const TipCountTTL = 300 * time.Second
 
 // TipCountCacheKey is the cache key of a creator's 30-day tip count and sum,
-// stored as <prefix>cache:count:tips:30d:{creatorId}. A creator id that
-// could break the hash tag (braces) or is long is replaced by its SHA-256.
+// stored as <prefix>cache:count:tips:30d:{<creator id>}, the id encoded by
+// keyid (raw when plain, else "~" and a hash), so two creators never share
+// a key.
 func TipCountCacheKey(creatorID string) string {
-	id := creatorID
-	if strings.ContainsAny(id, "{}") || len(id) > 64 {
-		sum := sha256.Sum256([]byte(id))
-		id = "h" + hex.EncodeToString(sum[:16])
-	}
-	return "count:tips:30d:{" + id + "}"
+	return "count:tips:30d:{" + keyid.Encode(creatorID) + "}"
 }
 
 // TipCreated tells the creator about a tip. Enqueued by the API after the
@@ -92,7 +86,7 @@ func (d Deps) tipCreated(ctx context.Context, j *jobs.Job[TipCreated]) error {
 	a := j.Args
 	d.Log.InfoContext(ctx, "notifying creator of a tip",
 		"job", a.Kind(), "message_id", j.MessageID,
-		"tip_id", a.TipID, "stream_id", a.StreamID, "creator_id", a.CreatorID, "amount", a.Amount)
+		"tip_id", a.TipID, "stream_id", a.StreamID, "amount", a.Amount)
 	return nil
 }
 
@@ -115,7 +109,7 @@ func (d Deps) refreshTipCount(ctx context.Context, j *jobs.Job[RefreshTipCount])
 	if outcome == cache.OutcomeDegraded {
 		return errors.New("tip count computed but not cached: Redis unavailable") // retry later
 	}
-	d.Log.DebugContext(ctx, "tip count refreshed", "creator_id", j.Args.CreatorID,
+	d.Log.DebugContext(ctx, "tip count refreshed", "tip_id", j.Args.TipID,
 		"count", stats.Count, "outcome", string(outcome))
 	return nil
 }
