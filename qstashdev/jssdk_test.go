@@ -14,12 +14,36 @@ import (
 )
 
 // TestJSSDK runs testdata/jssdk/check.mjs: the official @upstash/qstash
-// client publishes to us (also in its dev mode, which probes GET /v2/keys)
-// and its Receiver.verify accepts what we deliver. Without node or the
-// installed node_modules it skips, except under CI=true, where it fails.
-// Prepare with: npm ci --prefix qstashdev/testdata/jssdk
+// client publishes to us (also in its dev mode, which probes GET /v2/keys),
+// drives the management API (flow control, URL groups, queues, DLQ), and
+// its Receiver.verify accepts what we deliver.
 func TestJSSDK(t *testing.T) {
 	t.Parallel()
+	srv := qstashdevtest.Start(t, qstashdev.Config{})
+	runNode(t, srv, "check.mjs")
+}
+
+// TestWorkflowSDK runs testdata/jssdk/workflow.mjs: the official
+// @upstash/workflow SDK's serve() runs a workflow with steps, a sleep and a
+// step that fails twice (QStash retries it) against us, the SDK's Client
+// cancels a second run during its sleep, and a third run's step fails for
+// good, so its failure callback runs serve()'s failureFunction. Delays are
+// scaled so the 60 s sleep takes 60 ms.
+func TestWorkflowSDK(t *testing.T) {
+	t.Parallel()
+	srv := qstashdevtest.Start(t, qstashdev.Config{TimeScale: 0.001, DelayScale: 0.001})
+	runNode(t, srv, "workflow.mjs")
+	if st := srv.AwaitIdle(t, 10*time.Second); st.Dead != 1 {
+		t.Errorf("after the workflows: %+v, want the third run's step dead", st)
+	}
+}
+
+// runNode runs script in testdata/jssdk against srv and checks it printed
+// {"ok":true. Without node or the installed node_modules it skips, except
+// under CI=true, where it fails. Prepare with:
+// npm ci --prefix qstashdev/testdata/jssdk
+func runNode(t *testing.T, srv *qstashdevtest.Server, script string) {
+	t.Helper()
 	dir := filepath.Join("testdata", "jssdk")
 	ci := os.Getenv("CI") == "true"
 	node, err := exec.LookPath("node")
@@ -29,18 +53,19 @@ func TestJSSDK(t *testing.T) {
 		}
 		t.Skip("node not found in PATH; install Node.js >= 18 to run the JS SDK test")
 	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@upstash", "qstash", "package.json")); err != nil {
-		if ci {
-			t.Fatalf("%s/node_modules missing (CI=true): run `npm ci --prefix qstashdev/testdata/jssdk`", dir)
+	for _, pkg := range []string{"qstash", "workflow"} {
+		if _, err := os.Stat(filepath.Join(dir, "node_modules", "@upstash", pkg, "package.json")); err != nil {
+			if ci {
+				t.Fatalf("%s/node_modules missing (CI=true): run `npm ci --prefix qstashdev/testdata/jssdk`", dir)
+			}
+			t.Skipf("%s/node_modules missing; run `npm ci --prefix qstashdev/testdata/jssdk` to enable the JS SDK test", dir)
 		}
-		t.Skipf("%s/node_modules missing; run `npm ci --prefix qstashdev/testdata/jssdk` to enable the JS SDK test", dir)
 	}
-	srv := qstashdevtest.Start(t, qstashdev.Config{})
 	port := srv.URL[strings.LastIndexByte(srv.URL, ':')+1:]
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "check.mjs")
+	cmd := exec.CommandContext(ctx, node, script)
 	cmd.Dir = dir
 	for _, kv := range os.Environ() {
 		// The script must see our server only, not a developer's QStash.
@@ -54,7 +79,7 @@ func TestJSSDK(t *testing.T) {
 		"QSTASH_CURRENT_SIGNING_KEY="+cur, "QSTASH_NEXT_SIGNING_KEY="+next, "NODE_ENV=test")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("node check.mjs: %v\n%s", err, out)
+		t.Fatalf("node %s: %v\n%s", script, err, out)
 	}
 	if !strings.Contains(string(out), `{"ok":true`) {
 		t.Fatalf("unexpected output:\n%s", out)
