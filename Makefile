@@ -9,6 +9,7 @@ test: ## the test suite: real redis-server processes, race detector on
 
 fuzz: ## a short pass of every fuzz target (go test runs one target per call)
 	go test -run='^$$' -fuzz='^FuzzQStashVerify$$' -fuzztime=10s ./webhooks
+	go test -run='^$$' -fuzz='^FuzzQStashVerifyRequest$$' -fuzztime=10s ./webhooks
 	go test -run='^$$' -fuzz='^FuzzParseQStashSignature$$' -fuzztime=10s ./webhooks
 	go test -run='^$$' -fuzz='^FuzzStripeSignatureHeader$$' -fuzztime=10s ./webhooks
 	go test -run='^$$' -fuzz='^FuzzParsePublishHeaders$$' -fuzztime=5s ./qstashdev

@@ -58,7 +58,7 @@ func TestBinariesLifecycle(t *testing.T) {
 				t.Fatalf("-healthcheck on a ready server: exit %d %s", code, out)
 			}
 
-			res, err := http.Get(p.URL + "/metrics")
+			res, err := http.Get(p.MetricsURL + "/metrics")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -120,6 +120,9 @@ func TestBadConfigExits(t *testing.T) {
 		{binaries[0], "DATABASE_URL=", "DATABASE_URL"},
 		{binaries[1], "STRIPE_DEDUPE_TTL=24h", "STRIPE_DEDUPE_TTL"},
 		{binaries[1], "JOB_DEDUPE_TTL=1h", "JOB_DEDUPE_TTL"},
+		{binaries[0], "METRICS_ADDR=:3000", "METRICS_ADDR"}, // the API's serving port
+		{binaries[1], "METRICS_ADDR=9301", "METRICS_ADDR"},
+		{binaries[1], "METRICS_TOKEN=short", "METRICS_TOKEN"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.bin.name+"/"+tt.wantVar, func(t *testing.T) {

@@ -663,7 +663,7 @@ func TestOutboxTwoRelaysPublishEachRowOnce(t *testing.T) {
 		t.Errorf("%d rows were published twice (QStash deduplicated them)", n)
 	}
 	for i, p := range apis {
-		n := metrictest.Scrape(t, p.URL, `jobworker_outbox_published_total{job="tips.notify-creator",result="ok"}`)
+		n := metrictest.Scrape(t, p.MetricsURL, `jobworker_outbox_published_total{job="tips.notify-creator",result="ok"}`)
 		if n == 0 {
 			t.Errorf("api %d's relay published nothing: the relays did not share the work", i)
 		}

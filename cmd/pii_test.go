@@ -64,7 +64,7 @@ func TestNoUserIDInLogs(t *testing.T) {
 	done := func(job string, n float64) {
 		t.Helper()
 		series := `jobworker_deliveries_total{job="` + job + `",outcome="done"}`
-		testwait.For(t, 20*time.Second, series, func() bool { return metrictest.Scrape(t, worker.URL, series) >= n })
+		testwait.For(t, 20*time.Second, series, func() bool { return metrictest.Scrape(t, worker.MetricsURL, series) >= n })
 	}
 
 	tip := func() int {

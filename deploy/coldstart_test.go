@@ -59,13 +59,13 @@ func TestColdStart(t *testing.T) {
 		{"api", bins["api"], []string{
 			"REDIS_URL=" + rs.URL(), "QSTASH_URL=http://127.0.0.1:1", "QSTASH_TOKEN=bench-token",
 			"WORKER_PUBLIC_URL=http://127.0.0.1:2", "LOG_LEVEL=warn", "DATABASE_URL=" + db.URL,
-			"AUTH_JWT_SECRET=bench-secret-bench-secret-bench-secret", "RATE_LIMIT_IP_SOURCE=direct",
+			"AUTH_JWT_SECRET=bench-secret-bench-secret-bench-secret", "RATE_LIMIT_IP_SOURCE=direct", "METRICS_ADDR=off",
 		}},
 		{"worker", bins["worker"], []string{
 			"REDIS_URL=" + rs.URL(), "WORKER_PUBLIC_URL=http://127.0.0.1:2", "LOG_LEVEL=warn",
 			"QSTASH_CURRENT_SIGNING_KEY=sig_bench_current", "QSTASH_NEXT_SIGNING_KEY=sig_bench_next",
 			"STRIPE_WEBHOOK_SECRET=whsec_bench", "QSTASH_URL=http://127.0.0.1:1", "QSTASH_TOKEN=bench-token",
-			"DATABASE_URL=" + db.URL,
+			"DATABASE_URL=" + db.URL, "METRICS_ADDR=off",
 		}},
 	}
 	client := &http.Client{

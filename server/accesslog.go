@@ -5,11 +5,11 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 type httpMetrics struct {
@@ -17,11 +17,15 @@ type httpMetrics struct {
 	duration *prometheus.HistogramVec
 	inflight prometheus.Gauge
 
-	// children caches the series of each (route, method, status) seen with
-	// a standard method: WithLabelValues hashes and locks on every call,
-	// and strconv.Itoa allocates. Routes are templates, so this is bounded.
+	// children caches the series of each (route, method, status):
+	// WithLabelValues hashes and locks on every call, and strconv.Itoa
+	// allocates. Every label is bounded (see labels), so this is too.
 	mu       sync.RWMutex
 	children map[seriesKey]series
+
+	// routes is the set of registered route templates, taken when the
+	// server starts serving; nil until then (every path is kept).
+	routes atomic.Pointer[map[string]bool]
 }
 
 type seriesKey struct {
@@ -43,25 +47,56 @@ func (m *httpMetrics) series(route, method string, code int) series {
 		return s
 	}
 	s = series{
-		requests: m.requests.WithLabelValues(route, method, strconv.Itoa(code)),
+		requests: m.requests.WithLabelValues(route, method, codeLabel(code)),
 		duration: m.duration.WithLabelValues(route, method),
 	}
-	if standardMethod(method) {
-		m.mu.Lock()
-		m.children[k] = s
-		m.mu.Unlock()
-	}
+	m.mu.Lock()
+	m.children[k] = s
+	m.mu.Unlock()
 	return s
 }
 
-// standardMethod keeps client-chosen method names out of the cache.
-func standardMethod(m string) bool {
-	switch m {
-	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
-		http.MethodPatch, http.MethodDelete, http.MethodOptions:
-		return true
+// Label values for what a client chose and the server does not know.
+const (
+	unmatchedRoute = "unmatched"
+	otherLabel     = "other"
+)
+
+// labels bounds the label values of one request: the route is a
+// registered template or "unmatched", the method a standard one or
+// "other", so a client inventing methods or paths adds no series.
+func (m *httpMetrics) labels(route, method string) (string, string) {
+	if routes := m.routes.Load(); route == "" || routes != nil && !(*routes)[route] {
+		route = unmatchedRoute
 	}
-	return false
+	return route, methodLabel(method)
+}
+
+// methodLabel is method if it is one of RFC 9110's, else "other".
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return method
+	}
+	return otherLabel
+}
+
+// codeLabel is the status code, or "other" outside 100-599.
+func codeLabel(code int) string {
+	if code < 100 || code > 599 {
+		return otherLabel
+	}
+	return strconv.Itoa(code)
+}
+
+// setRoutes records the registered route templates (called by Serve).
+func (m *httpMetrics) setRoutes(e *echo.Echo) {
+	set := map[string]bool{}
+	for _, r := range e.Routes() {
+		set[r.Path] = true
+	}
+	m.routes.Store(&set)
 }
 
 func newHTTPMetrics(reg prometheus.Registerer, name string) (*httpMetrics, error) {
@@ -90,14 +125,11 @@ func newHTTPMetrics(reg prometheus.Registerer, name string) (*httpMetrics, error
 	return m, nil
 }
 
-func promHandler(reg *prometheus.Registry) http.Handler {
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
-}
-
 // accessLog writes one structured line per request and records metrics. It
 // runs outside recovery and calls the error handler itself, so the logged
 // status is the one the client got. It logs the route template, never the
-// raw path, query or body: those may carry user names or payloads.
+// raw path, query or body: those may carry user names or payloads; and the
+// method as labelled (a client may send a kilobyte of invented method).
 func accessLog(log *slog.Logger, m *httpMetrics) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
@@ -107,13 +139,10 @@ func accessLog(log *slog.Logger, m *httpMetrics) echo.MiddlewareFunc {
 			if err := next(c); err != nil {
 				c.Error(err)
 			}
-			route := c.Path()
-			if route == "" {
-				route = "unmatched"
-			}
 			req, res := c.Request(), c.Response()
+			route, method := m.labels(c.Path(), req.Method)
 			elapsed := time.Since(start)
-			ser := m.series(route, req.Method, res.Status)
+			ser := m.series(route, method, res.Status)
 			ser.requests.Inc()
 			ser.duration.Observe(elapsed.Seconds())
 			level := slog.LevelInfo
@@ -122,7 +151,7 @@ func accessLog(log *slog.Logger, m *httpMetrics) echo.MiddlewareFunc {
 			}
 			log.LogAttrs(req.Context(), level, "request",
 				slog.String("request_id", RequestIDOf(c)),
-				slog.String("method", req.Method),
+				slog.String("method", method),
 				slog.String("route", route),
 				slog.Int("status", res.Status),
 				slog.Int64("bytes_out", res.Size),

@@ -1,10 +1,10 @@
 // Package server runs an HTTP service the way jobworker's binaries do: an
 // Echo instance with request ids, panic recovery, body limits, request
 // deadlines, a structured access log and Prometheus metrics; /healthz,
-// /readyz and /metrics; and a graceful shutdown that lets in-flight requests
-// finish, then stops the process's parts in order.
+// /readyz and /metrics (on its own listener); and a graceful shutdown that
+// lets in-flight requests finish, then stops the process's parts in order.
 //
-//	srv, err := server.New(server.Config{Name: "worker", Addr: ":3001", Logger: log})
+//	srv, err := server.New(server.Config{Name: "worker", Addr: ":3001", MetricsAddr: ":9301", Logger: log})
 //	w, err := worker.New(worker.Config{..., Draining: srv.Draining})
 //	w.Mount(srv.Echo)
 //	srv.AddReadinessCheck("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
@@ -18,6 +18,17 @@
 // elsewhere), waits DrainDelay for load balancers to notice, stops accepting
 // connections and waits up to ShutdownTimeout for in-flight requests, then
 // runs the OnStop functions in reverse order of registration.
+//
+// Edges: every request body is capped at BodyLimit (413, whether declared
+// or chunked; LimitBody caps one route lower) and must arrive within
+// RequestTimeout, after which its read fails (408) and the connection
+// closes; an answer sent before the body was read closes the connection
+// instead of waiting for the rest. Metric labels are bounded: the route
+// template ("unmatched" otherwise), a standard method ("other" otherwise),
+// the status code. /metrics is not served on Addr unless MetricsToken is
+// set: Run serves it on its own listener, MetricsAddr, and MetricsHandler
+// returns it for mounting elsewhere. Concurrent /readyz probes share one
+// run of the readiness checks.
 //
 // The binaries also use Probe (their -healthcheck mode), NewLogger and
 // NewRegistry.

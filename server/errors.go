@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"os"
 
 	"github.com/labstack/echo/v4"
 
@@ -19,7 +20,14 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	status, detail := http.StatusInternalServerError, ""
 	var he *echo.HTTPError
+	var tooLarge *http.MaxBytesError
 	switch {
+	case errors.As(err, &tooLarge):
+		// A handler that returned its body's read error as is.
+		status, detail = http.StatusRequestEntityTooLarge, "Request Entity Too Large"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// The body did not arrive within the request's deadline.
+		status, detail = http.StatusRequestTimeout, "the request body did not arrive in time"
 	case errors.As(err, &he):
 		status = he.Code
 		// 503 messages ("shutting down, retry later") are safe and useful.

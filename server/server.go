@@ -19,6 +19,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/singleflight"
 )
 
 // Config describes one server. The zero value of every field but Name and
@@ -46,6 +47,15 @@ type Config struct {
 	// Registry receives the HTTP metrics and is served on /metrics.
 	// Defaults to a new registry with Go and process collectors.
 	Registry *prometheus.Registry
+	// MetricsAddr is where Run opens a second listener that serves only
+	// /metrics, e.g. ":9300" (keep it off the public network; it must not
+	// be Addr's port). Defaults to "": no metrics listener.
+	MetricsAddr string
+	// MetricsToken, when set (at least MinMetricsTokenLen bytes), makes
+	// every /metrics answer require "Authorization: Bearer <MetricsToken>",
+	// and serves /metrics on Addr too, for platforms that route only one
+	// port. Defaults to "": /metrics is not on Addr at all.
+	MetricsToken string
 }
 
 // Server is an Echo instance with the shared middleware and endpoints.
@@ -56,6 +66,10 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	draining atomic.Bool
+
+	metrics        *httpMetrics
+	metricsHandler http.Handler
+	ready          singleflight.Group
 
 	stopMu sync.Mutex
 	stops  []stopFunc
@@ -104,7 +118,10 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Registry == nil {
 		cfg.Registry = NewRegistry()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("server", cfg.Name)}
+	if err := checkMetrics(cfg); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("server", cfg.Name), metricsHandler: newMetricsHandler(cfg)}
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -117,6 +134,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.metrics = metrics
 	e.Use(
 		requestID(),
 		accessLog(s.log, metrics),
@@ -128,12 +146,15 @@ func New(cfg Config) (*Server, error) {
 				return err
 			},
 		}),
-		middleware.BodyLimitWithConfig(middleware.BodyLimitConfig{Limit: fmt.Sprintf("%dB", cfg.BodyLimit)}),
+		// The body must arrive within the request's deadline.
+		guardBody(cfg.BodyLimit, cfg.RequestTimeout),
 		middleware.ContextTimeoutWithConfig(middleware.ContextTimeoutConfig{Timeout: cfg.RequestTimeout}),
 	)
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
-	e.GET("/metrics", echo.WrapHandler(promHandler(cfg.Registry)))
+	if cfg.MetricsToken != "" {
+		e.GET(MetricsPath, echo.WrapHandler(s.metricsHandler))
+	}
 	s.Echo = e
 	return s, nil
 }
@@ -191,17 +212,47 @@ func later(a, b time.Time) time.Time {
 // wiring failed after some parts were built.
 func (s *Server) Abort() error { return s.runStops(time.Now()) }
 
-// Run serves on cfg.Addr until ctx is done, then shuts down gracefully and
-// runs the stop functions (also when listening fails).
+// Run serves on cfg.Addr, and /metrics on cfg.MetricsAddr when set, until
+// ctx is done, then shuts down gracefully and runs the stop functions (also
+// when listening fails). The metrics listener closes last, after the stop
+// functions.
 func (s *Server) Run(ctx context.Context) error {
+	var metricsDone <-chan error
+	if s.cfg.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", s.cfg.MetricsAddr)
+		if err != nil {
+			return errors.Join(fmt.Errorf("server: listen %s (metrics): %w", s.cfg.MetricsAddr, err), s.runStops(time.Now()))
+		}
+		stop := make(chan struct{})
+		defer close(stop)
+		metricsDone = s.serveMetrics(mln, stop)
+	}
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
 		return errors.Join(fmt.Errorf("server: listen %s: %w", s.cfg.Addr, err), s.runStops(time.Now()))
 	}
-	return s.Serve(ctx, ln)
+	if metricsDone == nil {
+		return s.Serve(ctx, ln)
+	}
+	// A metrics listener that fails takes the process down with it, as
+	// the main one does: nothing should run unobserved.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		if err := <-metricsDone; err != nil {
+			cancel(fmt.Errorf("server: metrics: %w", err))
+		}
+	}()
+	err = s.Serve(ctx, ln)
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		err = errors.Join(cause, err)
+	}
+	return err
 }
 
-// Serve is Run on an existing listener (tests pass a :0 listener).
+// Serve is Run on an existing listener (tests pass a :0 listener). It does
+// not open MetricsAddr: tests read /metrics through MetricsHandler or a
+// MetricsToken.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// One budget for the whole shutdown: the drain delay, the requests, then
 	// the stop functions with what is left.
@@ -216,6 +267,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 func (s *Server) serve(ctx context.Context, ln net.Listener, shuttingDown func()) error {
+	s.metrics.setRoutes(s.Echo)
 	hs := &http.Server{
 		Handler:           s.Echo,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -285,12 +337,32 @@ func (s *Server) readyz(c echo.Context) error {
 		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "draining"})
 	}
 	if s.cfg.Ready != nil {
-		ctx, cancel := context.WithTimeout(c.Request().Context(), readyTimeout)
-		defer cancel()
-		if err := s.cfg.Ready(ctx); err != nil {
-			s.log.Warn("not ready", "error", err.Error())
+		if err := s.checkReady(c.Request().Context()); err != nil {
 			return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
 		}
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// checkReady runs the readiness checks once for all the probes that arrive
+// while it runs: 200 concurrent probes make one Redis PING and one database
+// round trip, not 200 that queue for the pools' connections and miss their
+// deadlines (which made /readyz flap under load). The check runs detached
+// from the first prober, so one prober hanging up fails no other.
+func (s *Server) checkReady(ctx context.Context) error {
+	ch := s.ready.DoChan("ready", func() (any, error) {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readyTimeout)
+		defer cancel()
+		err := s.cfg.Ready(cctx)
+		if err != nil {
+			s.log.Warn("not ready", "error", err.Error())
+		}
+		return nil, err
+	})
+	select {
+	case r := <-ch:
+		return r.Err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strings"
@@ -89,11 +90,91 @@ func TestHealthReadyMetrics(t *testing.T) {
 	if res, body := get(t, base+"/readyz"); res.StatusCode != 503 || strings.Contains(body, "redis down") {
 		t.Fatalf("readyz with failing check: %d %s", res.StatusCode, body)
 	}
-	res, body := get(t, base+"/metrics")
+	// Without a token /metrics is not on the serving port.
+	if res, _ := get(t, base+"/metrics"); res.StatusCode != 404 {
+		t.Fatalf("metrics on the serving port without a token: %d", res.StatusCode)
+	}
+	page := httptest.NewServer(s.MetricsHandler())
+	defer page.Close()
+	res, body := get(t, page.URL+"/metrics")
 	if res.StatusCode != 200 || !strings.Contains(body, `jobworker_http_requests_total{code="503",method="GET",route="/readyz",server="test"} 1`) ||
 		!strings.Contains(body, "go_goroutines") {
 		t.Fatalf("metrics: %d\n%s", res.StatusCode, body)
 	}
+}
+
+func TestMetricsToken(t *testing.T) {
+	t.Parallel()
+	const token = "metrics-token-0123456789"
+	s := newServer(t, server.Config{MetricsToken: token})
+	base, _ := start(t, s)
+	for _, tt := range []struct {
+		name, auth string
+		want       int
+	}{
+		{"no token", "", 401},
+		{"wrong token", "Bearer metrics-token-9876543210", 401},
+		{"token as basic", "Basic " + token, 401},
+		{"the token", "Bearer " + token, 200},
+	} {
+		res, body := get(t, base+"/metrics", "Authorization", tt.auth)
+		if res.StatusCode != tt.want || (tt.want == 200) != strings.Contains(body, "go_goroutines") {
+			t.Fatalf("%s: %d %.80s", tt.name, res.StatusCode, body)
+		}
+	}
+	for _, bad := range []server.Config{
+		{Name: "x", MetricsToken: "short"},
+		{Name: "x", MetricsToken: " metrics-token-0123456789"},
+		{Name: "x", MetricsAddr: "9300"},
+		{Name: "x", Addr: ":3000", MetricsAddr: "127.0.0.1:3000"},
+	} {
+		if _, err := server.New(bad); err == nil {
+			t.Fatalf("accepted %+v", bad)
+		}
+	}
+}
+
+// TestRunServesMetricsOnItsOwnListener runs the server as Run does, with
+// MetricsAddr: /metrics answers there and nowhere on the serving port.
+func TestRunServesMetricsOnItsOwnListener(t *testing.T) {
+	t.Parallel()
+	addr, metricsAddr := freeAddr(t), freeAddr(t)
+	s := newServer(t, server.Config{Addr: addr, MetricsAddr: metricsAddr})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	testwait.For(t, 5*time.Second, "the server listening", func() bool {
+		res, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			res.Body.Close()
+		}
+		return err == nil
+	})
+	if res, body := get(t, "http://"+metricsAddr+"/metrics"); res.StatusCode != 200 || !strings.Contains(body, `route="/healthz"`) {
+		t.Fatalf("metrics listener: %d %.200s", res.StatusCode, body)
+	}
+	if res, _ := get(t, "http://"+metricsAddr+"/healthz"); res.StatusCode != 404 {
+		t.Fatalf("the metrics listener serves more than /metrics: %d", res.StatusCode)
+	}
+	if res, _ := get(t, "http://"+addr+"/metrics"); res.StatusCode != 404 {
+		t.Fatalf("metrics on the serving port: %d", res.StatusCode)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
 
 func TestErrorsBecomeProblems(t *testing.T) {

@@ -22,8 +22,9 @@ const DefaultMaxBodyBytes int64 = 1 << 20
 // ReadBody reads r's whole body, at most limit bytes, and puts the bytes
 // back on r so the handler can read them again. A declared Content-Length
 // above limit is refused before reading; a body that turns out longer
-// (chunked, or lying) is refused after limit+1 bytes. Either way the error
-// is ErrBodyTooLarge. The bytes are exactly those received: nothing is
+// (chunked, or lying) is refused after limit+1 bytes, as is one a server's
+// http.MaxBytesReader cut off first. Either way the error is
+// ErrBodyTooLarge. The bytes are exactly those received: nothing is
 // decompressed or re-encoded, which is what the signatures cover.
 func ReadBody(r *http.Request, limit int64) ([]byte, error) {
 	if r.Body == nil || r.Body == http.NoBody {
@@ -33,6 +34,10 @@ func ReadBody(r *http.Request, limit int64) ([]byte, error) {
 		return nil, ErrBodyTooLarge
 	}
 	b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return nil, ErrBodyTooLarge
+	}
 	if err != nil {
 		return nil, fmt.Errorf("webhooks: reading body: %w", err)
 	}
@@ -79,27 +84,51 @@ func ParseSecrets(s string) ([]string, error) {
 // body. Failures are *VerificationError: CheckMissing or CheckMalformed (no
 // header, or several), CheckBodyTooLarge (answer 413) and CheckBodyRead.
 func readSigned(r *http.Request, header, source string, limit int64) (sig string, body []byte, err error) {
+	if sig, err = signatureHeader(r, header, source); err != nil {
+		return "", nil, err
+	}
+	if body, err = readBody(r, source, limit); err != nil {
+		return "", nil, err
+	}
+	return sig, body, nil
+}
+
+// signatureHeader is r's one header, CheckMissing or CheckMalformed when
+// there is none or several.
+func signatureHeader(r *http.Request, header, source string) (string, error) {
 	sigs := r.Header.Values(header)
 	switch len(sigs) {
 	case 0:
-		return "", nil, newVerificationError(source, CheckMissing, nil)
+		return "", newVerificationError(source, CheckMissing, nil)
 	case 1:
+		return sigs[0], nil
 	default: // which one would the sender have meant? Neither.
-		return "", nil, newVerificationError(source, CheckMalformed, nil)
+		return "", newVerificationError(source, CheckMalformed, nil)
 	}
-	body, err = ReadBody(r, limit)
-	if err != nil {
-		if errors.Is(err, ErrBodyTooLarge) {
-			return "", nil, newVerificationError(source, CheckBodyTooLarge, nil)
-		}
-		return "", nil, newVerificationError(source, CheckBodyRead, err)
+}
+
+// readBody is ReadBody with its failures as *VerificationError:
+// CheckBodyTooLarge (answer 413) or CheckBodyRead.
+func readBody(r *http.Request, source string, limit int64) ([]byte, error) {
+	body, err := ReadBody(r, limit)
+	switch {
+	case errors.Is(err, ErrBodyTooLarge):
+		return nil, newVerificationError(source, CheckBodyTooLarge, nil)
+	case err != nil:
+		return nil, newVerificationError(source, CheckBodyRead, err)
 	}
-	return sigs[0], body, nil
+	return body, nil
 }
 
 // refuse answers a failed verification: 413 for a body above the cap, 400
 // for an unreadable one, else status; a problem without detail either way.
+//
+// The connection closes after the answer: the body may be unread (the
+// token was refused first, or the body is above the cap), and net/http
+// would otherwise read up to 256 KiB of it, at the sender's pace, before
+// sending the answer. Real senders are never refused so.
 func refuse(c echo.Context, err error, status int) error {
+	c.Response().Header().Set(echo.HeaderConnection, "close")
 	switch CheckOf(err) {
 	case CheckBodyTooLarge:
 		status = http.StatusRequestEntityTooLarge

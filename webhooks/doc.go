@@ -37,7 +37,10 @@
 // problem+json without detail. Keys, tokens and payloads are never logged.
 //
 // For net/http, QStashVerifier.VerifyRequest reads the header and the
-// capped body and verifies in one call.
+// capped body and verifies in one call. It checks everything the token
+// alone proves (MAC, claims, times) before it reads the body, so a forged
+// token costs no body read; the middlewares do the same, and close the
+// connection after refusing a request whose body they did not read.
 //
 // Verification is all this package does: it holds no Redis client and no
 // QStash publisher. Deduplication (Upstash-Message-Id with the token's jti,

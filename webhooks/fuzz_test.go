@@ -7,6 +7,9 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,6 +28,7 @@ import (
 // CI runs each briefly:
 //
 //	go test -run='^$' -fuzz='^FuzzQStashVerify$' -fuzztime=10s ./webhooks
+//	go test -run='^$' -fuzz='^FuzzQStashVerifyRequest$' -fuzztime=10s ./webhooks
 //	go test -run='^$' -fuzz='^FuzzParseQStashSignature$' -fuzztime=10s ./webhooks
 //	go test -run='^$' -fuzz='^FuzzStripeSignatureHeader$' -fuzztime=10s ./webhooks
 
@@ -92,6 +96,59 @@ func FuzzQStashVerify(f *testing.F) {
 			strings.TrimRight(c.Body, "=") != base64.RawURLEncoding.EncodeToString(sum[:]) ||
 			float64(vecNow.Unix()) >= c.Exp+5 {
 			t.Fatalf("accepted claims %s for url %q", pb, url)
+		}
+	})
+}
+
+// countingBody records how many body bytes a verifier read.
+type countingBody struct {
+	r io.Reader
+	n int
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.n += n
+	return n, err
+}
+
+func (b *countingBody) Close() error { return nil }
+
+// FuzzQStashVerifyRequest: VerifyRequest, which checks the token before it
+// reads the body, decides exactly as Verify over the whole body does; and a
+// token refused for anything but its body hash costs no body read.
+func FuzzQStashVerifyRequest(f *testing.F) {
+	const base, path = "https://example.com", "/api/webhook"
+	for _, s := range []struct{ tok, body string }{
+		{vecV1, vecBody}, {vecV2, vecBody}, {vecV3, vecBody}, {vecV4, ""}, {vecV5, "\x00\xff\x10\x80"},
+		{vecV1, vecBody + "x"}, {"a.b.c", "y"}, {"", ""},
+	} {
+		f.Add(s.tok, []byte(s.body))
+	}
+	v, err := webhooks.NewQStashVerifier(webhooks.QStashConfig{
+		CurrentSigningKey: vecCurrent, NextSigningKey: vecNext,
+		Now: func() time.Time { return vecNow },
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, token string, body []byte) {
+		want, wantErr := v.Verify(context.Background(), token, base+path, body)
+		r := httptest.NewRequest(http.MethodPost, path, nil)
+		cb := &countingBody{r: bytes.NewReader(body)}
+		r.Body, r.ContentLength = cb, int64(len(body))
+		if token != "" {
+			r.Header.Set(webhooks.HeaderUpstashSignature, token)
+		}
+		got, gotBody, gotErr := v.VerifyRequest(r, base, 1<<20)
+		if webhooks.CheckOf(gotErr) != webhooks.CheckOf(wantErr) || got != want {
+			t.Fatalf("VerifyRequest: %+v %v; Verify: %+v %v", got, gotErr, want, wantErr)
+		}
+		if gotErr == nil && !bytes.Equal(gotBody, body) {
+			t.Fatalf("body %q, want %q", gotBody, body)
+		}
+		if gotErr != nil && webhooks.CheckOf(gotErr) != webhooks.CheckBodyHash && cb.n != 0 {
+			t.Fatalf("refused (%s) after reading %d body bytes", webhooks.CheckOf(gotErr), cb.n)
 		}
 	})
 }

@@ -125,21 +125,38 @@ func QStashClaimsFrom(c echo.Context) (QStashClaims, bool) {
 // baseURL is what ParsePublicURL returns). It returns the verified claims
 // and the raw body. Every failure is a *VerificationError, counted and
 // logged like Verify's: answer 413 for CheckBodyTooLarge, 401 otherwise.
+//
+// The body is read last: a declared Content-Length above maxBody is
+// refused first (413), then the token's MAC and claims are checked, and
+// only a token that passes gets its body read (at most maxBody+1 bytes)
+// and compared with the signed hash. A forged, expired or misaddressed
+// token costs no body read, so a client dripping a body behind a junk
+// signature is answered at once.
 func (v *QStashVerifier) VerifyRequest(r *http.Request, baseURL string, maxBody int64) (QStashClaims, []byte, error) {
 	return v.verifyRequest(r, func() string { return baseURL + requestTarget(r) }, maxBody)
 }
 
 func (v *QStashVerifier) verifyRequest(r *http.Request, url func() string, maxBody int64) (QStashClaims, []byte, error) {
-	sig, body, err := readSigned(r, HeaderUpstashSignature, sourceQStash, maxBody)
-	if err != nil {
-		v.fail(r.Context(), err)
+	ctx := r.Context()
+	sig, err := signatureHeader(r, HeaderUpstashSignature, sourceQStash)
+	if err == nil && r.ContentLength > maxBody {
+		err = newVerificationError(sourceQStash, CheckBodyTooLarge, nil)
+	}
+	var c QStashClaims
+	if err == nil {
+		c, err = v.verifyToken(sig, url())
+	}
+	var body []byte
+	if err == nil {
+		body, err = readBody(r, sourceQStash, maxBody)
+	}
+	if err == nil {
+		c, err = checkBodyHash(c, body)
+	}
+	if c, err = v.count(ctx, c, err); err != nil {
 		return QStashClaims{}, nil, err
 	}
-	claims, err := v.Verify(r.Context(), sig, url(), body)
-	if err != nil {
-		return QStashClaims{}, nil, err
-	}
-	return claims, body, nil
+	return c, body, nil
 }
 
 // requestTarget is the path and query exactly as the client sent them

@@ -33,9 +33,11 @@ func (h *Handler) answer(w http.ResponseWriter, d jobs.Delivery, r result) {
 		writeJSON(w, http.StatusOK, answerDuplicate)
 		return
 	case outcomeUnverified, outcomeReplayed:
+		closeUnread(w, r)
 		problem.Send(w, http.StatusUnauthorized, "")
 		return
 	case outcomeTooLarge:
+		closeUnread(w, r)
 		problem.Send(w, http.StatusRequestEntityTooLarge, "")
 		return
 	case outcomeInProgress:
@@ -71,6 +73,16 @@ func (h *Handler) answer(w http.ResponseWriter, d jobs.Delivery, r result) {
 		hdr.Set("Retry-After", strconv.FormatInt(int64(math.Ceil(after.Seconds())), 10))
 	}
 	problem.Send(w, http.StatusInternalServerError, "job failed; it will be retried")
+}
+
+// closeUnread closes the connection after a refusal that may have left the
+// body unread (a token refused before its body, a body above the cap):
+// net/http would otherwise read up to 256 KiB of it, at the sender's pace,
+// before sending the answer. QStash's own deliveries are never refused so.
+func closeUnread(w http.ResponseWriter, r result) {
+	if r.outcome != outcomeReplayed {
+		w.Header().Set("Connection", "close")
+	}
 }
 
 // The 200 bodies, encoded once.

@@ -31,7 +31,14 @@
 //     work: QStash delivers again, to a live instance.
 //  2. The Upstash-Signature JWT is verified against PublicURL + the
 //     request-target exactly as received, over the raw body (see package
-//     webhooks). A failure is 401 and nothing runs.
+//     webhooks). A failure is 401 and nothing runs. The body is read last:
+//     a declared length above MaxBodyBytes is 413 at once, and a token whose
+//     MAC, iss, sub or times fail is refused from the headers alone, the
+//     connection closed, the body unread; only a token that passes gets its
+//     body read (at most MaxBodyBytes+1) and compared with the signed hash.
+//     Nothing touches Redis before that comparison: the claim of step 3
+//     records the token's jti and the body hash, and a token must not spend
+//     its jti, nor hold its message, on a body it did not sign.
 //  3. The message is claimed in Redis under its job and message id, in one
 //     round trip that also records the token's jti until it expires: a
 //     captured request replayed with another message id is refused (401),

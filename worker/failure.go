@@ -54,6 +54,7 @@ func (h *Handler) serveFailureCallback(w http.ResponseWriter, r *http.Request) {
 		if webhooks.CheckOf(err) == webhooks.CheckBodyTooLarge {
 			status = http.StatusRequestEntityTooLarge
 		}
+		closeUnread(w, result{outcome: outcomeUnverified})
 		problem.Send(w, status, "")
 		return
 	}

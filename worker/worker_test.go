@@ -1,11 +1,14 @@
 package worker_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -522,5 +525,63 @@ func TestQStashBackoff(t *testing.T) {
 		if got := worker.QStashBackoff(n).Round(10 * time.Millisecond).String(); got != want {
 			t.Fatalf("QStashBackoff(%d) = %s, want %s", n, got, want)
 		}
+	}
+}
+
+// TestForgedTokenCostsNoBodyAndNoRedis: a delivery whose token is forged,
+// signed with another key, expired or addressed to another URL is refused
+// 401 from its headers alone, while the body it declared has not been sent,
+// the connection closes, and Redis holds no key afterwards. A token that is
+// QStash's but arrives with another body is refused too, also without a
+// write.
+func TestForgedTokenCostsNoBodyAndNoRedis(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	path := jobs.PathPrefix + "test.count"
+	body := []byte(`{"id":"forged"}`)
+	sign := func(key, url string, at time.Time) string {
+		sig, err := webhookstest.QStashSignature(key, url, body, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sig
+	}
+	for _, tt := range []struct{ name, sig string }{
+		{"junk", "junk.junk.junk"},
+		{"another key", sign("sig_another_key_entirely", b.url+path, time.Now())},
+		{"expired", sign(qstashdev.DevCurrentSigningKey, b.url+path, time.Now().Add(-time.Hour))},
+		{"another url", sign(qstashdev.DevCurrentSigningKey, b.url+"/jobs/test.fail", time.Now())},
+	} {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(b.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() }) // before the server's Close, which waits for it
+		_, err = fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nUpstash-Signature: %s\r\nUpstash-Message-Id: msg-1\r\nContent-Length: 100000\r\n\r\n", path, tt.sig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Only keeps a broken handler from hanging the test: the body never comes.
+		_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+		res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("%s: no answer without the body: %v", tt.name, err)
+		}
+		res.Body.Close()
+		conn.Close()
+		if res.StatusCode != 401 || !res.Close {
+			t.Fatalf("%s: %d, Connection: close %v", tt.name, res.StatusCode, res.Close)
+		}
+	}
+	// QStash's token, another body.
+	if a := b.deliver(t, delivery{job: "test.count", messageID: "msg-2", body: []byte(`{"id":"other"}`),
+		signature: b.sign(t, path, body)}); a.status != 401 {
+		t.Fatalf("tampered body: %d", a.status)
+	}
+	if n, err := b.rdb.DBSize(context.Background()).Result(); err != nil || n != 0 {
+		t.Fatalf("Redis holds %d keys (%v) after refused deliveries", n, err)
+	}
+	if b.runs.get("forged") != 0 || b.runs.get("other") != 0 {
+		t.Fatal("a refused delivery ran")
 	}
 }

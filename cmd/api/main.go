@@ -91,7 +91,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	p.Log.Info("starting", "port", cfg.Port, "qstash_url", cfg.QStashURL, "worker_public_url", cfg.WorkerPublicURL,
+	p.Log.Info("starting", "port", cfg.Port, "metrics", cfg.MetricsWhere(), "qstash_url", cfg.QStashURL, "worker_public_url", cfg.WorkerPublicURL,
 		"database", map[bool]string{true: "postgres", false: "in-memory"}[cfg.DatabaseURL != ""],
 		"follow_ups", followUps(cfg.DatabaseURL, cfg.OutboxRelay),
 		"ip_source", string(cfg.RateLimit.IPExtractor.Source()))

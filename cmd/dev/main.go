@@ -52,6 +52,7 @@ const devJWTSecret = env.DevJWTSecret
 
 type options struct {
 	apiAddr, workerAddr, qstashAddr string
+	apiMetrics, workerMetrics       string
 	timeScale                       float64
 }
 
@@ -60,6 +61,8 @@ func main() {
 	flag.StringVar(&o.apiAddr, "api", "127.0.0.1:3000", "API listen address")
 	flag.StringVar(&o.workerAddr, "worker", "127.0.0.1:3001", "worker listen address")
 	flag.StringVar(&o.qstashAddr, "qstash", qstashdev.DefaultAddr, "local QStash listen address")
+	flag.StringVar(&o.apiMetrics, "api-metrics", "127.0.0.1:9300", "API /metrics listen address")
+	flag.StringVar(&o.workerMetrics, "worker-metrics", "127.0.0.1:9301", "worker /metrics listen address")
 	flag.Float64Var(&o.timeScale, "time-scale", 1, "multiplier for QStash's waits between retries (0.01: 100x faster)")
 	flag.Parse()
 	if err := run(server.SignalContext(), o, os.Getenv, os.Stdout); err != nil {
@@ -117,6 +120,7 @@ func run(ctx context.Context, o options, getenv func(string) string, out io.Writ
 	}
 	workerCfg, err := workerapp.LoadConfig(envOf(common, map[string]string{
 		"PORT":                       port(o.workerAddr),
+		"METRICS_ADDR":               o.workerMetrics,
 		"QSTASH_CURRENT_SIGNING_KEY": current, "QSTASH_NEXT_SIGNING_KEY": next,
 		"STRIPE_WEBHOOK_SECRET": "whsec_local_development_only",
 	}))
@@ -124,7 +128,8 @@ func run(ctx context.Context, o options, getenv func(string) string, out io.Writ
 		return err
 	}
 	apiCfg, err := apiapp.LoadConfig(envOf(common, map[string]string{
-		"PORT": port(o.apiAddr), "AUTH_JWT_SECRET": devJWTSecret, "RATE_LIMIT_IP_SOURCE": "direct",
+		"PORT": port(o.apiAddr), "METRICS_ADDR": o.apiMetrics,
+		"AUTH_JWT_SECRET": devJWTSecret, "RATE_LIMIT_IP_SOURCE": "direct",
 	}))
 	if err != nil {
 		return err
@@ -183,8 +188,8 @@ func run(ctx context.Context, o options, getenv func(string) string, out io.Writ
 	fmt.Fprintf(out, `
 jobworker local stack is up (Ctrl-C stops it)
 
-  API          http://%[1]s
-  worker       %[2]s
+  API          http://%[1]s     metrics http://%[11]s/metrics
+  worker       %[2]s     metrics http://%[12]s/metrics
   QStash (dev) %[3]s   token %[4]s
 
 Development tokens (HS256, 24 h); paste these two lines into your shell:
@@ -203,7 +208,8 @@ Try:
   curl -X POST 'http://%[1]s/api/tips/quick' -H "Authorization: Bearer $FAN" \
        -H 'Idempotency-Key: tip-1' -H 'Content-Type: application/json' -d '{"amount":5,"streamId":%[10]d}'
 
-`, o.apiAddr, workerURL, qstashURL, qstashdev.DevToken, demo.FanID, fanToken, demo.CreatorID, creatorToken, stream.Username, stream.ID)
+`, o.apiAddr, workerURL, qstashURL, qstashdev.DevToken, demo.FanID, fanToken, demo.CreatorID, creatorToken, stream.Username, stream.ID,
+		o.apiMetrics, o.workerMetrics)
 
 	wg.Wait()
 	close(errs)

@@ -22,12 +22,30 @@ func TestLocalStack(t *testing.T) {
 	t.Parallel()
 	bin := proctest.Build(t, "github.com/digis/jobworker/cmd/dev")
 	addr := func() string { return "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t)) }
-	apiAddr, workerAddr, qstashAddr := addr(), addr(), addr()
-	p := proctest.Start(t, bin, []string{"-api", apiAddr, "-worker", workerAddr, "-qstash", qstashAddr, "-time-scale", "0.01"},
+	apiAddr, workerAddr, qstashAddr, apiMetrics, workerMetrics := addr(), addr(), addr(), addr(), addr()
+	p := proctest.Start(t, bin, []string{"-api", apiAddr, "-worker", workerAddr, "-qstash", qstashAddr,
+		"-api-metrics", apiMetrics, "-worker-metrics", workerMetrics, "-time-scale", "0.01"},
 		"PORT="+strings.Split(apiAddr, ":")[1])
 	waitFor(t, p, "jobworker local stack is up")
 	waitOK(t, "http://"+workerAddr+"/readyz")
 	waitOK(t, "http://"+apiAddr+"/readyz")
+	// The metrics are where the banner says, and not on the serving ports.
+	for _, m := range []string{apiMetrics, workerMetrics} {
+		if !strings.Contains(p.Output(), "metrics http://"+m+"/metrics") {
+			t.Fatalf("the banner does not say where the metrics are (%s):\n%s", m, p.Output())
+		}
+		waitOK(t, "http://"+m+"/metrics")
+	}
+	for _, a := range []string{apiAddr, workerAddr} {
+		res, err := http.Get("http://" + a + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusNotFound {
+			t.Fatalf("/metrics on the serving port %s: %d", a, res.StatusCode)
+		}
+	}
 
 	// The printed curl line, as an HTTP request.
 	url := "http://" + qstashAddr + "/v2/publish/http://" + workerAddr + "/jobs/demo.hello"

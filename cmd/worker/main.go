@@ -56,7 +56,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	p.Log.Info("starting", "port", cfg.Port, "public_url", cfg.PublicURL,
+	p.Log.Info("starting", "port", cfg.Port, "metrics", cfg.MetricsWhere(), "public_url", cfg.PublicURL,
 		"database", map[bool]string{true: "postgres", false: "in-memory"}[cfg.DatabaseURL != ""],
 		"outbox_relay", relayMode(cfg.DatabaseURL, cfg.OutboxRelay))
 	return p.Run()

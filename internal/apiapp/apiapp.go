@@ -11,7 +11,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
-	"github.com/labstack/echo/v4/middleware"
 
 	"github.com/digis/jobworker/cache"
 	"github.com/digis/jobworker/idempotency"
@@ -21,6 +20,7 @@ import (
 	"github.com/digis/jobworker/jobs"
 	"github.com/digis/jobworker/limits"
 	"github.com/digis/jobworker/outbox"
+	"github.com/digis/jobworker/server"
 )
 
 // Routes the API serves.
@@ -214,7 +214,8 @@ func wire(p *process.Process, cfg Config, deps Deps, notifyInTx bool) error {
 			Limiter: limiter, Bucket: bucket, IPExtractor: cfg.RateLimit.IPExtractor, UserID: userID,
 		}.ToMiddleware()
 	}
-	bodyLimit := middleware.BodyLimit(fmt.Sprintf("%dB", jsonBodyLimit))
+	// 413 for a body above the cap, declared or chunked.
+	bodyLimit := server.LimitBody(jsonBodyLimit)
 	routes := []struct {
 		method, path, bucket string
 		h                    echo.HandlerFunc

@@ -131,7 +131,7 @@ func setupWith(t testing.TB, st store.Store, env map[string]string) *bundle {
 	wln := listen(t)
 	b.worker = "http://" + wln.Addr().String()
 	wcfg, err := workerapp.LoadConfig(envMap(map[string]string{
-		"REDIS_URL": b.redis.URL(), "REDIS_TIMEOUT": "300ms", "WORKER_PUBLIC_URL": b.worker,
+		"METRICS_TOKEN": metrictest.Token, "REDIS_URL": b.redis.URL(), "REDIS_TIMEOUT": "300ms", "WORKER_PUBLIC_URL": b.worker,
 		"QSTASH_CURRENT_SIGNING_KEY": qstashdev.DevCurrentSigningKey,
 		"QSTASH_NEXT_SIGNING_KEY":    qstashdev.DevNextSigningKey,
 		"QSTASH_URL":                 b.front.URL, "QSTASH_TOKEN": qstashdev.DevToken, "JOBWORKER_ENV": "development",
@@ -156,7 +156,7 @@ func setupWith(t testing.TB, st store.Store, env map[string]string) *bundle {
 	b.env = map[string]string{
 		// The strict tier fails closed on a missed deadline: give it the same
 		// room as REDIS_TIMEOUT on two busy cores under -race.
-		"REDIS_URL": b.redis.URL(), "REDIS_TIMEOUT": "300ms", "RATE_LIMIT_REDIS_TIMEOUT": "300ms",
+		"METRICS_TOKEN": metrictest.Token, "REDIS_URL": b.redis.URL(), "REDIS_TIMEOUT": "300ms", "RATE_LIMIT_REDIS_TIMEOUT": "300ms",
 		"QSTASH_URL": b.front.URL, "QSTASH_TOKEN": qstashdev.DevToken, "JOBWORKER_ENV": "development", "WORKER_PUBLIC_URL": b.worker,
 		"AUTH_JWT_SECRET": testSecret, "RATE_LIMIT_IP_SOURCE": "direct",
 		"RATE_LIMIT_OVERRIDES": "tips:quick=1000/1m", "TIP_MAX_AMOUNT": "500",

@@ -18,6 +18,10 @@ import (
 // DefaultPort is where the API listens when PORT is unset.
 const DefaultPort = 3000
 
+// DefaultMetricsPort is where the API serves /metrics when METRICS_ADDR
+// is unset.
+const DefaultMetricsPort = 9300
+
 // Config is the configuration of cmd/api, read from the environment by
 // LoadConfig.
 type Config struct {
@@ -125,7 +129,7 @@ func deriveHashKey(token string) []byte {
 // *env.Error naming the variable.
 func LoadConfig(getenv env.Getenv) (Config, error) {
 	r := env.NewReader(getenv)
-	cfg := Config{Common: r.Common(DefaultPort)}
+	cfg := Config{Common: r.Common(DefaultPort, DefaultMetricsPort)}
 	cfg.QStashURL = r.URL("QSTASH_URL", "https://qstash.upstash.io")
 	cfg.QStashToken = r.Secret("QSTASH_TOKEN")
 	cfg.WorkerPublicURL = r.URL("WORKER_PUBLIC_URL", "")

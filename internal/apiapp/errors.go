@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -64,6 +65,9 @@ func decodeJSON(c echo.Context, v any) error {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			return echo.ErrStatusRequestEntityTooLarge
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return err // the body did not arrive in time: the server answers 408
 		}
 		return badRequest("the body could not be read")
 	}

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -59,6 +60,32 @@ type Common struct {
 	// secrets are accepted (see RefuseDevSecret). Defaults to false
 	// (production).
 	Development bool
+	// MetricsAddr is the listener that serves /metrics and nothing else
+	// (METRICS_ADDR, host:port or :port; "off" for none). Defaults per
+	// binary (:9300 for the API, :9301 for the worker): never the serving
+	// port, so a platform that exposes PORT does not expose the metrics.
+	MetricsAddr string
+	// MetricsToken, when set, makes /metrics require
+	// "Authorization: Bearer <token>" and serves it on PORT too
+	// (METRICS_TOKEN, at least 16 bytes). Defaults to none.
+	MetricsToken string
+}
+
+// MetricsOff is the METRICS_ADDR value that turns the metrics listener off.
+const MetricsOff = "off"
+
+// MetricsWhere says where /metrics is served, for the start-up line.
+func (c Common) MetricsWhere() string {
+	token := c.MetricsToken != ""
+	switch {
+	case c.MetricsAddr == "" && token:
+		return "PORT, behind METRICS_TOKEN"
+	case c.MetricsAddr == "":
+		return "nowhere (METRICS_ADDR=off)"
+	case token:
+		return c.MetricsAddr + " and PORT, behind METRICS_TOKEN"
+	}
+	return c.MetricsAddr
 }
 
 // Getenv looks up one variable; os.Getenv fits.
@@ -89,8 +116,8 @@ func (r *Reader) Fail(name, format string, args ...any) {
 }
 
 // Common reads the settings both binaries share; defaultPort is PORT's
-// default.
-func (r *Reader) Common(defaultPort int) Common {
+// default and defaultMetricsPort METRICS_ADDR's.
+func (r *Reader) Common(defaultPort, defaultMetricsPort int) Common {
 	c := Common{
 		Port:            r.Port("PORT", defaultPort),
 		KeyPrefix:       r.Str("REDIS_KEY_PREFIX", ""),
@@ -114,7 +141,35 @@ func (r *Reader) Common(defaultPort int) Common {
 	if strings.ContainsAny(c.KeyPrefix, " \t\r\n") {
 		r.Fail("REDIS_KEY_PREFIX", "must not contain white space")
 	}
+	c.MetricsAddr = r.metricsAddr(c.Port, defaultMetricsPort)
+	if t := r.getenv("METRICS_TOKEN"); t != "" {
+		switch {
+		case strings.TrimSpace(t) != t:
+			r.Fail("METRICS_TOKEN", "has leading or trailing white space (a copy-paste slip?)")
+		case len(t) < 16:
+			r.Fail("METRICS_TOKEN", "must be at least 16 bytes")
+		}
+		c.MetricsToken = t
+	}
 	return c
+}
+
+// metricsAddr reads METRICS_ADDR: host:port or :port, "off", or unset for
+// :defaultPort. It may not be the serving port.
+func (r *Reader) metricsAddr(servingPort, defaultPort int) string {
+	v := r.Str("METRICS_ADDR", ":"+strconv.Itoa(defaultPort))
+	if strings.EqualFold(v, MetricsOff) {
+		return ""
+	}
+	_, p, err := net.SplitHostPort(v)
+	n, perr := strconv.Atoi(p)
+	switch {
+	case err != nil || perr != nil || n < 0 || n > 65535:
+		r.Fail("METRICS_ADDR", "%q is not host:port, :port or %q", v, MetricsOff)
+	case n == servingPort:
+		r.Fail("METRICS_ADDR", "must not be the serving port (PORT=%d): /metrics would be public", servingPort)
+	}
+	return v
 }
 
 // MemoryStore is the DATABASE_URL value that selects the in-memory store.

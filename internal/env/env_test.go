@@ -80,3 +80,48 @@ func TestReaderRefusals(t *testing.T) {
 		})
 	}
 }
+
+func TestMetricsSettings(t *testing.T) {
+	t.Parallel()
+	base := map[string]string{"REDIS_URL": "redis://127.0.0.1:6379", "PORT": "8080"}
+	read := func(over map[string]string) (env.Common, error) {
+		m := map[string]string{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for k, v := range over {
+			m[k] = v
+		}
+		r := env.NewReader(getenv(m))
+		c := r.Common(3000, 9300)
+		return c, r.Err()
+	}
+	for _, tt := range []struct {
+		name       string
+		given      map[string]string
+		wantAddr   string
+		wantToken  string
+		wantErrVar string
+	}{
+		{"default: its own port", nil, ":9300", "", ""},
+		{"explicit", map[string]string{"METRICS_ADDR": "127.0.0.1:9464"}, "127.0.0.1:9464", "", ""},
+		{"off", map[string]string{"METRICS_ADDR": "off"}, "", "", ""},
+		{"token", map[string]string{"METRICS_TOKEN": "0123456789abcdef"}, ":9300", "0123456789abcdef", ""},
+		{"the serving port", map[string]string{"METRICS_ADDR": ":8080"}, "", "", "METRICS_ADDR"},
+		{"no port", map[string]string{"METRICS_ADDR": "localhost"}, "", "", "METRICS_ADDR"},
+		{"short token", map[string]string{"METRICS_TOKEN": "hunter2"}, "", "", "METRICS_TOKEN"},
+		{"padded token", map[string]string{"METRICS_TOKEN": "0123456789abcdef\n"}, "", "", "METRICS_TOKEN"},
+	} {
+		c, err := read(tt.given)
+		if tt.wantErrVar != "" {
+			var e *env.Error
+			if !errors.As(err, &e) || e.Var != tt.wantErrVar || strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("%s: %v, want one line naming %s", tt.name, err, tt.wantErrVar)
+			}
+			continue
+		}
+		if err != nil || c.MetricsAddr != tt.wantAddr || c.MetricsToken != tt.wantToken {
+			t.Fatalf("%s: %q %q %v", tt.name, c.MetricsAddr, c.MetricsToken, err)
+		}
+	}
+}

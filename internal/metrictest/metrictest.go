@@ -60,12 +60,22 @@ func sample(m *dto.Metric) float64 {
 	return 0
 }
 
-// Scrape fetches base+"/metrics" and returns the value of one series,
-// written as it appears on the page (`name{label="value",...}`, labels in
-// the exposition's sorted order); 0 when absent.
+// Token is the METRICS_TOKEN of in-process test servers: with it set,
+// /metrics is served on the serving port (behind the token), so tests
+// scrape the same base URL they send requests to.
+const Token = "metrictest-scrape-token"
+
+// Scrape fetches base+"/metrics" with Token and returns the value of one
+// series, written as it appears on the page (`name{label="value",...}`,
+// labels in the exposition's sorted order); 0 when absent.
 func Scrape(tb testing.TB, base, series string) float64 {
 	tb.Helper()
-	res, err := http.Get(base + "/metrics")
+	req, err := http.NewRequest(http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+Token)
+	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -48,6 +48,8 @@ func New(name string, c env.Common) (*Process, error) {
 		Ready:           func(ctx context.Context) error { return redisconn.Ping(ctx, rdb) },
 		Logger:          log,
 		Registry:        reg,
+		MetricsAddr:     c.MetricsAddr,
+		MetricsToken:    c.MetricsToken,
 	})
 	if err != nil {
 		_ = rdb.Close()

@@ -51,6 +51,9 @@ type Proc struct {
 	Cmd  *exec.Cmd
 	Port int
 	URL  string // http://127.0.0.1:port
+	// MetricsURL is http://127.0.0.1:<METRICS_ADDR's port>, where the
+	// binaries serve /metrics; "" when env turned it off.
+	MetricsURL string
 
 	mu   sync.Mutex
 	out  bytes.Buffer
@@ -60,8 +63,8 @@ type Proc struct {
 
 // Start runs bin with args and env (KEY=VALUE, added to a minimal
 // environment), and kills it when the test ends. PORT is taken from env when
-// given there, else set to a free port. It does not wait for readiness; see
-// WaitHealthy.
+// given there, else set to a free port; so is METRICS_ADDR (see MetricsURL).
+// It does not wait for readiness; see WaitHealthy.
 func Start(tb testing.TB, bin string, args []string, env ...string) *Proc {
 	tb.Helper()
 	port := 0
@@ -74,7 +77,21 @@ func Start(tb testing.TB, bin string, args []string, env ...string) *Proc {
 		port = FreePort(tb)
 		env = append(env, "PORT="+strconv.Itoa(port))
 	}
+	metricsAddr, given := "", false
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "METRICS_ADDR="); ok {
+			metricsAddr, given = v, true
+		}
+	}
+	if !given {
+		// Never the binaries' default: parallel tests would share it.
+		metricsAddr = "127.0.0.1:" + strconv.Itoa(FreePort(tb))
+		env = append(env, "METRICS_ADDR="+metricsAddr)
+	}
 	p := &Proc{Port: port, URL: "http://127.0.0.1:" + strconv.Itoa(port), done: make(chan struct{})}
+	if _, mport, err := net.SplitHostPort(metricsAddr); err == nil {
+		p.MetricsURL = "http://127.0.0.1:" + mport
+	}
 	p.Cmd = exec.Command(bin, args...)
 	p.Cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
 	w := writerFunc(func(b []byte) (int, error) {

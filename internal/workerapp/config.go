@@ -11,6 +11,10 @@ import (
 // DefaultPort is where the worker listens when PORT is unset.
 const DefaultPort = 3001
 
+// DefaultMetricsPort is where the worker serves /metrics when METRICS_ADDR
+// is unset.
+const DefaultMetricsPort = 9301
+
 // Config is the configuration of cmd/worker, read from the environment
 // by LoadConfig.
 type Config struct {
@@ -61,7 +65,7 @@ type Config struct {
 // *env.Error naming the variable.
 func LoadConfig(getenv env.Getenv) (Config, error) {
 	r := env.NewReader(getenv)
-	cfg := Config{Common: r.Common(DefaultPort)}
+	cfg := Config{Common: r.Common(DefaultPort, DefaultMetricsPort)}
 	cfg.PublicURL = r.URL("WORKER_PUBLIC_URL", "")
 	cfg.QStashCurrentSigningKey = r.Secret("QSTASH_CURRENT_SIGNING_KEY")
 	cfg.QStashNextSigningKey = r.Secret("QSTASH_NEXT_SIGNING_KEY")

@@ -192,7 +192,7 @@ func setupWith(t *testing.T, b *bundle, register func(*jobs.Registry, *process.P
 	}
 	b.url = "http://" + ln.Addr().String()
 	vars := map[string]string{
-		"REDIS_URL": b.redis.URL(), "REDIS_TIMEOUT": "300ms", "WORKER_PUBLIC_URL": b.url,
+		"METRICS_TOKEN": metrictest.Token, "REDIS_URL": b.redis.URL(), "REDIS_TIMEOUT": "300ms", "WORKER_PUBLIC_URL": b.url,
 		"QSTASH_CURRENT_SIGNING_KEY": qstashdev.DevCurrentSigningKey,
 		"QSTASH_NEXT_SIGNING_KEY":    qstashdev.DevNextSigningKey,
 		"STRIPE_WEBHOOK_SECRET":      "whsec_test", "LOG_LEVEL": os.Getenv("TEST_LOG_LEVEL"),

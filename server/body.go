@@ -1,0 +1,111 @@
+package server
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+)
+
+// guardBody bounds what a request body may cost before any handler runs:
+//
+//   - a declared Content-Length above max is answered 413 at once;
+//   - the body reads through http.MaxBytesReader, so a longer (chunked or
+//     lying) body fails with *http.MaxBytesError, which every reader here
+//     and the error handler turn into 413;
+//   - the connection's read deadline is set to readFor from now, so a
+//     client dripping its body cannot hold a connection and a goroutine
+//     past the request's deadline (ReadHeaderTimeout covers only the
+//     headers); it is cleared once the body is read to its end, so a long
+//     handler is not cut off;
+//   - an answer sent before the body was read to its end (a 401, a 413)
+//     carries Connection: close, and the read deadline expires when the
+//     handler returns: net/http would otherwise read up to 256 KiB of the
+//     unread body before writing the answer, at the client's pace.
+func guardBody(max int64, readFor time.Duration) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			req := c.Request()
+			if req.Body == nil || req.Body == http.NoBody {
+				return next(c)
+			}
+			res := c.Response()
+			rc := http.NewResponseController(res)
+			b := &guardedBody{
+				ReadCloser: http.MaxBytesReader(res.Writer, req.Body, max),
+				declared:   req.ContentLength,
+				rc:         rc,
+			}
+			res.Before(func() {
+				if !b.finished() {
+					res.Header().Set(echo.HeaderConnection, "close")
+				}
+			})
+			// Expire the deadline only after the error, if any, is
+			// answered: accessLog renders it after this returns, into the
+			// response buffer, which the read deadline does not affect.
+			defer func() {
+				if !b.finished() {
+					_ = rc.SetReadDeadline(time.Now())
+				}
+			}()
+			if req.ContentLength > max {
+				return echo.ErrStatusRequestEntityTooLarge
+			}
+			// Not every ResponseWriter supports deadlines (httptest's
+			// recorder does not); the limit still applies.
+			_ = rc.SetReadDeadline(time.Now().Add(readFor))
+			req.Body = b
+			return next(c)
+		}
+	}
+}
+
+// guardedBody notes when the body has been read to its end.
+type guardedBody struct {
+	io.ReadCloser
+	declared int64 // Content-Length, -1 when unknown (chunked)
+	rc       *http.ResponseController
+	read     int64
+	done     atomic.Bool
+}
+
+func (b *guardedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.read += int64(n)
+	if errors.Is(err, io.EOF) || (b.declared >= 0 && b.read >= b.declared) {
+		if !b.done.Swap(true) {
+			// The body is in: the rest of the request is the handler's
+			// business, bounded by its context.
+			_ = b.rc.SetReadDeadline(time.Time{})
+		}
+	}
+	return n, err
+}
+
+func (b *guardedBody) finished() bool { return b.done.Load() }
+
+// LimitBody caps the bodies of the routes it wraps at n bytes, below the
+// server's BodyLimit: a declared Content-Length above n is answered 413 at
+// once, and a longer body (chunked, or lying) fails its read with
+// *http.MaxBytesError, which the server answers 413 when a handler returns
+// it. Prefer it to Echo's BodyLimit middleware, whose error a JSON decoder
+// reports as a 400.
+func LimitBody(n int64) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			req := c.Request()
+			if req.Body == nil || req.Body == http.NoBody {
+				return next(c)
+			}
+			if req.ContentLength > n {
+				return echo.ErrStatusRequestEntityTooLarge
+			}
+			req.Body = http.MaxBytesReader(c.Response().Writer, req.Body, n)
+			return next(c)
+		}
+	}
+}
