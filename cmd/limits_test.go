@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/digis/jobworker/internal/auth"
+	"github.com/digis/jobworker/internal/metrictest"
 	"github.com/digis/jobworker/internal/pgtest"
 	"github.com/digis/jobworker/internal/proctest"
 	"github.com/digis/jobworker/internal/redistest"
@@ -51,6 +52,7 @@ func TestAPIBurstsNeverOverAdmit(t *testing.T) {
 	}
 	qs := qstashdevtest.Start(t, qstashdev.Config{})
 	var apis []string
+	var procs []*proctest.Proc
 	for range 3 {
 		p := proctest.Start(t, bin, nil,
 			"REDIS_URL="+rs.URL(), "REDIS_TIMEOUT=250ms", "DATABASE_URL="+db.URL,
@@ -59,6 +61,7 @@ func TestAPIBurstsNeverOverAdmit(t *testing.T) {
 			fmt.Sprintf("RATE_LIMIT_OVERRIDES=tips:quick=%d/1m,streams:status=%d/1m", tipLimit, statusLimit))
 		p.WaitHealthy(t)
 		apis = append(apis, p.URL)
+		procs = append(procs, p)
 	}
 	fan, err := auth.DevToken([]byte(apiJWTSecret), "burst-fan", time.Hour)
 	if err != nil {
@@ -141,8 +144,21 @@ func TestAPIBurstsNeverOverAdmit(t *testing.T) {
 	}
 	codes = fire("status, Redis up", status(fan))
 	onlyRefusals(codes, http.StatusOK)
-	if codes[http.StatusOK] > statusLimit {
-		t.Fatalf("Redis up: %d status reads admitted; the limit is %d", codes[http.StatusOK], statusLimit)
+	// With both cores busy Redis can answer later than REDIS_TIMEOUT: to
+	// the generous tier that is an outage, and an instance then decides
+	// locally, up to the limit, on top of what Redis admitted (the
+	// documented bound). Without a degraded decision the limit is exact.
+	bound := statusLimit
+	var degraded float64
+	for _, p := range procs {
+		degraded += metrictest.ScrapeSum(t, p.MetricsURL, "jobworker_ratelimit_degraded_total", map[string]string{"bucket": "streams:status"})
+	}
+	if degraded > 0 {
+		bound = statusLimit * (len(apis) + 1)
+		t.Logf("Redis was late for %v status decisions: the bound is %d", degraded, bound)
+	}
+	if codes[http.StatusOK] > bound {
+		t.Fatalf("Redis up: %d status reads admitted; the bound is %d (%v decisions degraded)", codes[http.StatusOK], bound, degraded)
 	}
 
 	rs.Kill()
@@ -156,6 +172,13 @@ func TestAPIBurstsNeverOverAdmit(t *testing.T) {
 	onlyRefusals(codes, http.StatusOK)
 	if n := codes[http.StatusOK]; n == 0 || n > statusLimit*len(apis) {
 		t.Fatalf("Redis dead: %d status reads admitted; want some, at most %d (the limit per process)", n, statusLimit*len(apis))
+	}
+	var after float64
+	for _, p := range procs {
+		after += metrictest.ScrapeSum(t, p.MetricsURL, "jobworker_ratelimit_degraded_total", map[string]string{"bucket": "streams:status"})
+	}
+	if after <= degraded {
+		t.Fatalf("Redis dead: no status decision counted as degraded (%v before, %v after)", degraded, after)
 	}
 }
 

@@ -90,3 +90,42 @@ func Scrape(tb testing.TB, base, series string) float64 {
 	}
 	return 0
 }
+
+// ScrapeSum fetches base+"/metrics" with Token and returns the sum of the
+// samples of the family name whose labels include every pair in labels
+// (values as written on the page, unescaped ones only).
+func ScrapeSum(tb testing.TB, base, name string, labels map[string]string) float64 {
+	tb.Helper()
+	req, err := http.NewRequest(http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+Token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer res.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(res.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), name+"{")
+		if !ok {
+			continue
+		}
+		set, value, ok := strings.Cut(rest, "} ")
+		if !ok {
+			continue
+		}
+		all := true
+		for k, v := range labels {
+			all = all && strings.Contains(","+set+",", ","+k+`="`+v+`",`)
+		}
+		if all {
+			f, _ := strconv.ParseFloat(value, 64)
+			sum += f
+		}
+	}
+	return sum
+}
