@@ -182,7 +182,9 @@ func (a *app) dlqAct(ctx context.Context, verb string, args []string) error {
 		return err
 	}
 	if verb == "delete" && len(ids) > 1 && res.Deleted < len(ids) {
-		defer func() { fmt.Fprintf(a.stderr, "jobctl: %d of %d entries were not there\n", len(ids)-res.Deleted, len(ids)) }()
+		defer func() {
+			fmt.Fprintf(a.stderr, "jobctl: %d of %d entries were not there\n", len(ids)-res.Deleted, len(ids))
+		}()
 	}
 	return a.emit(res, func(t *tabwriter.Writer) {
 		if verb == "retry" {
