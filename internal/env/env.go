@@ -55,6 +55,10 @@ type Common struct {
 	LogLevel slog.Level
 	// LogFormat is json or text (LOG_FORMAT). Defaults to json.
 	LogFormat string
+	// Development is JOBWORKER_ENV=development: the published development
+	// secrets are accepted (see RefuseDevSecret). Defaults to false
+	// (production).
+	Development bool
 }
 
 // Getenv looks up one variable; os.Getenv fits.
@@ -96,6 +100,7 @@ func (r *Reader) Common(defaultPort int) Common {
 		BodyLimit:       r.Bytes("BODY_LIMIT", 1<<20),
 		LogLevel:        r.Level("LOG_LEVEL"),
 		LogFormat:       r.OneOf("LOG_FORMAT", "json", "json", "text"),
+		Development:     r.Development(),
 	}
 	c.Redis = redisconn.Config{
 		URL:     r.getenv("REDIS_URL"),
@@ -138,7 +143,8 @@ func (r *Reader) Str(name, def string) string {
 }
 
 // Secret reads a required secret. It is not trimmed (a key is bytes) but a
-// value of only white space counts as empty.
+// value of only white space counts as empty, and a published development
+// secret is refused outside development (RefuseDevSecret).
 func (r *Reader) Secret(name string) string {
 	v := r.getenv(name)
 	if strings.TrimSpace(v) == "" {
@@ -148,6 +154,7 @@ func (r *Reader) Secret(name string) string {
 	if v != strings.TrimSpace(v) {
 		r.Fail(name, "has leading or trailing white space (a copy-paste slip?)")
 	}
+	r.RefuseDevSecret(name, v)
 	return v
 }
 

@@ -195,6 +195,7 @@ func startBenchWorker(b *testing.B, redisURL string) string {
 		"QSTASH_CURRENT_SIGNING_KEY": qstashdev.DevCurrentSigningKey,
 		"QSTASH_NEXT_SIGNING_KEY":    qstashdev.DevNextSigningKey,
 		"STRIPE_WEBHOOK_SECRET":      "whsec_bench", "QSTASH_TOKEN": "unused", "DATABASE_URL": "memory",
+		"JOBWORKER_ENV": "development",
 	}))
 	if err != nil {
 		b.Fatal(err)
