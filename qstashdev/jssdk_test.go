@@ -23,6 +23,15 @@ func TestJSSDK(t *testing.T) {
 	runNode(t, srv, "check.mjs")
 }
 
+// TestJSSDKPaging runs testdata/jssdk/paging.mjs: the SDK's
+// dlq.listMessages({dlqIds}) lists only those entries, and its logs()
+// followed from a Date.now() cursor returns every event once.
+func TestJSSDKPaging(t *testing.T) {
+	t.Parallel()
+	srv := qstashdevtest.Start(t, qstashdev.Config{})
+	runNode(t, srv, "paging.mjs")
+}
+
 // TestWorkflowSDK runs testdata/jssdk/workflow.mjs: the official
 // @upstash/workflow SDK's serve() runs a workflow with steps, a sleep and a
 // step that fails twice (QStash retries it) against us, the SDK's Client
