@@ -55,6 +55,10 @@ type Common struct {
 	LogLevel slog.Level
 	// LogFormat is json or text (LOG_FORMAT). Defaults to json.
 	LogFormat string
+	// OpsStatsInterval is how often the process adds its counters to the
+	// fleet-wide per-minute numbers in Redis the ops console reads
+	// (OPS_STATS_INTERVAL); 0 turns the flush off. Defaults to 10s.
+	OpsStatsInterval time.Duration
 }
 
 // Getenv looks up one variable; os.Getenv fits.
@@ -88,14 +92,15 @@ func (r *Reader) Fail(name, format string, args ...any) {
 // default.
 func (r *Reader) Common(defaultPort int) Common {
 	c := Common{
-		Port:            r.Port("PORT", defaultPort),
-		KeyPrefix:       r.Str("REDIS_KEY_PREFIX", ""),
-		RequestTimeout:  r.Duration("REQUEST_TIMEOUT", 30*time.Second),
-		ShutdownTimeout: r.Duration("SHUTDOWN_TIMEOUT", 25*time.Second),
-		DrainDelay:      r.DurationOrZero("SHUTDOWN_DRAIN_DELAY", 0),
-		BodyLimit:       r.Bytes("BODY_LIMIT", 1<<20),
-		LogLevel:        r.Level("LOG_LEVEL"),
-		LogFormat:       r.OneOf("LOG_FORMAT", "json", "json", "text"),
+		Port:             r.Port("PORT", defaultPort),
+		KeyPrefix:        r.Str("REDIS_KEY_PREFIX", ""),
+		RequestTimeout:   r.Duration("REQUEST_TIMEOUT", 30*time.Second),
+		ShutdownTimeout:  r.Duration("SHUTDOWN_TIMEOUT", 25*time.Second),
+		DrainDelay:       r.DurationOrZero("SHUTDOWN_DRAIN_DELAY", 0),
+		BodyLimit:        r.Bytes("BODY_LIMIT", 1<<20),
+		LogLevel:         r.Level("LOG_LEVEL"),
+		LogFormat:        r.OneOf("LOG_FORMAT", "json", "json", "text"),
+		OpsStatsInterval: r.DurationOrZero("OPS_STATS_INTERVAL", 10*time.Second),
 	}
 	c.Redis = redisconn.Config{
 		URL:     r.getenv("REDIS_URL"),

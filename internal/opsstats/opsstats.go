@@ -79,7 +79,9 @@ type ConfigError struct {
 	Field, Reason string
 }
 
-func (e *ConfigError) Error() string { return ErrInvalidConfig.Error() + ": " + e.Field + " " + e.Reason }
+func (e *ConfigError) Error() string {
+	return ErrInvalidConfig.Error() + ": " + e.Field + " " + e.Reason
+}
 
 // Is makes errors.Is(err, ErrInvalidConfig) true.
 func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
