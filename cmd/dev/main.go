@@ -118,7 +118,7 @@ func run(ctx context.Context, o options, getenv func(string) string, out io.Writ
 		"REDIS_URL": redisURL, "REDIS_KEY_PREFIX": getenv("REDIS_KEY_PREFIX"),
 		"LOG_FORMAT": "text", "LOG_LEVEL": getenv("LOG_LEVEL"),
 		"QSTASH_URL": qstashURL, "QSTASH_TOKEN": qstashdev.DevToken, "WORKER_PUBLIC_URL": workerURL,
-		"SHUTDOWN_TIMEOUT": "10s",
+		"SHUTDOWN_TIMEOUT": "10s", "OPS_STATS_INTERVAL": getenv("OPS_STATS_INTERVAL"),
 		// The store is opened above and shared; the binaries' configs only
 		// need to know it is deliberately not a database of theirs.
 		"DATABASE_URL": env.MemoryStore,
