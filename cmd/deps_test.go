@@ -25,6 +25,8 @@ func TestDependencyRules(t *testing.T) {
 		{"idempotency", []string{mod + "jobs", mod + "webhooks", mod + "worker", mod + "internal/store"}},
 		{"cache", []string{mod + "jobs", mod + "webhooks", mod + "worker", mod + "internal/store"}},
 		{"jobs", []string{mod + "webhooks", mod + "worker", "github.com/stripe/stripe-go", "github.com/redis/go-redis"}},
+		// Job control talks to QStash only: an ops tool gets no Redis, no worker, no app.
+		{"jobs/control", []string{mod + "webhooks", mod + "worker", mod + "internal/appjobs", mod + "internal/store", "github.com/redis/go-redis"}},
 		// The worker kit is public: no reference application inside.
 		{"worker", []string{mod + "internal/appjobs", mod + "internal/store", mod + "internal/workerapp"}},
 		{"server", []string{mod + "internal/env", mod + "internal/apiapp", mod + "internal/workerapp"}},

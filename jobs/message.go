@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -157,4 +159,39 @@ func (c *Client) PublishMessages(ctx context.Context, msgs []Message) ([]Enqueue
 		ps[i] = p
 	}
 	return c.publishBatch(ctx, ps)
+}
+
+// Header returns the QStash configuration headers that publish m's options
+// (docs/qstash-protocol.md §3.3): Upstash-Retries, -Delay, -Not-Before,
+// -Timeout, -Retry-Delay, -Callback, -Failure-Callback, -Flow-Control-*,
+// -Deduplication-Id, -Content-Based-Deduplication, -Queue-Name (read by the
+// schedule and enqueue calls), the forwarded traceparent and the JSON
+// content type. It is what a raw call, such as a schedule's creation, sends
+// to configure the messages it makes.
+func (m Message) Header() http.Header {
+	h := http.Header{"Content-Type": {"application/json"}}
+	o := m.Options
+	set := func(ok bool, name, v string) {
+		if ok {
+			h.Set(name, v)
+		}
+	}
+	if o.Retries != nil {
+		h.Set("Upstash-Retries", strconv.Itoa(*o.Retries))
+	}
+	set(o.Delay > 0, "Upstash-Delay", seconds(o.Delay))
+	set(!o.NotBefore.IsZero(), "Upstash-Not-Before", strconv.FormatInt(o.NotBefore.Unix(), 10))
+	set(o.Timeout > 0, "Upstash-Timeout", seconds(o.Timeout))
+	set(o.RetryDelay != "", "Upstash-Retry-Delay", o.RetryDelay)
+	set(o.Callback != "", "Upstash-Callback", o.Callback)
+	set(o.FailureCallback != "", "Upstash-Failure-Callback", o.FailureCallback)
+	if fc := o.FlowControl; fc != nil {
+		h.Set("Upstash-Flow-Control-Key", fc.Key)
+		h.Set("Upstash-Flow-Control-Value", fc.value())
+	}
+	set(o.DeduplicationID != "", "Upstash-Deduplication-Id", o.DeduplicationID)
+	set(o.ContentBasedDeduplication, "Upstash-Content-Based-Deduplication", "true")
+	set(o.Queue != "", "Upstash-Queue-Name", o.Queue)
+	set(o.Traceparent != "" && !o.ContentBasedDeduplication, "Upstash-Forward-Traceparent", o.Traceparent)
+	return h
 }

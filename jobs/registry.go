@@ -93,6 +93,7 @@ type Registry struct {
 
 	mu       sync.RWMutex
 	handlers map[string]*handler
+	periodic []Periodic
 }
 
 type handler struct {

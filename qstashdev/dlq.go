@@ -155,9 +155,16 @@ func (s *Server) routeDLQ(w http.ResponseWriter, r *http.Request, rest string) {
 // requested order. The caller holds s.mu.
 func (s *Server) filteredDLQ(q url.Values) []*dlqEntry {
 	f := messageFilterFrom(q)
+	var ids map[string]bool // dlqIds narrows the listing like any other filter
+	if vs := multiValues(q, "dlqIds"); len(vs) > 0 {
+		ids = make(map[string]bool, len(vs))
+		for _, id := range vs {
+			ids[id] = true
+		}
+	}
 	var out []*dlqEntry
 	for _, e := range s.dlq.list() {
-		if f.match(e.msg) && f.matchField("responseStatus", strconv.Itoa(e.status)) {
+		if (ids == nil || ids[e.id]) && f.match(e.msg) && f.matchField("responseStatus", strconv.Itoa(e.status)) {
 			out = append(out, e)
 		}
 	}

@@ -2,6 +2,8 @@ package qstashdev
 
 import (
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -121,7 +123,7 @@ func (s *Server) routeEvents(w http.ResponseWriter, r *http.Request, rest, field
 		return true
 	})
 	s.mu.Unlock()
-	events, cursor, err := page(all, q, 100, 1000)
+	events, cursor, err := timePage(all, q, 100, 1000)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -134,4 +136,44 @@ func (s *Server) routeEvents(w http.ResponseWriter, r *http.Request, rest, field
 		resp["cursor"] = cursor
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// timePage cuts the newest-first log at a time cursor, as the SDKs page it
+// (docs/qstash-protocol.md §15): the cursor is a unix time in milliseconds
+// (the JS SDK starts from Date.now()), a page holds the events at or before
+// it, and the answer's cursor is the time of the first event left out. A
+// page never splits one millisecond, so no event is listed twice or
+// skipped: it ends before the millisecond the count would cut, or, when
+// that millisecond alone fills it, takes all of its events.
+func timePage(all []eventRecord, q url.Values, def, max int) ([]eventRecord, string, error) {
+	count, err := countParam(q, def, max)
+	if err != nil {
+		return nil, "", err
+	}
+	if c := q.Get("cursor"); c != "" {
+		at, err := strconv.ParseInt(c, 10, 64)
+		if err != nil || at < 0 {
+			return nil, "", errorf(http.StatusBadRequest, "invalid cursor %q: want a unix time in milliseconds", c)
+		}
+		skip := 0
+		for skip < len(all) && all[skip].Time > at {
+			skip++
+		}
+		all = all[skip:]
+	}
+	if len(all) <= count {
+		return all, "", nil
+	}
+	end := count
+	for end > 0 && all[end-1].Time == all[end].Time {
+		end--
+	}
+	if end == 0 { // one millisecond holds more than a page: take it whole
+		for end = count; end < len(all) && all[end].Time == all[0].Time; end++ {
+		}
+		if end == len(all) {
+			return all, "", nil
+		}
+	}
+	return all[:end], strconv.FormatInt(all[end].Time, 10), nil
 }

@@ -15,11 +15,25 @@ import (
 
 // TestJSSDK runs testdata/jssdk/check.mjs: the official @upstash/qstash
 // client publishes to us (also in its dev mode, which probes GET /v2/keys)
-// and its Receiver.verify accepts what we deliver. Without node or the
-// installed node_modules it skips, except under CI=true, where it fails.
-// Prepare with: npm ci --prefix qstashdev/testdata/jssdk
+// and its Receiver.verify accepts what we deliver.
 func TestJSSDK(t *testing.T) {
 	t.Parallel()
+	runJSSDK(t, "check.mjs")
+}
+
+// TestJSSDKPaging runs testdata/jssdk/paging.mjs: the SDK's
+// dlq.listMessages({dlqIds}) lists only those entries, and its logs()
+// followed from a Date.now() cursor returns every event once.
+func TestJSSDKPaging(t *testing.T) {
+	t.Parallel()
+	runJSSDK(t, "paging.mjs")
+}
+
+// runJSSDK runs a script of testdata/jssdk against a fresh server. Without
+// node or the installed node_modules it skips, except under CI=true, where
+// it fails. Prepare with: npm ci --prefix qstashdev/testdata/jssdk
+func runJSSDK(t *testing.T, script string) {
+	t.Helper()
 	dir := filepath.Join("testdata", "jssdk")
 	ci := os.Getenv("CI") == "true"
 	node, err := exec.LookPath("node")
@@ -40,7 +54,7 @@ func TestJSSDK(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "check.mjs")
+	cmd := exec.CommandContext(ctx, node, script)
 	cmd.Dir = dir
 	for _, kv := range os.Environ() {
 		// The script must see our server only, not a developer's QStash.
@@ -54,7 +68,7 @@ func TestJSSDK(t *testing.T) {
 		"QSTASH_CURRENT_SIGNING_KEY="+cur, "QSTASH_NEXT_SIGNING_KEY="+next, "NODE_ENV=test")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("node check.mjs: %v\n%s", err, out)
+		t.Fatalf("node %s: %v\n%s", script, err, out)
 	}
 	if !strings.Contains(string(out), `{"ok":true`) {
 		t.Fatalf("unexpected output:\n%s", out)

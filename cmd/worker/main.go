@@ -4,10 +4,15 @@
 // It also runs the outbox relay (unless OUTBOX_RELAY=off) and serves its
 // route for a QStash schedule. Configuration comes from the environment (see
 // README).
+//
+//	worker                   serve
+//	worker -sync-schedules   sync the periodic jobs to QStash schedules and exit (a release step)
+//	worker -healthcheck      probe a running worker (container health check)
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -15,9 +20,11 @@ import (
 	"github.com/digis/jobworker/cache"
 	"github.com/digis/jobworker/internal/appjobs"
 	"github.com/digis/jobworker/internal/process"
+	"github.com/digis/jobworker/internal/schedules"
 	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/internal/workerapp"
 	"github.com/digis/jobworker/jobs"
+	"github.com/digis/jobworker/jobs/control"
 	"github.com/digis/jobworker/server"
 )
 
@@ -25,10 +32,71 @@ func main() {
 	if server.IsProbe(os.Args) {
 		os.Exit(server.Probe(workerapp.DefaultPort))
 	}
-	if err := run(); err != nil {
+	syncOnly := len(os.Args) == 2 && (os.Args[1] == "-sync-schedules" || os.Args[1] == "--sync-schedules")
+	if len(os.Args) > 1 && !syncOnly {
+		fmt.Fprintln(os.Stderr, "usage: worker [-sync-schedules | -healthcheck]")
+		os.Exit(2)
+	}
+	var err error
+	if syncOnly {
+		err = syncSchedules()
+	} else {
+		err = run()
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "worker:", err)
 		os.Exit(1)
 	}
+}
+
+// syncSchedules makes QStash's schedules match the periodic jobs and exits.
+// It needs only QSTASH_URL, QSTASH_TOKEN, WORKER_PUBLIC_URL and
+// SCHEDULES_APP, so a release job can run it without the worker's other
+// secrets.
+func syncSchedules() error {
+	cfg, err := schedules.LoadConfig(os.Getenv)
+	if err != nil {
+		return err
+	}
+	c, err := control.New(cfg.Control)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	plan, err := schedules.Sync(ctx, c, false)
+	if perr := schedules.Print(os.Stderr, plan, false); perr != nil && err == nil {
+		err = perr
+	}
+	return err
+}
+
+// syncAtStart is SCHEDULES_SYNC=on: a bad declaration stops the start, an
+// unreachable QStash only warns (the schedules QStash has keep running).
+func syncAtStart(p *process.Process, cfg workerapp.Config) error {
+	c, err := control.New(control.Config{QStashURL: cfg.QStashURL, Token: cfg.QStashToken,
+		WorkerPublicURL: cfg.PublicURL, App: cfg.SchedulesApp})
+	if err != nil {
+		return fmt.Errorf("schedules: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	plan, err := schedules.Sync(ctx, c, false)
+	switch {
+	case errors.Is(err, control.ErrInvalidArgument):
+		return fmt.Errorf("schedules: %w", err)
+	case err != nil:
+		p.Log.Warn("schedule sync failed; QStash keeps the schedules it has", "error", err.Error())
+		return nil
+	}
+	n := 0
+	for _, ch := range plan.Changes {
+		if ch.Action != control.ActionKeep {
+			n++
+		}
+	}
+	p.Log.Info("schedules synced", "changes", n, "schedules", len(plan.Changes), "foreign", plan.Foreign)
+	return nil
 }
 
 func run() error {
@@ -55,6 +123,11 @@ func run() error {
 	}})
 	if err != nil {
 		return err
+	}
+	if cfg.SchedulesSync {
+		if err := syncAtStart(p, cfg); err != nil {
+			return err
+		}
 	}
 	p.Log.Info("starting", "port", cfg.Port, "public_url", cfg.PublicURL,
 		"database", map[bool]string{true: "postgres", false: "in-memory"}[cfg.DatabaseURL != ""],

@@ -91,5 +91,24 @@ func registerStreamsAndTips(reg *jobs.Registry, d Deps) error {
 		jobs.Register(reg, d.streamStatusChanged),
 		jobs.Register(reg, d.tipCreated),
 		jobs.Register(reg, d.refreshTipCount),
+		jobs.Register(reg, d.refreshTipCounts, jobs.WithHandlerTimeout(2*time.Minute)),
+		addPeriodic(reg),
 	)
+}
+
+func addPeriodic(reg *jobs.Registry) error {
+	var errs []error
+	for _, p := range Periodic() {
+		errs = append(errs, reg.AddPeriodic(p))
+	}
+	return errors.Join(errs...)
+}
+
+// Periodic lists the reference application's periodic jobs, the schedules
+// worker -sync-schedules and jobctl schedules keep in QStash. Register
+// declares them next to their handlers.
+func Periodic() []jobs.Periodic {
+	return []jobs.Periodic{
+		{Cron: TipCountsCron, Args: RefreshTipCounts{}},
+	}
 }

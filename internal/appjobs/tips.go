@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -101,13 +102,17 @@ func (d Deps) tipCreated(ctx context.Context, j *jobs.Job[TipCreated]) error {
 // Set: its fenced write is what keeps an older computation from landing
 // after a newer one).
 func (d Deps) refreshTipCount(ctx context.Context, j *jobs.Job[RefreshTipCount]) error {
-	key := TipCountCacheKey(j.Args.CreatorID)
+	return d.refreshCount(ctx, j.Args.CreatorID)
+}
+
+func (d Deps) refreshCount(ctx context.Context, creatorID string) error {
+	key := TipCountCacheKey(creatorID)
 	if err := d.Cache.Invalidate(ctx, key); err != nil {
 		return err
 	}
 	var outcome cache.Outcome
 	stats, err := cache.GetOrCompute(ctx, d.Cache, key, TipCountTTL, func(ctx context.Context) (store.TipStats, error) {
-		return d.Store.TipsLast30Days(ctx, j.Args.CreatorID)
+		return d.Store.TipsLast30Days(ctx, creatorID)
 	}, cache.WithOutcome(&outcome))
 	if err != nil {
 		return err
@@ -115,7 +120,70 @@ func (d Deps) refreshTipCount(ctx context.Context, j *jobs.Job[RefreshTipCount])
 	if outcome == cache.OutcomeDegraded {
 		return errors.New("tip count computed but not cached: Redis unavailable") // retry later
 	}
-	d.Log.DebugContext(ctx, "tip count refreshed", "creator_id", j.Args.CreatorID,
+	d.Log.DebugContext(ctx, "tip count refreshed", "creator_id", creatorID,
 		"count", stats.Count, "outcome", string(outcome))
+	return nil
+}
+
+// RefreshTipCounts is the periodic job that keeps the 30-day tip counts of
+// the creators tipped lately fresh in the cache, so they also drop the tips
+// that age out of the window when no new tip arrives. Declared in Register
+// (TipCountsCron) and synced to a QStash schedule by worker -sync-schedules.
+type RefreshTipCounts struct {
+	// Limit bounds the creators one run refreshes, most recently tipped
+	// first. Defaults to MaxRefreshPerRun.
+	Limit int `json:"limit,omitempty"`
+}
+
+// Kind is the job's stable name.
+func (RefreshTipCounts) Kind() string { return "tips.refresh-counts" }
+
+// Validate rejects payloads no retry could fix.
+func (a RefreshTipCounts) Validate() error {
+	if a.Limit < 0 || a.Limit > MaxRefreshPerRun {
+		return errors.New("limit must be 0 to " + strconv.Itoa(MaxRefreshPerRun))
+	}
+	return nil
+}
+
+// EnqueueDefaults: no retries; the next run comes within TipCountsCron's
+// period anyway.
+func (RefreshTipCounts) EnqueueDefaults() []jobs.EnqueueOption {
+	return []jobs.EnqueueOption{jobs.WithRetries(0)}
+}
+
+// TipCountsCron runs RefreshTipCounts every TipCountTTL (300 s).
+const TipCountsCron = "*/5 * * * *"
+
+// MaxRefreshPerRun bounds one RefreshTipCounts run.
+const MaxRefreshPerRun = 1000
+
+func (d Deps) refreshTipCounts(ctx context.Context, j *jobs.Job[RefreshTipCounts]) error {
+	limit := j.Args.Limit
+	if limit == 0 {
+		limit = MaxRefreshPerRun
+	}
+	ids, err := d.Store.TippedCreators(ctx, limit)
+	if err != nil {
+		return err
+	}
+	var failed int
+	var last error
+	for _, id := range ids {
+		if err := d.refreshCount(ctx, id); err != nil {
+			failed++
+			last = err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	d.Log.InfoContext(ctx, "tip counts refreshed", "job", j.Args.Kind(), "message_id", j.MessageID,
+		"creators", len(ids), "failed", failed)
+	if failed > 0 {
+		// Not retried (EnqueueDefaults): the next run is minutes away; the
+		// DLQ entry tells an operator.
+		return fmt.Errorf("%d of %d tip counts not refreshed: %w", failed, len(ids), last)
+	}
 	return nil
 }

@@ -372,6 +372,34 @@ var contract = []contractCase{
 		wantStats(t, b.s, "creator", store.TipStats{Count: 1, Sum: 20})
 		wantStats(t, b.s, "nobody", store.TipStats{})
 	}},
+	{"tipped creators are those of the last 30 days, newest first", func(t *testing.T, b bundle) {
+		ctx := t.Context()
+		old := mustStart(t, b.s, "old", "old_creator", "")
+		x := mustStart(t, b.s, "x", "creator_x", "")
+		y := mustStart(t, b.s, "y", "creator_y", "")
+		mustCredit(t, b.s, "fan", 100, "pi_1")
+		tip := func(st store.Stream, key string) {
+			if _, err := b.s.Tip(ctx, store.TipRequest{TipperID: "fan", StreamID: st.ID, Amount: 1, IdempotencyKey: key}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tip(old, "1")
+		b.ageTips(t, 31*24*time.Hour)
+		tip(y, "2")
+		b.ageTips(t, time.Hour)
+		tip(x, "3")
+		b.ageTips(t, time.Hour)
+		tip(y, "4")
+		for _, tt := range []struct {
+			limit int
+			want  []string
+		}{{10, []string{"y", "x"}}, {1, []string{"y"}}, {0, []string{}}} {
+			got, err := b.s.TippedCreators(ctx, tt.limit)
+			if err != nil || !slices.Equal(got, tt.want) {
+				t.Errorf("TippedCreators(%d) = %v, %v; want %v", tt.limit, got, err, tt.want)
+			}
+		}
+	}},
 	{"credit happens once per external reference", func(t *testing.T, b bundle) {
 		ctx := t.Context()
 		wantBalance(t, b.s, "fan", 0)

@@ -399,6 +399,33 @@ func (m *Memory) RefundExceptions(ctx context.Context, limit int) ([]RefundExcep
 	return out, nil
 }
 
+// TippedCreators implements Store.
+func (m *Memory) TippedCreators(ctx context.Context, limit int) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	since := m.now().Add(-tipWindow)
+	last := map[string]time.Time{}
+	for _, t := range m.tipList {
+		if t.CreatedAt.After(since) && t.CreatedAt.After(last[t.CreatorID]) {
+			last[t.CreatorID] = t.CreatedAt
+		}
+	}
+	out := make([]string, 0, len(last))
+	for id := range last {
+		out = append(out, id)
+	}
+	slices.SortFunc(out, func(a, b string) int {
+		if c := last[b].Compare(last[a]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a, b)
+	})
+	return out[:max(0, min(limit, len(out)))], nil
+}
+
 // TipsLast30Days implements Store.
 func (m *Memory) TipsLast30Days(ctx context.Context, creatorID string) (TipStats, error) {
 	if err := ctx.Err(); err != nil {

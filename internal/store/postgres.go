@@ -781,6 +781,24 @@ func (s *Postgres) RefundExceptions(ctx context.Context, limit int) ([]RefundExc
 	return out, nil
 }
 
+// TippedCreators implements Store.
+func (s *Postgres) TippedCreators(ctx context.Context, limit int) ([]string, error) {
+	if limit <= 0 {
+		return []string{}, nil
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT creator_id FROM tips WHERE created_at > now() - interval '30 days'
+		GROUP BY creator_id ORDER BY max(created_at) DESC, creator_id LIMIT $1`, limit)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	return ids, nil
+}
+
 // TipsLast30Days implements Store.
 func (s *Postgres) TipsLast30Days(ctx context.Context, creatorID string) (TipStats, error) {
 	var st TipStats

@@ -120,6 +120,10 @@ type Store interface {
 	RefundExceptions(ctx context.Context, limit int) ([]RefundException, error)
 	// TipsLast30Days sums the tips a creator received in the last 30 days.
 	TipsLast30Days(ctx context.Context, creatorID string) (TipStats, error)
+	// TippedCreators lists the creators tipped in the last 30 days, most
+	// recently tipped first, at most limit (0 or less: none): whose
+	// TipsLast30Days a scheduled refresh keeps current.
+	TippedCreators(ctx context.Context, limit int) ([]string, error)
 }
 
 // Stream is a creator's channel and the state of its current (or last)

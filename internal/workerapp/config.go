@@ -6,6 +6,7 @@ import (
 
 	"github.com/digis/jobworker/internal/env"
 	"github.com/digis/jobworker/internal/opsconsole"
+	"github.com/digis/jobworker/jobs/control"
 	"github.com/digis/jobworker/webhooks"
 )
 
@@ -56,6 +57,14 @@ type Config struct {
 	// operator's credential, at least 24 characters (opsconsole.MinTokenLength).
 	// Defaults to unset: no console.
 	OpsToken string
+	// SchedulesSync syncs the periodic jobs to QStash schedules at start
+	// (SCHEDULES_SYNC, on or off), as worker -sync-schedules does as a
+	// release step. Defaults to off.
+	SchedulesSync bool
+	// SchedulesApp owns the synced schedules (SCHEDULES_APP): their ids
+	// start with it and a sync only removes schedules it owns. Set one per
+	// application sharing a QStash account. Defaults to "jobworker".
+	SchedulesApp string
 }
 
 // LoadConfig reads the worker configuration. A bad or missing value is an
@@ -75,6 +84,8 @@ func LoadConfig(getenv env.Getenv) (Config, error) {
 	}
 	cfg.DatabaseURL = r.DatabaseURL()
 	cfg.OutboxRelay = r.OneOf("OUTBOX_RELAY", "on", "on", "off") == "on"
+	cfg.SchedulesSync = r.OneOf("SCHEDULES_SYNC", "off", "on", "off") == "on"
+	cfg.SchedulesApp = r.Str("SCHEDULES_APP", "jobworker")
 	cfg.JobDedupeTTL = r.Duration("JOB_DEDUPE_TTL", 48*time.Hour)
 	if cfg.JobDedupeTTL < 24*time.Hour && r.Err() == nil {
 		r.Fail("JOB_DEDUPE_TTL", "must be at least 24h: QStash may redeliver a message that long after it ran")
@@ -84,6 +95,10 @@ func LoadConfig(getenv env.Getenv) (Config, error) {
 		if len(cfg.OpsToken) < opsconsole.MinTokenLength && r.Err() == nil {
 			r.Fail("OPS_TOKEN", "must be at least %d characters (e.g. openssl rand -hex 24)", opsconsole.MinTokenLength)
 		}
+	}
+	var ce *control.ConfigError
+	if err := (control.Config{Token: "-", App: cfg.SchedulesApp}).Validate(); errors.As(err, &ce) && r.Err() == nil {
+		r.Fail("SCHEDULES_APP", "%s", ce.Reason)
 	}
 	return cfg, r.Err()
 }
