@@ -32,11 +32,12 @@ var (
 // TestOpsConsoleBrowser runs the local stack as a real process on a real
 // Redis, makes a run (demo jobs, stream-status reads through the cache and
 // the rate limiter), makes one job dead in qstash-dev (Redis paused during
-// its only attempt: 503, no retries left), then drives the console in
-// Debian's headless Chromium (testdata/opsbrowser/check.mjs): sign-in, the
-// numbers of the run on the overview, rate-limit and cache views, the DLQ
-// entry retried from the page, refusals without the credential or the
-// CSRF token, a screenshot per view. Afterwards the retried job has run
+// its only attempt: 503, no retries left) and a queue, then drives the
+// console in Debian's headless Chromium (testdata/opsbrowser/check.mjs):
+// sign-in, the numbers of the run on the overview, rate-limit and cache
+// views, the dead job's attempts, the queue paused and the DLQ entry
+// retried from the page, refusals without the credential or the CSRF
+// token, a screenshot per view. Afterwards the retried job has run
 // exactly once. Without node, the installed node_modules or
 // /usr/bin/chromium it skips, except under CI=true, where it fails.
 // Prepare with: npm ci --prefix cmd/dev/testdata/opsbrowser
@@ -112,6 +113,19 @@ func TestOpsConsoleBrowser(t *testing.T) {
 		return s.Deliveries.Total == jobs+1 && bucket != ""
 	})
 
+	// A queue, to pause from the page.
+	req, _ := http.NewRequest(http.MethodPost, qs+"/v2/queues", strings.NewReader(`{"queueName":"ops-demo","parallelism":1}`))
+	req.Header.Set("Authorization", "Bearer "+qstashdev.DevToken)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode >= 300 {
+		t.Fatalf("creating a queue: %d", res.StatusCode)
+	}
+
 	if err := os.MkdirAll(screenshotDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +134,7 @@ func TestOpsConsoleBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect, _ := json.Marshal(map[string]any{"deliveries": jobs + 1, "dlqId": dlq[0].DLQID,
-		"bucket": bucket, "allowed": reads, "family": "status"})
+		"bucket": bucket, "allowed": reads, "family": "status", "queue": "ops-demo"})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, "check.mjs")
@@ -161,8 +175,18 @@ func TestOpsConsoleBrowser(t *testing.T) {
 	if n := hellos(); n != jobs+1 {
 		t.Fatalf("demo jobs run %d times, want %d: the retried one ran %d times", n, jobs+1, n-jobs)
 	}
-	if !strings.Contains(p.Output(), "action=dlq.retry") || !strings.Contains(p.Output(), "result=ok") {
-		t.Errorf("the retry was not logged:\n%s", p.Output())
+	var queues []struct {
+		Name   string `json:"name"`
+		Paused bool   `json:"paused"`
+	}
+	qstashGet(t, qs+"/v2/queues", &queues)
+	if len(queues) != 1 || !queues[0].Paused {
+		t.Errorf("queues after the page paused ops-demo: %+v", queues)
+	}
+	for _, action := range []string{"action=dlq.retry", "action=queue.pause"} {
+		if !strings.Contains(p.Output(), action) {
+			t.Errorf("%s was not logged:\n%s", action, p.Output())
+		}
 	}
 }
 

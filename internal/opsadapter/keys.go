@@ -2,6 +2,7 @@ package opsadapter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -11,112 +12,94 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/digis/jobworker/internal/keyscan"
 	"github.com/digis/jobworker/internal/opsconsole"
 )
 
 // Keys samples the deployment's keys with SCAN (never KEYS), on every
-// master of a Cluster.
+// master of a Cluster (internal/keyscan), stopping at a limit.
 type Keys struct {
-	rdb    redis.UniversalClient
-	prefix string
+	rdb     redis.UniversalClient
+	prefix  string
+	timeout time.Duration
 }
 
 var _ opsconsole.Keys = (*Keys)(nil)
 
-// NewKeys samples the keys under prefix (REDIS_KEY_PREFIX).
-func NewKeys(rdb redis.UniversalClient, prefix string) *Keys { return &Keys{rdb: rdb, prefix: prefix} }
+// NewKeys samples the keys under prefix (REDIS_KEY_PREFIX); timeout bounds
+// each round trip.
+func NewKeys(rdb redis.UniversalClient, prefix string, timeout time.Duration) *Keys {
+	return &Keys{rdb: rdb, prefix: prefix, timeout: timeout}
+}
 
-// scanBatch is SCAN's COUNT hint and the size of one pipeline of PTTLs.
-const scanBatch = 500
+// errEnough stops the walk once the sample is full.
+var errEnough = errors.New("sample full")
 
-// Sample scans up to limit keys and reports them per prefix: the key's
-// first two ':'-separated segments after the deployment's prefix, hash
-// tags cut off ("rl:strict", "idem:qstash", "cache:status").
+// Sample scans up to limit keys and reports them per prefix
+// (keyscan.Prefix after the deployment's prefix: "rl:generous:streams:status:",
+// "idem:qstash:", "cache:status:"), with their TTLs; the rate-limit
+// counters among them give the most-limited identities.
 func (k *Keys) Sample(ctx context.Context, limit int) (opsconsole.KeyReport, error) {
 	var (
 		mu       sync.Mutex
-		keys     []string
-		complete = true
+		seen     = map[string]bool{}
+		rep      = opsconsole.KeyReport{Complete: true, Prefixes: []opsconsole.KeyPrefix{}, TopLimited: []opsconsole.LimitedIdentity{}}
+		byPrefix = map[string]*opsconsole.KeyPrefix{}
 	)
-	scan := func(ctx context.Context, c *redis.Client) error {
-		var cursor uint64
-		for {
-			batch, next, err := c.Scan(ctx, cursor, globEscape(k.prefix)+"*", scanBatch).Result()
-			if err != nil {
-				return err
+	err := keyscan.Each(ctx, k.rdb, globEscape(k.prefix)+"*", keyscan.DefaultCount, k.timeout,
+		func(ctx context.Context, node *redis.Client, keys []string) error {
+			ctx, cancel := context.WithTimeout(ctx, k.timeout)
+			defer cancel()
+			ttls := make([]*redis.DurationCmd, len(keys))
+			counts := map[int]*redis.StringCmd{}
+			if _, err := node.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for i, key := range keys {
+					ttls[i] = p.PTTL(ctx, key)
+					if _, _, _, ok := k.limiterKey(key); ok {
+						counts[i] = p.Get(ctx, key)
+					}
+				}
+				return nil
+			}); err != nil && !errors.Is(err, redis.Nil) {
+				return fmt.Errorf("opsadapter: sample TTLs: %w", err)
 			}
 			mu.Lock()
-			room := limit - len(keys)
-			if len(batch) > room {
-				batch, next = batch[:max(room, 0)], 1
-			}
-			keys = append(keys, batch...)
-			full := len(keys) >= limit
-			mu.Unlock()
-			if next == 0 {
-				return nil
-			}
-			if full {
-				mu.Lock()
-				complete = false
-				mu.Unlock()
-				return nil
-			}
-			cursor = next
-		}
-	}
-	var err error
-	switch c := k.rdb.(type) {
-	case *redis.ClusterClient:
-		err = c.ForEachMaster(ctx, scan)
-	case *redis.Client:
-		err = scan(ctx, c)
-	default:
-		return opsconsole.KeyReport{}, fmt.Errorf("opsadapter: cannot scan a %T", k.rdb)
-	}
-	if err != nil {
-		return opsconsole.KeyReport{}, fmt.Errorf("opsadapter: scan: %w", err)
-	}
-
-	rep := opsconsole.KeyReport{Sampled: len(keys), Complete: complete, Prefixes: []opsconsole.KeyPrefix{}, TopLimited: []opsconsole.LimitedIdentity{}}
-	byPrefix := map[string]*opsconsole.KeyPrefix{}
-	for lo := 0; lo < len(keys); lo += scanBatch {
-		part := keys[lo:min(lo+scanBatch, len(keys))]
-		ttls := make([]*redis.DurationCmd, len(part))
-		counts := map[int]*redis.StringCmd{}
-		if _, err := k.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i, key := range part {
-				ttls[i] = p.PTTL(ctx, key)
-				if _, _, _, ok := k.limiterKey(key); ok {
-					counts[i] = p.Get(ctx, key)
+			defer mu.Unlock()
+			for i, key := range keys {
+				if seen[key] || ttls[i].Val() == -2 { // SCAN may return a key twice; -2: gone since
+					continue
+				}
+				if len(seen) >= limit {
+					rep.Complete = false
+					return errEnough
+				}
+				seen[key] = true
+				name := keyscan.Prefix(strings.TrimPrefix(key, k.prefix))
+				kp := byPrefix[name]
+				if kp == nil {
+					kp = &opsconsole.KeyPrefix{Prefix: name, TTL: map[string]int{}}
+					byPrefix[name] = kp
+				}
+				kp.Count++
+				kp.TTL[ttlBucket(ttls[i].Val())]++
+				if c, ok := counts[i]; ok {
+					n, err := strconv.ParseInt(c.Val(), 10, 64)
+					if err != nil {
+						continue
+					}
+					tier, bucket, id, _ := k.limiterKey(key)
+					if len(id) > 12 {
+						id = id[:12] + "…"
+					}
+					rep.TopLimited = append(rep.TopLimited, opsconsole.LimitedIdentity{Tier: tier, Bucket: bucket, Identity: id, Count: n})
 				}
 			}
 			return nil
-		}); err != nil && err != redis.Nil {
-			return opsconsole.KeyReport{}, fmt.Errorf("opsadapter: sample TTLs: %w", err)
-		}
-		for i, key := range part {
-			name := k.prefixOf(key)
-			kp := byPrefix[name]
-			if kp == nil {
-				kp = &opsconsole.KeyPrefix{Prefix: name, TTL: map[string]int{}}
-				byPrefix[name] = kp
-			}
-			kp.Count++
-			kp.TTL[ttlBucket(ttls[i].Val())]++
-			if c, ok := counts[i]; ok {
-				n, err := strconv.ParseInt(c.Val(), 10, 64)
-				if err != nil {
-					continue
-				}
-				tier, bucket, id, _ := k.limiterKey(key)
-				if len(id) > 12 {
-					id = id[:12] + "…"
-				}
-				rep.TopLimited = append(rep.TopLimited, opsconsole.LimitedIdentity{Tier: tier, Bucket: bucket, Identity: id, Count: n})
-			}
-		}
+		})
+	if err != nil && !errors.Is(err, errEnough) {
+		return opsconsole.KeyReport{}, fmt.Errorf("opsadapter: scan: %w", err)
 	}
+	rep.Sampled = len(seen)
 	for _, kp := range byPrefix {
 		rep.Prefixes = append(rep.Prefixes, *kp)
 	}
@@ -144,22 +127,6 @@ func (k *Keys) limiterKey(key string) (tier, bucket, id string, ok bool) {
 		return "", "", "", false
 	}
 	return tier, rest[:i], rest[i+2 : len(rest)-1], true
-}
-
-func (k *Keys) prefixOf(key string) string {
-	rest := strings.TrimPrefix(key, k.prefix)
-	if i := strings.IndexByte(rest, '{'); i >= 0 {
-		rest = rest[:i]
-	}
-	parts := strings.SplitN(rest, ":", 3)
-	if len(parts) > 2 {
-		parts = parts[:2]
-	}
-	p := strings.TrimSuffix(strings.Join(parts, ":"), ":")
-	if p == "" {
-		return "(other)"
-	}
-	return p
 }
 
 func ttlBucket(d time.Duration) string {

@@ -1,225 +1,139 @@
 // Package opsadapter connects the ops console (internal/opsconsole) to what
-// it shows: QStash's REST API for the jobs' history and control, and the
-// deployment's Redis for a sampled view of its keys.
+// it shows: QStash's job control (package jobs/control) for the jobs'
+// history and actions, and the deployment's Redis (internal/keyscan) for a
+// sampled view of its keys. It keeps to what an operator may see: ids, job
+// names, states and statuses; no body, header or argument leaves here.
 package opsadapter
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
-	"strconv"
-	"strings"
-	"time"
 
 	"github.com/digis/jobworker/internal/opsconsole"
-	"github.com/digis/jobworker/jobs"
+	"github.com/digis/jobworker/jobs/control"
 )
 
-// QStash is the console's job control over QStash's REST API
-// (docs/qstash-protocol.md §7, §10.3, §12, §15).
-type QStash struct {
-	base, token string
-	hc          *http.Client
+// QStash is the console's job control.
+type QStash struct{ c *control.Client }
+
+var _ opsconsole.Jobs = QStash{}
+
+// NewQStash adapts a control client (built with WorkerPublicURL, so the
+// job filter works).
+func NewQStash(c *control.Client) QStash { return QStash{c: c} }
+
+// notFound makes control's 404 the console's.
+func notFound(err error) error {
+	if errors.Is(err, control.ErrNotFound) {
+		return fmt.Errorf("%w: %w", opsconsole.ErrNotFound, err)
+	}
+	return err
 }
 
-var _ opsconsole.Jobs = (*QStash)(nil)
-
-// NewQStash talks to the QStash at base (QSTASH_URL) with token.
-func NewQStash(base, token string) *QStash {
-	return &QStash{base: strings.TrimRight(base, "/"), token: token, hc: &http.Client{Timeout: 10 * time.Second}}
-}
-
-func (q *QStash) do(ctx context.Context, method, path string, query url.Values, out any) error {
-	u := q.base + path
-	if len(query) > 0 {
-		u += "?" + query.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+q.token)
-	resp, err := q.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("qstash %s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	if err != nil {
-		return fmt.Errorf("qstash %s %s: %w", method, path, err)
-	}
-	switch {
-	case resp.StatusCode == http.StatusNotFound:
-		return fmt.Errorf("qstash %s %s: %w", method, path, opsconsole.ErrNotFound)
-	case resp.StatusCode >= 300:
-		return fmt.Errorf("qstash %s %s: status %d", method, path, resp.StatusCode)
-	}
-	if out == nil || len(body) == 0 {
-		return nil
-	}
-	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("qstash %s %s: %w", method, path, err)
-	}
-	return nil
-}
-
-// jobName is the job a destination URL delivers to: the segment after
-// jobs.PathPrefix, or "" for any other destination (whose URL is not shown).
-func jobName(dest string) string {
-	u, err := url.Parse(dest)
-	if err != nil {
-		return ""
-	}
-	_, after, ok := strings.Cut(u.Path, jobs.PathPrefix)
-	if !ok {
-		return ""
-	}
-	name, _, _ := strings.Cut(after, "/")
-	return name
-}
-
-func millis(ms int64) time.Time {
-	if ms == 0 {
-		return time.Time{}
-	}
-	return time.UnixMilli(ms).UTC()
-}
-
-// Events lists recent events; a job filter is applied here, on the URL's
-// path (QStash filters on the whole URL).
-func (q *QStash) Events(ctx context.Context, f opsconsole.EventFilter) ([]opsconsole.Event, error) {
-	if f.Limit == 0 {
-		f.Limit = 100
-	}
-	v := url.Values{"count": {strconv.Itoa(min(f.Limit*4, 1000))}}
-	if f.Job == "" {
-		v.Set("count", strconv.Itoa(min(f.Limit, 1000)))
-	}
+// Events lists recent events, newest first.
+func (q QStash) Events(ctx context.Context, f opsconsole.EventFilter) ([]opsconsole.Event, error) {
+	ef := control.EventFilter{Job: f.Job}
 	if f.State != "" {
-		v.Set("state", f.State)
+		ef.States = []control.State{control.State(f.State)}
 	}
 	if f.MessageID != "" {
-		v.Set("messageId", f.MessageID)
+		ef.MessageIDs = []string{f.MessageID}
 	}
-	var page struct {
-		Events []struct {
-			Time           int64  `json:"time"`
-			MessageID      string `json:"messageId"`
-			State          string `json:"state"`
-			URL            string `json:"url"`
-			ResponseStatus int    `json:"responseStatus"`
-		} `json:"events"`
-	}
-	if err := q.do(ctx, http.MethodGet, "/v2/events", v, &page); err != nil {
-		return nil, err
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 100
 	}
 	out := []opsconsole.Event{}
-	for _, e := range page.Events {
-		job := jobName(e.URL)
-		if f.Job != "" && job != f.Job {
-			continue
-		}
-		out = append(out, opsconsole.Event{Time: millis(e.Time), MessageID: e.MessageID, State: e.State,
-			Job: job, ResponseStatus: e.ResponseStatus})
-		if len(out) == f.Limit {
-			break
-		}
-	}
-	return out, nil
-}
-
-// DeadLetters lists the DLQ, newest first, paging up to limit entries.
-func (q *QStash) DeadLetters(ctx context.Context, limit int) ([]opsconsole.DeadLetter, error) {
-	out := []opsconsole.DeadLetter{}
-	cursor := ""
+	page := control.Page{Count: min(limit, 100)}
 	for len(out) < limit {
-		v := url.Values{"count": {strconv.Itoa(min(limit-len(out), 100))}, "order": {"latestFirst"}}
-		if cursor != "" {
-			v.Set("cursor", cursor)
+		p, err := q.c.Events(ctx, ef, page)
+		if err != nil {
+			return nil, notFound(err)
 		}
-		var page struct {
-			Cursor   string `json:"cursor"`
-			Messages []struct {
-				DLQID          string `json:"dlqId"`
-				MessageID      string `json:"messageId"`
-				URL            string `json:"url"`
-				CreatedAt      int64  `json:"createdAt"`
-				ResponseStatus int    `json:"responseStatus"`
-				Retried        int    `json:"retried"`
-			} `json:"messages"`
+		for _, e := range p.Events {
+			if len(out) == limit {
+				break
+			}
+			out = append(out, opsconsole.Event{Time: e.Time, MessageID: e.MessageID, State: string(e.State),
+				Job: e.Job, ResponseStatus: e.ResponseStatus})
 		}
-		if err := q.do(ctx, http.MethodGet, "/v2/dlq", v, &page); err != nil {
-			return nil, err
-		}
-		for _, m := range page.Messages {
-			out = append(out, opsconsole.DeadLetter{DLQID: m.DLQID, MessageID: m.MessageID, Job: jobName(m.URL),
-				Time: millis(m.CreatedAt), ResponseStatus: m.ResponseStatus, Retried: m.Retried})
-		}
-		if page.Cursor == "" || len(page.Messages) == 0 {
+		if p.Cursor == "" || len(p.Events) == 0 {
 			break
 		}
-		cursor = page.Cursor
+		page.Cursor = p.Cursor
 	}
 	return out, nil
 }
 
-// RetryDeadLetter publishes the entry again (a new message) and removes it.
-func (q *QStash) RetryDeadLetter(ctx context.Context, id string) error {
-	return q.do(ctx, http.MethodPost, "/v2/dlq/retry/"+url.PathEscape(id), nil, nil)
+// DeadLetters lists the DLQ, newest first, up to limit entries.
+func (q QStash) DeadLetters(ctx context.Context, limit int) ([]opsconsole.DeadLetter, error) {
+	out := []opsconsole.DeadLetter{}
+	page := control.Page{Count: min(limit, 100)}
+	for len(out) < limit {
+		p, err := q.c.DLQ(ctx, control.DLQFilter{LatestFirst: true}, page)
+		if err != nil {
+			return nil, notFound(err)
+		}
+		for _, e := range p.Entries {
+			if len(out) == limit {
+				break
+			}
+			out = append(out, opsconsole.DeadLetter{DLQID: e.DLQID, MessageID: e.ID, Job: e.Job,
+				Time: e.CreatedAt, ResponseStatus: e.ResponseStatus})
+		}
+		if p.Cursor == "" || len(p.Entries) == 0 {
+			break
+		}
+		page.Cursor = p.Cursor
+	}
+	return out, nil
+}
+
+// RetryDeadLetter republishes the entry as a new message and removes it.
+func (q QStash) RetryDeadLetter(ctx context.Context, id string) error {
+	_, err := q.c.RetryDLQ(ctx, id)
+	return notFound(err)
 }
 
 // DeleteDeadLetter removes the entry.
-func (q *QStash) DeleteDeadLetter(ctx context.Context, id string) error {
-	return q.do(ctx, http.MethodDelete, "/v2/dlq/"+url.PathEscape(id), nil, nil)
+func (q QStash) DeleteDeadLetter(ctx context.Context, id string) error {
+	_, err := q.c.DeleteDLQ(ctx, id)
+	return notFound(err)
 }
 
-// Schedules lists the schedules.
-func (q *QStash) Schedules(ctx context.Context) ([]opsconsole.Schedule, error) {
-	var list []struct {
-		ScheduleID  string `json:"scheduleId"`
-		Cron        string `json:"cron"`
-		Destination string `json:"destination"`
-		IsPaused    bool   `json:"isPaused"`
-		CreatedAt   int64  `json:"createdAt"`
-	}
-	if err := q.do(ctx, http.MethodGet, "/v2/schedules", nil, &list); err != nil {
-		return nil, err
+// Schedules lists every schedule of the account.
+func (q QStash) Schedules(ctx context.Context) ([]opsconsole.Schedule, error) {
+	list, err := q.c.Schedules(ctx)
+	if err != nil {
+		return nil, notFound(err)
 	}
 	out := make([]opsconsole.Schedule, 0, len(list))
 	for _, s := range list {
-		out = append(out, opsconsole.Schedule{ID: s.ScheduleID, Cron: s.Cron, Job: jobName(s.Destination),
-			Paused: s.IsPaused, Created: millis(s.CreatedAt)})
+		out = append(out, opsconsole.Schedule{ID: s.ID, Cron: s.Cron, Job: s.Job, Paused: s.Paused, Created: s.CreatedAt})
 	}
 	return out, nil
 }
 
 // Queues lists the queues with their lag.
-func (q *QStash) Queues(ctx context.Context) ([]opsconsole.Queue, error) {
-	var list []struct {
-		Name        string `json:"name"`
-		Parallelism int    `json:"parallelism"`
-		Lag         int    `json:"lag"`
-		Paused      bool   `json:"paused"`
-	}
-	if err := q.do(ctx, http.MethodGet, "/v2/queues", nil, &list); err != nil {
-		return nil, err
+func (q QStash) Queues(ctx context.Context) ([]opsconsole.Queue, error) {
+	list, err := q.c.Queues(ctx)
+	if err != nil {
+		return nil, notFound(err)
 	}
 	out := make([]opsconsole.Queue, 0, len(list))
 	for _, x := range list {
-		out = append(out, opsconsole.Queue(x))
+		out = append(out, opsconsole.Queue{Name: x.Name, Parallelism: x.Parallelism, Lag: x.Lag, Paused: x.Paused})
 	}
 	return out, nil
 }
 
 // PauseQueue stops a queue's deliveries.
-func (q *QStash) PauseQueue(ctx context.Context, name string) error {
-	return q.do(ctx, http.MethodPost, "/v2/queues/"+url.PathEscape(name)+"/pause", nil, nil)
+func (q QStash) PauseQueue(ctx context.Context, name string) error {
+	return notFound(q.c.PauseQueue(ctx, name))
 }
 
 // ResumeQueue restarts them.
-func (q *QStash) ResumeQueue(ctx context.Context, name string) error {
-	return q.do(ctx, http.MethodPost, "/v2/queues/"+url.PathEscape(name)+"/resume", nil, nil)
+func (q QStash) ResumeQueue(ctx context.Context, name string) error {
+	return notFound(q.c.ResumeQueue(ctx, name))
 }

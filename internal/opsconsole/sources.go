@@ -54,9 +54,8 @@ type DeadLetter struct {
 	DLQID          string    `json:"dlqId"`
 	MessageID      string    `json:"messageId"`
 	Job            string    `json:"job"`
-	Time           time.Time `json:"time"`
+	Time           time.Time `json:"time"` // when the message was created
 	ResponseStatus int       `json:"responseStatus,omitempty"`
-	Retried        int       `json:"retried"`
 }
 
 // Schedule is one QStash schedule.

@@ -38,6 +38,7 @@ import (
 	"github.com/digis/jobworker/internal/process"
 	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/jobs"
+	"github.com/digis/jobworker/jobs/control"
 	"github.com/digis/jobworker/outbox"
 	"github.com/digis/jobworker/webhooks"
 	"github.com/digis/jobworker/worker"
@@ -152,10 +153,15 @@ func opsRoute(p *process.Process, cfg Config) error {
 	if cfg.OpsToken == "" {
 		return nil
 	}
+	ctl, err := control.New(control.Config{QStashURL: cfg.QStashURL, Token: cfg.QStashToken,
+		WorkerPublicURL: cfg.PublicURL, App: cfg.SchedulesApp})
+	if err != nil {
+		return err
+	}
 	h, err := opsconsole.New(opsconsole.Config{
 		Token: cfg.OpsToken, Stats: opsstats.NewReader(p.Redis, cfg.KeyPrefix),
-		Jobs:   opsadapter.NewQStash(cfg.QStashURL, cfg.QStashToken),
-		Keys:   opsadapter.NewKeys(p.Redis, cfg.KeyPrefix),
+		Jobs:   opsadapter.NewQStash(ctl),
+		Keys:   opsadapter.NewKeys(p.Redis, cfg.KeyPrefix, max(cfg.Redis.Timeout, time.Second)),
 		Logger: p.Log,
 	})
 	if err != nil {

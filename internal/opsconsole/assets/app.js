@@ -134,10 +134,10 @@
       let attempts = "";
       if (q.messageId) {
         const a = await maybe(api("events?messageId=" + encodeURIComponent(q.messageId)));
-        attempts = `<h2>Attempts of <code>${esc(q.messageId)}</code></h2>` + (a instanceof Error ? unavailable(a) : eventTable(a, "No events."));
+        attempts = `<h2>Attempts of <code>${esc(q.messageId)}</code></h2><div id="attempts">` + (a instanceof Error ? unavailable(a) : eventTable(a, "No events.")) + `</div>`;
       }
       const dlqHTML = dlq instanceof Error ? unavailable(dlq) : table(
-        [{ t: "job" }, { t: "message" }, { t: "dead since" }, { t: "status", num: true }, { t: "" }],
+        [{ t: "job" }, { t: "message" }, { t: "published" }, { t: "status", num: true }, { t: "" }],
         dlq.map((e) => `<tr data-dlq="${esc(e.dlqId)}"><td>${esc(e.job)}</td><td><a href="#jobs" data-msg="${esc(e.messageId)}"><code>${esc(e.messageId)}</code></a></td><td>${when(e.time)}</td><td class="num">${e.responseStatus || ""}</td>` +
           `<td><button class="retry" data-retry="${esc(e.dlqId)}">Retry</button> <button class="danger delete" data-delete="${esc(e.dlqId)}">Delete</button></td></tr>`),
         "The DLQ is empty.");

@@ -5,7 +5,7 @@
 //   OPS_URL       http://host:port/ops/
 //   OPS_TOKEN     the console's token
 //   SHOT_DIR      where the screenshots go (one per view, plus a phone one)
-//   EXPECT        JSON: {deliveries, dlqId, bucket, allowed, family}
+//   EXPECT        JSON: {deliveries, dlqId, bucket, allowed, family, queue}
 // It prints one JSON line: {"ok":true,...} or {"ok":false,"error":...}.
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -107,7 +107,7 @@ try {
   await shot("cache");
 
   await page.click('nav a[data-view="keys"]');
-  await page.waitForSelector('[data-prefix="idem:qstash"]');
+  await page.waitForSelector('[data-prefix="idem:qstash:"]');
   await shot("keys");
 
   await page.click('nav a[data-view="outbox"]');
@@ -118,7 +118,15 @@ try {
   await page.click('nav a[data-view="jobs"]');
   const row = page.locator(`tr[data-dlq="${expect.dlqId}"]`);
   await row.waitFor();
+  // The dead job's attempts: created, active, error, failed.
+  await row.locator("a[data-msg]").click();
+  await page.waitForSelector("#attempts tr >> text=FAILED");
   await shot("jobs");
+  // A queue, paused from the page.
+  const q = page.locator(`tr[data-queue="${expect.queue}"]`);
+  await q.locator("button[data-pause]").click();
+  await page.locator(`tr[data-queue="${expect.queue}"] button[data-resume]`).waitFor();
+  out.paused = expect.queue;
   await row.locator("button.retry").click();
   await row.waitFor({ state: "detached" });
   await page.waitForSelector("#toast.show");
