@@ -46,6 +46,11 @@
 // EnqueueBatch would have. Package outbox builds transactional enqueue on
 // them.
 //
+// A job QStash should run on a cron schedule is declared next to its
+// handler with Registry.AddPeriodic(Periodic{Cron: "*/5 * * * *", Args: …});
+// package jobs/control syncs the declarations to QStash schedules, and
+// inspects, cancels and replays jobs (messages, events, the DLQ).
+//
 // Delivery is at-least-once. This package does not deduplicate: the worker's
 // route does, keyed on Delivery.MessageID (see package idempotency).
 package jobs

@@ -123,9 +123,19 @@
 // requests on each instance still ask Redis, so leases pay off for busy
 // identifiers (tenants, API keys, heavy clients) and do nothing for a crowd
 // of identifiers seen once each. Requests held when Redis fails are still
-// admitted; Reset clears this instance's lease, not other instances'. Leases
+// admitted. Leases
 // are off by default: every admission then asks Redis and every header is
 // exact across instances.
+//
+// # Resets reach every instance
+//
+// Reset deletes the window's key and publishes it on Prefix + ResetChannel
+// (Redis Pub/Sub); every instance that runs Limiter.Listen drops its block,
+// lease and outage window for it when the message arrives, so a reset
+// identifier is admitted everywhere at once, not when each instance's
+// cached window ends. Pub/Sub forgets messages sent while an instance was
+// disconnected, so each (re)subscription empties that instance's local
+// cache; a round trip that overlapped a reset is answered but not cached.
 //
 // # Degraded mode: when Redis cannot answer
 //

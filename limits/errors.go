@@ -19,6 +19,9 @@ var (
 	ErrInvalidCost = errors.New("limits: invalid cost")
 	// ErrNoIdentity: the identifier is empty.
 	ErrNoIdentity = errors.New("limits: empty identifier")
+	// ErrResetNotPublished: Reset cleared the window in Redis but could not
+	// tell the other instances (see Listen).
+	ErrResetNotPublished = errors.New("limits: reset done but not published")
 )
 
 // Fields and inputs a ConfigError names besides the Config fields.

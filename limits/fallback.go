@@ -104,6 +104,19 @@ func (f *fallback) remove(key string) {
 	s.mu.Unlock()
 }
 
+// clear forgets every window.
+func (f *fallback) clear() {
+	if f == nil {
+		return
+	}
+	for i := range f.shards {
+		s := &f.shards[i]
+		s.mu.Lock()
+		clear(s.m)
+		s.mu.Unlock()
+	}
+}
+
 // dropExpired deletes the expired windows among a sample and reports
 // whether it made room.
 func (s *fallbackShard) dropExpired(now time.Time) bool {

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -288,6 +289,12 @@ type Limiter struct {
 	logger     *slog.Logger
 	logs       logThrottle
 	now        func() time.Time
+	// resetChannel and keyPrefix (Prefix + "rl:") are for Listen; resets
+	// counts the resets applied, so a round trip that overlapped one is
+	// not remembered.
+	resetChannel string
+	keyPrefix    string
+	resets       atomic.Uint64
 }
 
 type bucket struct {
@@ -324,6 +331,9 @@ func New(cfg Config) (*Limiter, error) {
 		logger:     logger,
 		logs:       logThrottle{every: cfg.LogEvery},
 		now:        cfg.now,
+
+		resetChannel: cfg.Prefix + ResetChannel,
+		keyPrefix:    cfg.Prefix + "rl:",
 	}
 	key := append([]byte(nil), cfg.HashKey...)
 	l.hashPool.New = func() any { return hmac.New(sha256.New, key) }
@@ -368,6 +378,7 @@ func (l *Limiter) AllowN(ctx context.Context, bucketName, identifier string, n i
 		return Result{}, fmt.Errorf("%w: %d for bucket %q with limit %d", ErrInvalidCost, n, bucketName, b.Limit)
 	}
 	start := l.now()
+	gen := l.resets.Load()
 	switch e, out, extra := l.cache.take(key, n, b.Lease, start); out {
 	case spent:
 		return b.local(ReasonAllowedLocally, e, n, start), nil
@@ -395,6 +406,9 @@ func (l *Limiter) AllowN(ctx context.Context, bucketName, identifier string, n i
 		// Redis) and, in a leasing bucket, every window: the lease and how
 		// busy the identifier is here.
 		keep := !rep.allowed || fresh.remaining == 0 || b.Lease > 0
+		if l.resets.Load() != gen {
+			keep = false // a reset arrived meanwhile: this answer may predate it
+		}
 		e = l.cache.settle(key, fresh, extra, keep, now)
 		if !rep.allowed {
 			// Redis has nothing left, but a concurrent round trip may have
@@ -471,20 +485,24 @@ func (l *Limiter) Peek(ctx context.Context, bucketName, identifier string) (Resu
 }
 
 // Reset clears identifier's window in bucket (one DEL of one key, never a
-// scan) and forgets this instance's block, lease and outage window. Other
-// instances' local caches keep refusing that identifier (or admitting from
-// their lease) until their cached window ends.
+// scan), forgets this instance's block, lease and outage window, and
+// publishes the reset so every instance running Listen forgets them too.
+// The DEL is what counts: an error is returned only when it failed; a
+// failed publish leaves other instances' caches until their windows end,
+// and is returned wrapped in ErrResetNotPublished.
 func (l *Limiter) Reset(ctx context.Context, bucketName, identifier string) error {
 	_, key, err := l.prepare(bucketName, identifier)
 	if err != nil {
 		return err
 	}
-	l.cache.remove(key)
-	l.fallback.remove(key)
+	l.forget(key)
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
 	if err := l.client.Del(ctx, key).Err(); err != nil {
 		return fmt.Errorf("limits: reset %q: %w", bucketName, err)
+	}
+	if err := l.publishReset(ctx, key); err != nil {
+		return fmt.Errorf("%w: %q: %w", ErrResetNotPublished, bucketName, err)
 	}
 	return nil
 }

@@ -221,6 +221,19 @@ func (c *localCache) remove(key string) {
 	s.mu.Unlock()
 }
 
+// clear forgets every entry (a missed reset may concern any of them).
+func (c *localCache) clear() {
+	if c == nil {
+		return
+	}
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		clear(s.m)
+		s.mu.Unlock()
+	}
+}
+
 func (c *localCache) len() int {
 	if c == nil {
 		return 0

@@ -120,6 +120,21 @@ func wire(p *process.Process, cfg Config, deps Deps, notifyInTx bool) error {
 	if err != nil {
 		return err
 	}
+	// Resets made elsewhere (another instance, jobctl limits reset) reach
+	// this instance's block cache and leases.
+	listenCtx, stopListen := context.WithCancel(context.Background())
+	listening := make(chan struct{})
+	go func() {
+		defer close(listening)
+		if err := limiter.Listen(listenCtx); err != nil {
+			p.Log.Warn("rate-limit resets from other instances are not applied here", "error", err.Error())
+		}
+	}()
+	p.OnStop("rate-limit reset listener", func(context.Context) error {
+		stopListen()
+		<-listening
+		return nil
+	})
 	idemStore, err := idempotency.NewStore(p.Redis, idempotency.StoreConfig{
 		Prefix:     cfg.KeyPrefix,
 		Namespace:  "http",

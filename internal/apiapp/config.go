@@ -302,3 +302,31 @@ func apiBuckets() map[string]string {
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
+
+// LimiterConfig is the API's limiter configuration without its client, read
+// from the same variables (REDIS_KEY_PREFIX, RATE_LIMIT_OVERRIDES,
+// RATE_LIMIT_FAILURE, RATE_LIMIT_FAIL_CLOSED, RATE_LIMIT_LEASES,
+// RATE_LIMIT_REDIS_TIMEOUT, RATE_LIMIT_HASH_KEY or the QSTASH_TOKEN it is
+// derived from), so an operator tool addresses exactly the windows the API
+// keeps. The client-IP source is not needed and not read.
+func LimiterConfig(getenv env.Getenv) (limits.Config, error) {
+	r := env.NewReader(func(name string) string {
+		if name == "RATE_LIMIT_IP_SOURCE" {
+			return "direct" // unused here; readRateLimit requires one
+		}
+		return getenv(name)
+	})
+	prefix := r.Str("REDIS_KEY_PREFIX", "")
+	token := strings.TrimSpace(getenv("QSTASH_TOKEN"))
+	rl := readRateLimit(r, token)
+	if r.Err() == nil && len(rl.HashKey) == 0 {
+		r.Fail("RATE_LIMIT_HASH_KEY", "required (or QSTASH_TOKEN, which the API derives it from)")
+	}
+	if err := r.Err(); err != nil {
+		return limits.Config{}, err
+	}
+	return limits.Config{
+		Prefix: prefix, Buckets: apiBuckets(), Overrides: rl.Overrides, Failure: rl.Failure,
+		Leases: rl.Leases, Timeout: rl.RedisTimeout, HashKey: rl.HashKey,
+	}, nil
+}

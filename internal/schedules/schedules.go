@@ -29,20 +29,30 @@ type Config struct {
 // LoadConfig reads Config. A bad or missing value is an *env.Error naming
 // the variable.
 func LoadConfig(getenv env.Getenv) (Config, error) {
+	c, err := LoadControl(getenv, true)
+	return Config{Control: c}, err
+}
+
+// LoadControl reads the job-control client's configuration: QSTASH_URL,
+// QSTASH_TOKEN, SCHEDULES_APP, and WORKER_PUBLIC_URL, which is optional
+// unless requireWorker (only job filters and schedule sync need it).
+func LoadControl(getenv env.Getenv, requireWorker bool) (control.Config, error) {
 	r := env.NewReader(getenv)
 	c := control.Config{
-		QStashURL:       r.URL("QSTASH_URL", "https://qstash.upstash.io"),
-		Token:           r.Secret("QSTASH_TOKEN"),
-		WorkerPublicURL: r.URL("WORKER_PUBLIC_URL", ""),
-		App:             r.Str("SCHEDULES_APP", control.DefaultApp),
+		QStashURL: r.URL("QSTASH_URL", "https://qstash.upstash.io"),
+		Token:     r.Secret("QSTASH_TOKEN"),
+		App:       r.Str("SCHEDULES_APP", control.DefaultApp),
+	}
+	if requireWorker || r.Str("WORKER_PUBLIC_URL", "") != "" {
+		c.WorkerPublicURL = r.URL("WORKER_PUBLIC_URL", "")
 	}
 	if err := r.Err(); err != nil {
-		return Config{}, err
+		return control.Config{}, err
 	}
 	if err := CheckApp(c); err != nil {
-		return Config{}, err
+		return control.Config{}, err
 	}
-	return Config{Control: c}, nil
+	return c, nil
 }
 
 // CheckApp maps a bad control.Config.App to SCHEDULES_APP.

@@ -98,6 +98,15 @@ func TestSyncSchedules(t *testing.T) {
 	if s, err = e.ctl.Schedule(ctx, "jobworker.test.ping"); err != nil || s.Cron != "CRON_TZ=UTC */10 * * * *" || !s.Paused {
 		t.Fatalf("updated schedule = cron %q paused %v, %v", s.Cron, s.Paused, err)
 	}
+	if err := e.ctl.ResumeSchedule(ctx, "jobworker.test.ping"); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = e.ctl.Schedule(ctx, "jobworker.test.ping"); err != nil || s.Paused || s.NextRun.IsZero() {
+		t.Fatalf("resumed schedule = paused %v next %v, %v", s.Paused, s.NextRun, err)
+	}
+	if err := e.ctl.PauseSchedule(ctx, "nope"); !errors.Is(err, control.ErrNotFound) {
+		t.Errorf("pausing an unknown schedule = %v", err)
+	}
 	// Changed args update too.
 	decls[0].Args = ping{N: 2}
 	if plan, err = e.ctl.SyncSchedules(ctx, decls); err != nil || plan.Changes[1].Action != control.ActionUpdate {
