@@ -22,12 +22,14 @@ const opsStatsToken = "fleet-numbers-test-token-0123456789"
 
 // TestOpsStatsAcrossProcesses runs three worker processes on one Redis,
 // each given its own deliveries by QStash (qstash-dev): demo jobs that
-// succeed and deliveries to an unknown job. The console on the first one
-// must show, per job and outcome, the sum of what the three did. The other
-// two flush only when they stop (OPS_STATS_INTERVAL=1h), as a serverless
-// instance scaled in does, so their counts reach Redis through the flush at
-// shutdown alone. Once the totals match they must stay exact: more
-// flushes add nothing.
+// succeed and deliveries to an unknown job; and three API processes, each
+// deciding the rate limit of its own stream-status reads. The console on
+// the first worker must show, per job and outcome, the sum of what the
+// three workers did, and as many status reads allowed as the three APIs
+// answered. Every process but that one flushes only when it stops
+// (OPS_STATS_INTERVAL=1h), as a serverless instance scaled in does, so
+// their counts reach Redis through the flush at shutdown alone. Once the
+// totals match they must stay exact: more flushes add nothing.
 func TestOpsStatsAcrossProcesses(t *testing.T) {
 	t.Parallel()
 	bin := proctest.Build(t, "github.com/digis/jobworker/cmd/worker")
@@ -98,7 +100,33 @@ func TestOpsStatsAcrossProcesses(t *testing.T) {
 		}
 		return len(final) == total
 	})
-	for _, w := range workers[1:] {
+	// Three API processes, each deciding its own rate limits on stream
+	// status reads, flushing only when they stop.
+	reads := []int{4, 6, 8}
+	var apis []*proctest.Proc
+	apiBin := proctest.Build(t, "github.com/digis/jobworker/cmd/api")
+	for i := range 3 {
+		p := proctest.Start(t, apiBin, nil,
+			"REDIS_URL="+rs.URL(), "QSTASH_URL="+qs.URL, "QSTASH_TOKEN="+qstashdev.DevToken,
+			"WORKER_PUBLIC_URL="+workers[0].URL, "LOG_FORMAT=text", "LOG_LEVEL=warn",
+			"AUTH_JWT_SECRET="+apiJWTSecret, "RATE_LIMIT_IP_SOURCE=direct", "DATABASE_URL=memory",
+			"OPS_STATS_INTERVAL=1h")
+		p.WaitHealthy(t)
+		for range reads[i] {
+			res, err := http.Get(p.URL + "/api/streams/status?username=nobody")
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode == http.StatusTooManyRequests || res.StatusCode >= 500 {
+				t.Fatalf("status read: %d", res.StatusCode)
+			}
+		}
+		apis = append(apis, p)
+	}
+	wantAllowed := reads[0] + reads[1] + reads[2]
+
+	for _, w := range append(workers[1:], apis...) {
 		if err := w.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
@@ -107,17 +135,28 @@ func TestOpsStatsAcrossProcesses(t *testing.T) {
 		}
 	}
 
+	allowed := 0
 	totals := func() map[string]int {
 		var s struct {
 			Deliveries struct {
 				Totals map[string]map[string]int `json:"totals"`
 			} `json:"deliveries"`
+			Limits []struct {
+				Bucket string         `json:"bucket"`
+				Totals map[string]int `json:"totals"`
+			} `json:"limits"`
 		}
 		getWithToken(t, workers[0].URL+"/ops/api/stats?minutes=10", opsStatsToken, &s)
 		got := map[string]int{}
 		for job, outcomes := range s.Deliveries.Totals {
 			for o, n := range outcomes {
 				got[job+"/"+o] += n
+			}
+		}
+		allowed = 0
+		for _, l := range s.Limits {
+			if l.Bucket == "streams:status" {
+				allowed += l.Totals["allowed"]
 			}
 		}
 		return got
@@ -136,12 +175,12 @@ func TestOpsStatsAcrossProcesses(t *testing.T) {
 	var got map[string]int
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("console totals %v, want %v", got, want)
+			t.Logf("console totals %v, want %v; status reads allowed %d, want %d", got, want, allowed, wantAllowed)
 		}
 	})
 	testwait.For(t, 30*time.Second, "the console's totals equal the sum of the three processes", func() bool {
 		got = totals()
-		return same(got)
+		return same(got) && allowed == wantAllowed
 	})
 
 	// Two more flushes of the running process add nothing.
@@ -181,8 +220,8 @@ func TestOpsStatsAcrossProcesses(t *testing.T) {
 	if after := flushes(); after <= before {
 		t.Errorf("flushes %d → %d: the running process did not flush again", before, after)
 	}
-	if got = totals(); !same(got) {
-		t.Fatalf("console totals %v, want %v", got, want)
+	if got = totals(); !same(got) || allowed != wantAllowed {
+		t.Fatalf("console totals %v and %d status reads allowed, want %v and %d", got, allowed, want, wantAllowed)
 	}
 }
 
