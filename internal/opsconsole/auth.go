@@ -90,10 +90,13 @@ func (a *authority) who(r *http.Request) string {
 		return "bearer"
 	}
 	if s := a.session(r); s != "" {
-		return "session:" + a.mac("who", s)[:8]
+		return a.sessionName(s)
 	}
 	return "none"
 }
+
+// sessionName tells one session's actions from another's in the log.
+func (a *authority) sessionName(session string) string { return "session:" + a.mac("who", session)[:8] }
 
 // sameSite refuses requests a browser marks as coming from another site;
 // requests without the header (curl, old browsers) go on to the other

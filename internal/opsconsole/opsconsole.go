@@ -202,7 +202,7 @@ func (c *console) login(w http.ResponseWriter, r *http.Request) {
 	v, exp := c.auth.newSession()
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: v, Path: Path, Expires: exp,
 		HttpOnly: true, Secure: secureRequest(r), SameSite: http.SameSiteStrictMode})
-	c.cfg.Logger.Info("ops console: signed in", "who", c.auth.who(&http.Request{Header: http.Header{"Cookie": {sessionCookie + "=" + v}}}))
+	c.cfg.Logger.Info("ops console: signed in", "who", c.auth.sessionName(v))
 	http.Redirect(w, r, Path, http.StatusSeeOther)
 }
 
