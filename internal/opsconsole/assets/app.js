@@ -6,7 +6,7 @@
   const view = document.getElementById("view");
   const colors = { ok: "#2e7d32", failed: "#c62828", deferred: "#ef6c00", allowed: "#2e7d32",
     denied: "#c62828", degraded: "#ef6c00", hit: "#2e7d32", stale: "#7b1fa2", computed: "#1565c0",
-    error: "#c62828", pending: "#1565c0", published: "#2e7d32", errors: "#c62828", age: "#ef6c00" };
+    error: "#c62828", "hit rate": "#2e7d32", pending: "#1565c0", published: "#2e7d32", errors: "#c62828", age: "#ef6c00" };
   let timer = null;
   let inflight = false;
 
@@ -66,28 +66,18 @@
         if (!v || !max) continue;
         const bh = (v / max) * (h - pad - 4);
         y -= bh;
-        bars += `<rect x="${(pad + i * bw).toFixed(1)}" y="${y.toFixed(1)}" width="${Math.max(1, bw - 1).toFixed(1)}" height="${bh.toFixed(1)}" fill="${colors[k] || "#607d8b"}"><title>${esc(k)}: ${fmt(v)}</title></rect>`;
+        bars += `<rect x="${(pad + i * bw).toFixed(1)}" y="${y.toFixed(1)}" width="${Math.max(1, bw - 1).toFixed(1)}" height="${bh.toFixed(1)}" fill="${colors[k] || "#607d8b"}"><title>${esc(k)}: ${opts.pct ? pct(v) : fmt(v)}</title></rect>`;
       }
     }
     const legend = names.map((k) => `<span>${swatch(colors[k] || "#607d8b")}${esc(k)}</span>`).join("");
     return `<svg class="chart" viewBox="0 0 ${w} ${h}" preserveAspectRatio="none" role="img" data-total="${total}" aria-label="${esc(names.join(", "))}">` +
       `<line x1="${pad}" y1="${h - pad}" x2="${w}" y2="${h - pad}" stroke="#cbd5e1"/>` +
-      `<text x="0" y="10" font-size="10" fill="#667085">${fmt(max)}</text>${bars}</svg><div class="legend">${legend}</div>`;
+      `<text x="0" y="10" font-size="10" fill="#667085">${opts.top || fmt(max)}</text>${bars}</svg><div class="legend">${legend}</div>`;
   }
-  // line draws a 0..1 rate per minute; negative values are gaps.
-  function rateLine(vals, color) {
-    const w = 600, h = 120, pad = 18;
-    const n = vals.length;
-    let d = "", pen = false;
-    vals.forEach((v, i) => {
-      if (v < 0) { pen = false; return; }
-      const x = pad + (n > 1 ? (i * (w - pad)) / (n - 1) : 0), y = h - pad - v * (h - pad - 4);
-      d += (pen ? "L" : "M") + x.toFixed(1) + " " + y.toFixed(1);
-      pen = true;
-    });
-    return `<svg class="chart" viewBox="0 0 ${w} ${h}" preserveAspectRatio="none" role="img" aria-label="hit rate">` +
-      `<line x1="${pad}" y1="${h - pad}" x2="${w}" y2="${h - pad}" stroke="#cbd5e1"/><text x="0" y="10" font-size="10" fill="#667085">100%</text>` +
-      `<path d="${d}" fill="none" stroke="${color}" stroke-width="2" vector-effect="non-scaling-stroke"/></svg>`;
+  // rateBars draws a 0..1 rate per minute as bars on a 0–100 % scale;
+  // minutes without reads (negative) stay empty.
+  function rateBars(vals) {
+    return chart({ "hit rate": vals.map((v) => Math.max(0, v)) }, ["hit rate"], { max: 1, top: "100%", pct: true });
   }
   // swatch is a legend's colour key: an SVG fill, since the page's CSP
   // allows no inline style.
@@ -167,7 +157,7 @@
       const s = await api("stats?minutes=" + minutes());
       const cards = s.cache.map((f) => `<div class="card" data-family="${esc(f.family)}"><h3>${esc(f.family)} <span class="pill ${f.hitRate > 0.8 ? "ok" : "warn"}">hit rate <b class="hitrate">${pct(f.hitRate)}</b></span></h3>` +
         `<div class="legend">${["hit", "stale", "computed", "degraded", "error"].map((g) => `<span>${swatch(colors[g])}${g} <b class="${g}">${fmt(f.totals[g] || 0)}</b></span>`).join("")}</div>` +
-        rateLine(f.hitRates, colors.hit) + `</div>`).join("");
+        rateBars(f.hitRates) + `</div>`).join("");
       const idem = ["first", "replayed", "conflict", "mismatch", "ambiguous", "unavailable", "released", "invalid"];
       return `<h2>Cache hit rate per key family</h2><div class="cards">${cards || '<div class="empty">No cache reads in this window.</div>'}</div>` +
         `<h2>Idempotency keys</h2><div class="tiles">${idem.map((o) => tile("t-idem-" + o, fmt(s.idempotency[o] || 0), o, o === "unavailable" && s.idempotency[o] ? "warn" : "")).join("")}</div>`;

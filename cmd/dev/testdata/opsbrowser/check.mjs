@@ -104,6 +104,11 @@ try {
   await fam.waitFor();
   out.hitRate = (await fam.locator("b.hitrate").textContent()).trim();
   check(out.hitRate !== "0.0%", "cache hit rate is 0");
+  // The tip sent twice with one Idempotency-Key.
+  const first = (await page.textContent("#t-idem-first .n")).trim();
+  const replayed = (await page.textContent("#t-idem-replayed .n")).trim();
+  out.idempotency = { first, replayed };
+  check(first === "1" && replayed === "1", `idempotency first ${first}, replayed ${replayed}; want 1 and 1`);
   await shot("cache");
 
   await page.click('nav a[data-view="keys"]');
