@@ -13,6 +13,9 @@ fuzz: ## a short pass of every fuzz target (go test runs one target per call)
 	go test -run='^$$' -fuzz='^FuzzStripeSignatureHeader$$' -fuzztime=10s ./webhooks
 	go test -run='^$$' -fuzz='^FuzzParsePublishHeaders$$' -fuzztime=5s ./qstashdev
 	go test -run='^$$' -fuzz='^FuzzRetryExpr$$' -fuzztime=5s ./qstashdev
+	go test -run='^$$' -fuzz='^FuzzGuard$$' -fuzztime=5s ./qstashdev
+	go test -run='^$$' -fuzz='^FuzzJSON$$' -fuzztime=10s ./internal/validtext
+	go test -run='^$$' -fuzz='^FuzzEncode$$' -fuzztime=5s ./internal/keyid
 
 check: ## formatting and vet, as CI runs them
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }

@@ -65,7 +65,7 @@ func TestChaosLedger(t *testing.T) {
 		"QSTASH_CURRENT_SIGNING_KEY=" + qstashdev.DevCurrentSigningKey,
 		"QSTASH_NEXT_SIGNING_KEY=" + qstashdev.DevNextSigningKey,
 		"STRIPE_WEBHOOK_SECRET=" + chaosStripeSecret, "LOG_FORMAT=text", "LOG_LEVEL=error",
-		"QSTASH_URL=" + qs.URL, "QSTASH_TOKEN=" + qstashdev.DevToken, "DATABASE_URL=" + db.URL,
+		"QSTASH_URL=" + qs.URL, "QSTASH_TOKEN=" + qstashdev.DevToken, "JOBWORKER_ENV=development", "DATABASE_URL=" + db.URL,
 		"SHUTDOWN_TIMEOUT=5s",
 	}
 	ports := []int{proctest.FreePort(t), proctest.FreePort(t)}

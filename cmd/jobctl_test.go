@@ -38,7 +38,7 @@ func TestJobctlLimitsResetReachesEveryAPI(t *testing.T) {
 	}
 	qs := qstashdevtest.Start(t, qstashdev.Config{})
 	shared := []string{"REDIS_URL=" + rs.URL(), "REDIS_KEY_PREFIX=jw:", "QSTASH_URL=" + qs.URL, "QSTASH_TOKEN=" + qstashdev.DevToken,
-		"RATE_LIMIT_OVERRIDES=streams:status=3/1m"}
+		"RATE_LIMIT_OVERRIDES=streams:status=3/1m", "JOBWORKER_ENV=development"}
 	var apis []string
 	for range 2 {
 		p := proctest.Start(t, apiBin, nil, append(shared, "DATABASE_URL="+db.URL, "WORKER_PUBLIC_URL=http://127.0.0.1:1",

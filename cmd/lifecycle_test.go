@@ -12,9 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digis/jobworker/internal/env"
 	"github.com/digis/jobworker/internal/pgtest"
 	"github.com/digis/jobworker/internal/proctest"
 	"github.com/digis/jobworker/internal/redistest"
+	"github.com/digis/jobworker/qstashdev"
 )
 
 type binary struct {
@@ -131,6 +133,53 @@ func TestBadConfigExits(t *testing.T) {
 			lines := strings.Split(strings.TrimSpace(out), "\n")
 			if len(lines) != 1 || !strings.Contains(lines[0], tt.wantVar) {
 				t.Fatalf("want one line naming %s, got:\n%s", tt.wantVar, out)
+			}
+		})
+	}
+}
+
+// TestPublishedDevSecretsRefused: the production binaries refuse every
+// development secret published in this repository (the local stack's JWT
+// secrets, qstash-dev's token and signing keys, the local Stripe secret)
+// with one line naming the variable and never the value, unless
+// JOBWORKER_ENV=development says this is a development machine.
+func TestPublishedDevSecretsRefused(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		bin          binary
+		name, secret string
+		value        string // the variable's value; secret when empty
+	}{
+		{bin: binaries[0], name: "AUTH_JWT_SECRET", secret: env.DevJWTSecret},
+		{bin: binaries[0], name: "AUTH_JWT_SECRET", secret: "local-development-only-jwt-secret-not-for-production"},
+		{bin: binaries[0], name: "QSTASH_TOKEN", secret: qstashdev.DevToken},
+		{bin: binaries[1], name: "QSTASH_TOKEN", secret: qstashdev.DevToken},
+		{bin: binaries[1], name: "QSTASH_CURRENT_SIGNING_KEY", secret: qstashdev.DevCurrentSigningKey},
+		{bin: binaries[1], name: "QSTASH_NEXT_SIGNING_KEY", secret: qstashdev.DevNextSigningKey},
+		{bin: binaries[1], name: "STRIPE_WEBHOOK_SECRET", secret: "whsec_local_development_only"},
+		{bin: binaries[1], name: "STRIPE_WEBHOOK_SECRET", secret: "whsec_local_development_only", value: "whsec_new,whsec_local_development_only"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.bin.name+"/"+tt.name, func(t *testing.T) {
+			t.Parallel()
+			bin := proctest.Build(t, tt.bin.pkg)
+			value := tt.value
+			if value == "" {
+				value = tt.secret
+			}
+			for _, mode := range []string{"", "JOBWORKER_ENV=production"} {
+				e := append(tt.bin.env("redis://127.0.0.1:1"), tt.name+"="+value)
+				if mode != "" {
+					e = append(e, mode)
+				}
+				code, out := proctest.Run(t, 30*time.Second, bin, nil, e...)
+				lines := strings.Split(strings.TrimSpace(out), "\n")
+				if code == 0 || len(lines) != 1 || !strings.Contains(lines[0], tt.name) || !strings.Contains(lines[0], "development secret") {
+					t.Fatalf("%s %s: exit %d, want one line naming %s:\n%s", mode, tt.name, code, tt.name, out)
+				}
+				if strings.Contains(out, tt.secret) {
+					t.Fatalf("the error echoes the secret: %s", out)
+				}
 			}
 		})
 	}

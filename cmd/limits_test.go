@@ -18,6 +18,7 @@ import (
 	"github.com/digis/jobworker/internal/proctest"
 	"github.com/digis/jobworker/internal/redistest"
 	"github.com/digis/jobworker/internal/store"
+	"github.com/digis/jobworker/internal/testwait"
 	"github.com/digis/jobworker/qstashdev"
 	"github.com/digis/jobworker/qstashdev/qstashdevtest"
 )
@@ -53,7 +54,7 @@ func TestAPIBurstsNeverOverAdmit(t *testing.T) {
 	for range 3 {
 		p := proctest.Start(t, bin, nil,
 			"REDIS_URL="+rs.URL(), "REDIS_TIMEOUT=250ms", "DATABASE_URL="+db.URL,
-			"QSTASH_URL="+qs.URL, "QSTASH_TOKEN="+qstashdev.DevToken, "WORKER_PUBLIC_URL=http://127.0.0.1:1",
+			"QSTASH_URL="+qs.URL, "QSTASH_TOKEN="+qstashdev.DevToken, "JOBWORKER_ENV=development", "WORKER_PUBLIC_URL=http://127.0.0.1:1",
 			"AUTH_JWT_SECRET="+apiJWTSecret, "RATE_LIMIT_IP_SOURCE=direct", "LOG_LEVEL=error", "LOG_FORMAT=text",
 			fmt.Sprintf("RATE_LIMIT_OVERRIDES=tips:quick=%d/1m,streams:status=%d/1m", tipLimit, statusLimit))
 		p.WaitHealthy(t)
@@ -174,4 +175,31 @@ func busyCores(t *testing.T) func() {
 		}()
 	}
 	return func() { stop.Store(true); wg.Wait() }
+}
+
+// TestAPIWarnsOfBroadXFFTrust: in xff mode a client inside a trusted range
+// chooses its own identity, so the api says so at start-up when a range is
+// broad (a pod or VPC network), and stays quiet for single proxies.
+func TestAPIWarnsOfBroadXFFTrust(t *testing.T) {
+	t.Parallel()
+	bin := proctest.Build(t, "github.com/digis/jobworker/cmd/api")
+	for _, tc := range []struct {
+		trusted string
+		warn    bool
+	}{
+		{"10.0.0.0/8", true},
+		{"203.0.113.7,2001:db8::/32", true},
+		{"203.0.113.7,10.1.2.0/24,2001:db8::1", false},
+		{"169.254.0.0/16,127.0.0.0/8", false}, // Cloud Run's front end, the Lambda adapter
+	} {
+		p := proctest.Start(t, bin, nil,
+			"REDIS_URL=redis://127.0.0.1:1", "DATABASE_URL=memory", "QSTASH_TOKEN=xff-test-token",
+			"WORKER_PUBLIC_URL=http://127.0.0.1:1", "AUTH_JWT_SECRET="+apiJWTSecret, "LOG_FORMAT=text",
+			"RATE_LIMIT_IP_SOURCE=xff", "RATE_LIMIT_TRUSTED_PROXIES="+tc.trusted)
+		testwait.For(t, 15*time.Second, "the api listening", func() bool { return strings.Contains(p.Output(), "listening") })
+		out := p.Output()
+		if got := strings.Contains(out, "trusts broad ranges"); got != tc.warn {
+			t.Errorf("RATE_LIMIT_TRUSTED_PROXIES=%s: warning %v, want %v:\n%s", tc.trusted, got, tc.warn, out)
+		}
+	}
 }

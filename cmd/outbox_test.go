@@ -72,7 +72,7 @@ func startOutboxStack(t *testing.T, workerEnv ...string) *outboxStack {
 	workerPort := proctest.FreePort(t)
 	s.runs = newWorkerRuns(t, "http://127.0.0.1:"+strconv.Itoa(workerPort))
 	common := []string{
-		"REDIS_URL=" + rs.URL(), "DATABASE_URL=" + s.db.URL, "QSTASH_URL=" + s.front.URL, "QSTASH_TOKEN=" + qstashdev.DevToken,
+		"REDIS_URL=" + rs.URL(), "DATABASE_URL=" + s.db.URL, "QSTASH_URL=" + s.front.URL, "QSTASH_TOKEN=" + qstashdev.DevToken, "JOBWORKER_ENV=development",
 		"WORKER_PUBLIC_URL=" + s.runs.url, "LOG_FORMAT=text", "LOG_LEVEL=warn", "SHUTDOWN_TIMEOUT=5s",
 	}
 	s.apiBin = proctest.Build(t, "github.com/digis/jobworker/cmd/api")

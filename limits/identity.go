@@ -24,6 +24,11 @@ const (
 	// read right to left, skipping trusted proxies; the first address not in
 	// a trusted range is the client. Entries left of it were written by the
 	// client and are ignored.
+	//
+	// Warning: a client whose own address is inside a trusted range is
+	// taken for a proxy, so the header it writes is believed and it can
+	// choose any rate-limit identity. Trust only the proxies' addresses,
+	// never a whole network other clients live in (a pod or VPC range).
 	IPSourceXFF IPSource = "xff"
 	// IPSourceRealIP: behind a proxy that overwrites X-Real-IP; the header is
 	// believed only when the peer is a trusted proxy.
@@ -122,6 +127,11 @@ func parsePrefix(s string) (netip.Prefix, error) {
 
 // Source reports the mode.
 func (x *IPExtractor) Source() IPSource { return x.source }
+
+// TrustedProxies returns a copy of the trusted ranges, masked.
+func (x *IPExtractor) TrustedProxies() []netip.Prefix {
+	return append([]netip.Prefix(nil), x.trusted...)
+}
 
 // ClientIP returns the client address of r (IPv4-mapped addresses unmapped,
 // zones dropped).

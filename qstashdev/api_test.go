@@ -123,7 +123,7 @@ func TestBadInput(t *testing.T) {
 // restored minus our own parameters; the token's sub is the exact URL.
 func TestDestinationForms(t *testing.T) {
 	t.Parallel()
-	e := setup(t, qstashdev.Config{}, nil)
+	e := setup(t, qstashdev.Config{AllowQueryToken: true}, nil)
 	base := e.rcv.URL("")
 	hostPort := strings.TrimPrefix(base, "http://")
 	tests := []struct {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -23,6 +24,7 @@ import (
 //
 //	go test -run '^$' -bench . -benchtime 20000x ./qstashdev/   (throughput)
 //	go test -run '^$' -bench 'Lateness|Memory' -benchtime 5x ./qstashdev/
+//	go test -run '^$' -bench Herd -benchtime 1x -count 3 ./qstashdev/
 
 func benchServer(b *testing.B) (*qstashdev.Server, string) {
 	b.Helper()
@@ -199,4 +201,81 @@ func BenchmarkMemoryPerQueuedMessage(b *testing.B) {
 		srv.Close()
 	}
 	b.ReportMetric(perMsg, "B/msg")
+}
+
+// BenchmarkHerd publishes 8,000 messages with the same Upstash-Not-Before
+// second (one batch request per 500) and reports arrival minus that second
+// (p50, p99, max) and the connections the destination accepted. Baseline:
+// the delivery client as it was before the per-host connection cap
+// (uncapped), in the same run. Run with -benchtime 1x: one op is one herd.
+func BenchmarkHerd(b *testing.B) {
+	uncapped := func() *http.Client {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 512, 256
+		return &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	}
+	for _, bc := range []struct {
+		name   string
+		client func() *http.Client
+	}{{"client=default", nil}, {"baseline=uncapped", uncapped}} {
+		b.Run(bc.name, func(b *testing.B) {
+			const n = 8000
+			var mu sync.Mutex
+			var arrivals []time.Time
+			var conns atomic.Int64
+			done := make(chan struct{}, 1)
+			dst := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				mu.Lock()
+				arrivals = append(arrivals, time.Now())
+				if len(arrivals)%n == 0 {
+					done <- struct{}{}
+				}
+				mu.Unlock()
+			}))
+			dst.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+				if st == http.StateNew {
+					conns.Add(1)
+				}
+			}
+			dst.Start()
+			defer dst.Close()
+			cfg := qstashdev.Config{}
+			if bc.client != nil {
+				cfg.HTTPClient = bc.client()
+			}
+			srv, err := qstashdev.New(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			api := httptest.NewServer(srv.Handler())
+			defer func() { api.Close(); srv.Close() }()
+			c := benchClient()
+			var late []time.Duration
+			for range b.N {
+				due := time.Unix(time.Now().Unix()+2, 0)
+				item := `{"destination":"` + dst.URL + `/herd","headers":{"Upstash-Not-Before":"` + strconv.FormatInt(due.Unix(), 10) + `"}},`
+				batch := "[" + strings.TrimSuffix(strings.Repeat(item, 500), ",") + "]"
+				for range n / 500 {
+					publishRaw(b, c, api.URL+"/v2/batch", batch, nil)
+				}
+				select {
+				case <-done:
+				case <-time.After(30 * time.Second):
+					b.Fatal("herd not delivered in 30 s")
+				}
+				mu.Lock()
+				for _, a := range arrivals[len(arrivals)-n:] {
+					late = append(late, a.Sub(due))
+				}
+				mu.Unlock()
+			}
+			slices.Sort(late)
+			q := func(p float64) float64 { return float64(late[int(p*float64(len(late)-1))]) / float64(time.Millisecond) }
+			b.ReportMetric(q(0.5), "p50-ms")
+			b.ReportMetric(q(0.99), "p99-ms")
+			b.ReportMetric(q(1), "max-ms")
+			b.ReportMetric(float64(conns.Load())/float64(b.N), "conns/op")
+		})
+	}
 }

@@ -32,6 +32,11 @@ type callbackPayload struct {
 	ScheduleID      string      `json:"scheduleId,omitempty"`
 	CallerIP        string      `json:"callerIP,omitempty"`
 	Error           string      `json:"error,omitempty"`
+	// For a Workflow message (docs/qstash-protocol.md §18): its run, and
+	// sourceBody is the run's initial payload, which the SDK's failure
+	// function receives as the request payload.
+	WorkflowRunID     string `json:"workflowRunId,omitempty"`
+	WorkflowCreatedAt int64  `json:"workflowCreatedAt,omitempty"`
 }
 
 // spawnCallback publishes the callback message for m's last attempt. It is
@@ -48,6 +53,9 @@ func (s *Server) spawnCallback(m *message, cb *callbackConfig, res *attemptResul
 	}
 	if res.err != nil {
 		p.Error = res.errorText()
+	}
+	if run := m.run; run != nil && len(run.steps) > 0 {
+		p.SourceBody, p.WorkflowRunID, p.WorkflowCreatedAt = run.steps[0].Body, run.id, run.createdAt.UnixMilli()
 	}
 	if p.Header == nil {
 		p.Header = http.Header{}

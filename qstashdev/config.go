@@ -27,9 +27,19 @@ const DefaultAddr = "127.0.0.1:8080"
 // default, documented on the field.
 type Config struct {
 	// Token is the bearer token every API call must present (header
-	// "Authorization: Bearer <token>" or query "?qstash_token=<token>").
-	// Defaults to DevToken.
+	// "Authorization: Bearer <token>", or query "?qstash_token=<token>" with
+	// AllowQueryToken). Defaults to DevToken.
 	Token string
+	// AllowQueryToken accepts the token as "?qstash_token=" too, as QStash
+	// does for webhook senders that cannot set headers. Off, because a URL
+	// is what any web page can make a developer's browser send. Defaults
+	// to false.
+	AllowQueryToken bool
+	// AllowedHosts are the Host names the server answers to besides
+	// localhost and IP literals, e.g. its docker compose service name
+	// ("qstash-dev"); any other name is refused with 421, so a page using
+	// DNS rebinding cannot read the API. Defaults to none.
+	AllowedHosts []string
 	// CurrentSigningKey signs deliveries. Defaults to DevCurrentSigningKey.
 	CurrentSigningKey string
 	// NextSigningKey becomes current on rotation. Defaults to DevNextSigningKey.
@@ -40,6 +50,12 @@ type Config struct {
 	// timeouts, flow-control periods and cron times are not scaled.
 	// Defaults to 1; must be > 0.
 	TimeScale float64
+	// DelayScale multiplies the wait before a message's first attempt
+	// (Upstash-Delay, Upstash-Not-Before, callback delays, Workflow sleeps),
+	// so a test of a job delayed 15 minutes need not wait 15 minutes. The
+	// API still reports the unscaled notBefore. Opt-in. Defaults to 1 (real
+	// time); must be > 0.
+	DelayScale float64
 	// MaxBodyBytes caps a message body (publish, enqueue, schedule, each batch
 	// item). Larger bodies get 413. Defaults to 1 MiB (the free plan's limit).
 	MaxBodyBytes int64
@@ -65,12 +81,21 @@ type Config struct {
 	// AllowAnyToken accepts any non-empty bearer token instead of only Token.
 	// Defaults to false.
 	AllowAnyToken bool
+	// DataDir, when set, keeps pending messages, dead letters, schedules,
+	// queues, URL groups, Workflow runs and the signing keys in a journal
+	// in this directory, so a restart (even after the process is killed)
+	// loses nothing it acknowledged; see docs/qstash-dev.md for exactly
+	// what is durable when. One server per directory. Defaults to "" (in
+	// memory only).
+	DataDir string
 	// Logger receives structured logs. Tokens and signing keys are never
 	// logged. Defaults to a logger that discards everything.
 	Logger *slog.Logger
 	// HTTPClient performs deliveries. Its redirect policy is respected; the
 	// default one does not follow redirects (a 3xx is a failed attempt).
-	// Defaults to a client with a connection pool sized for loopback load.
+	// Defaults to a client with a connection pool sized for loopback load:
+	// at most 256 connections per destination host, kept open between
+	// deliveries; further attempts wait for one of them.
 	HTTPClient *http.Client
 	// Now returns the current time; tests may inject a clock for the
 	// time-stamps the server reports and signs. Timers always run on the real
@@ -84,6 +109,9 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.TimeScale < 0 {
 		errs = append(errs, fmt.Errorf("TimeScale must be > 0, got %v", c.TimeScale))
+	}
+	if c.DelayScale < 0 {
+		errs = append(errs, fmt.Errorf("DelayScale must be > 0, got %v", c.DelayScale))
 	}
 	if c.MaxBodyBytes < 0 {
 		errs = append(errs, errors.New("MaxBodyBytes must be >= 0"))
@@ -118,6 +146,9 @@ func (c Config) withDefaults() Config {
 	if c.TimeScale == 0 {
 		c.TimeScale = 1
 	}
+	if c.DelayScale == 0 {
+		c.DelayScale = 1
+	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 1 << 20
 	}
@@ -151,12 +182,22 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// maxConnsPerHost bounds the default client's connections to one
+// destination host (and so its concurrent deliveries there).
+const maxConnsPerHost = 256
+
 func defaultHTTPClient() *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	// Many parallel deliveries to one loopback destination: keep connections
-	// around instead of exhausting ephemeral ports.
+	// around instead of exhausting ephemeral ports, and never open more than
+	// the pool keeps. Without the cap, thousands of messages due at once
+	// (one Upstash-Not-Before second) dialled thousands of connections at
+	// once, overflowed the destination's accept queue, and the dropped SYNs
+	// were retried by the kernel 1 s and 3 s later: deliveries seconds late.
+	// With it, they queue for a pooled connection instead.
 	tr.MaxIdleConns = 512
-	tr.MaxIdleConnsPerHost = 256
+	tr.MaxIdleConnsPerHost = maxConnsPerHost
+	tr.MaxConnsPerHost = maxConnsPerHost
 	return &http.Client{
 		Transport: tr,
 		// QStash signs the exact URL it calls; following a redirect would

@@ -95,6 +95,7 @@ func (s *Server) deadLetter(m *message, res *attemptResult) string {
 		e.errTxt = res.errorText()
 	}
 	s.dlq.add(e)
+	s.jDLQ(e)
 	return e.id
 }
 
@@ -140,6 +141,9 @@ func (s *Server) routeDLQ(w http.ResponseWriter, r *http.Request, rest string) {
 	case r.Method == http.MethodDelete:
 		s.mu.Lock()
 		ok := s.dlq.remove(rest)
+		if ok {
+			s.jDLQRemoved(rest)
+		}
 		s.mu.Unlock()
 		if !ok {
 			writeError(w, errorf(http.StatusNotFound, "dlq message %s not found", rest))
@@ -211,6 +215,7 @@ func (s *Server) handleDLQBulkDelete(w http.ResponseWriter, r *http.Request) {
 	n := 0
 	for _, id := range ids {
 		if s.dlq.remove(id) {
+			s.jDLQRemoved(id)
 			n++
 		}
 	}
@@ -277,7 +282,9 @@ func (s *Server) retryDLQ(id string, r *http.Request) (map[string]string, error)
 		return nil, err
 	}
 	s.mu.Lock()
-	s.dlq.remove(id)
+	if s.dlq.remove(id) {
+		s.jDLQRemoved(id)
+	}
 	s.mu.Unlock()
 	return map[string]string{"messageId": resp.(pubResp).MessageID}, nil
 }

@@ -20,10 +20,21 @@
 // or, shorter, qstashdevtest.Start(t, cfg). As a process: cmd/qstash-dev.
 //
 // Everything lives in memory and is bounded (see the Max* fields of
-// Config). Deliveries are real HTTP requests; a single timer-driven
-// scheduler (a min-heap of due times) starts them, so delayed messages go
-// out within about a millisecond of their due time. Config.TimeScale
-// shrinks the waits between retries for tests.
+// Config); Config.DataDir keeps it in a journal across restarts. Deliveries
+// are real HTTP requests; a single timer-driven scheduler (a min-heap of
+// due times) starts them, so delayed messages go out within about a
+// millisecond of their due time. Config.TimeScale shrinks the waits
+// between retries for tests, Config.DelayScale the delays. Upstash
+// Workflow runs (the official @upstash/workflow SDK's serve()) work
+// against it. Server.Stats and Server.WaitIdle (and the development-only
+// GET /qstashdev/stats?waitIdle=) tell a test when everything published
+// has been delivered.
+//
+// Its token is public and it fetches any URL, so a web page in the
+// developer's browser must not reach it: Handler refuses cross-site requests
+// (Origin, Sec-Fetch-Site) and Host names other than localhost, IP
+// addresses and Config.AllowedHosts, and reads ?qstash_token= only with
+// Config.AllowQueryToken.
 //
 // What differs from the real service is listed in docs/qstash-dev.md.
 package qstashdev

@@ -8,3 +8,10 @@ func OnEvent(s *Server, fn func(state, messageID string)) {
 	s.onEvent = fn
 	s.mu.Unlock()
 }
+
+// PauseJournalWriter stops s's background journal writer until the
+// returned function is called, so a test sees what the API itself wrote.
+func PauseJournalWriter(s *Server) (resume func()) {
+	s.jr.round.Lock()
+	return s.jr.round.Unlock
+}

@@ -1,7 +1,9 @@
 package qstashdev
 
 import (
+	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -22,6 +24,12 @@ type flowKey struct {
 	windowStart time.Time // monotonic
 	count       int
 	timer       *timerItem
+	// Set through the management API (docs/qstash-protocol.md §10.3):
+	// a paused key starts nothing; a pinned setting ignores what new
+	// messages ask for.
+	paused            bool
+	pinnedParallelism bool
+	pinnedRate        bool
 }
 
 // getFlowKey returns the key's gate with the latest message's settings
@@ -32,7 +40,12 @@ func (s *Server) getFlowKey(fc *flowConfig) *flowKey {
 		fk = &flowKey{key: fc.key}
 		s.flows[fc.key] = fk
 	}
-	fk.parallelism, fk.rate, fk.period = fc.parallelism, fc.rate, fc.period
+	if !fk.pinnedParallelism {
+		fk.parallelism = fc.parallelism
+	}
+	if !fk.pinnedRate {
+		fk.rate, fk.period = fc.rate, fc.period
+	}
 	return fk
 }
 
@@ -44,7 +57,7 @@ func (s *Server) pumpFlow(fk *flowKey) {
 	if fk.rate > 0 && !now.Before(fk.windowStart.Add(fk.period)) {
 		fk.windowStart, fk.count = now, 0
 	}
-	for len(fk.waiting) > 0 {
+	for len(fk.waiting) > 0 && !fk.paused {
 		if fk.parallelism > 0 && fk.inflight >= fk.parallelism {
 			return
 		}
@@ -82,7 +95,8 @@ type flowJSON struct {
 
 func (fk *flowKey) view() flowJSON {
 	v := flowJSON{FlowControlKey: fk.key, WaitListSize: len(fk.waiting), ParallelismMax: fk.parallelism,
-		ParallelismCount: fk.inflight, RateMax: fk.rate, RateCount: fk.count, RatePeriod: int64(fk.period.Seconds())}
+		ParallelismCount: fk.inflight, RateMax: fk.rate, RateCount: fk.count, RatePeriod: int64(fk.period.Seconds()),
+		IsPaused: fk.paused, IsPinnedParallelism: fk.pinnedParallelism, IsPinnedRate: fk.pinnedRate}
 	if !fk.windowStart.IsZero() {
 		v.RatePeriodStart = fk.windowStart.Unix()
 	}
@@ -90,6 +104,14 @@ func (fk *flowKey) view() flowJSON {
 }
 
 func (s *Server) routeFlowControl(w http.ResponseWriter, r *http.Request, rest string) {
+	if key, action, ok := strings.Cut(rest, "/"); ok && key != "" {
+		if r.Method != http.MethodPost {
+			writeError(w, errMethod)
+			return
+		}
+		s.handleFlowAction(w, r, key, strings.ToLower(action))
+		return
+	}
 	if r.Method != http.MethodGet {
 		writeError(w, errMethod)
 		return
@@ -120,4 +142,104 @@ func (s *Server) handleGlobalParallelism(w http.ResponseWriter) {
 	}
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]int{"parallelismMax": 0, "parallelismCount": active})
+}
+
+// handleFlowAction serves POST /v2/flowControl/{key}/{pause|resume|pin|
+// unpin|resetRate} (docs/qstash-protocol.md §10.3). Pause and pin create a
+// key not seen yet, so a test can prepare a key before its first message;
+// the others answer 404 for an unknown key.
+func (s *Server) handleFlowAction(w http.ResponseWriter, r *http.Request, key, action string) {
+	q := r.URL.Query()
+	var pinPar, pinRate int
+	var pinPeriod time.Duration
+	var unpinPar, unpinRate bool
+	switch action {
+	case "pause", "resume", "resetrate", "reset":
+	case "pin":
+		var err error
+		if pinPar, err = flowQueryInt(q.Get("parallelism")); err != nil {
+			writeError(w, errorf(http.StatusBadRequest, "invalid parallelism: %v", err))
+			return
+		}
+		if pinRate, err = flowQueryInt(q.Get("rate")); err != nil {
+			writeError(w, errorf(http.StatusBadRequest, "invalid rate: %v", err))
+			return
+		}
+		if v := q.Get("period"); v != "" {
+			if pinPeriod, err = parseDuration(v); err != nil || pinPeriod <= 0 || pinPeriod > 7*24*time.Hour {
+				writeError(w, errorf(http.StatusBadRequest, "invalid period %q: want seconds up to 1 week", v))
+				return
+			}
+		}
+		if pinPar == 0 && pinRate == 0 {
+			writeError(w, errorf(http.StatusBadRequest, "pin needs parallelism and/or rate"))
+			return
+		}
+	case "unpin":
+		unpinPar, unpinRate = q.Get("parallelism") == "true", q.Get("rate") == "true"
+		if !unpinPar && !unpinRate {
+			writeError(w, errorf(http.StatusBadRequest, "unpin needs parallelism=true and/or rate=true"))
+			return
+		}
+	default:
+		writeError(w, errNotFound)
+		return
+	}
+	s.mu.Lock()
+	fk := s.flows[key]
+	if fk == nil && (action == "pause" || action == "pin") {
+		fk = &flowKey{key: key, period: time.Second}
+		s.flows[key] = fk
+	}
+	if fk != nil {
+		switch action {
+		case "pause":
+			fk.paused = true
+		case "resume":
+			fk.paused = false
+		case "resetrate", "reset":
+			fk.windowStart, fk.count = time.Now(), 0
+			s.removeTimer(fk.timer)
+			fk.timer = nil
+		case "pin":
+			if pinPar > 0 {
+				fk.parallelism, fk.pinnedParallelism = pinPar, true
+			}
+			if pinRate > 0 {
+				fk.rate, fk.pinnedRate = pinRate, true
+				if pinPeriod > 0 {
+					fk.period = pinPeriod
+				}
+				if fk.period == 0 {
+					fk.period = time.Second
+				}
+			}
+			// Pinning starts a new rate window (docs/qstash-protocol.md §10.3).
+			fk.windowStart, fk.count = time.Now(), 0
+			s.removeTimer(fk.timer)
+			fk.timer = nil
+		case "unpin":
+			fk.pinnedParallelism = fk.pinnedParallelism && !unpinPar
+			fk.pinnedRate = fk.pinnedRate && !unpinRate
+		}
+		s.pumpFlow(fk)
+	}
+	s.mu.Unlock()
+	if fk == nil {
+		writeError(w, errorf(http.StatusNotFound, "flow control key %s not found", key))
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// flowQueryInt reads an optional positive integer query value.
+func flowQueryInt(v string) (int, error) {
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 || n > 1_000_000 {
+		return 0, fmt.Errorf("%q is not a positive integer", v)
+	}
+	return n, nil
 }

@@ -254,6 +254,10 @@ func parsePublishHeaders(h http.Header, lim parseLimits, now time.Time) (*publis
 			o.header[name] = append([]string(nil), vs...)
 		case strings.EqualFold(k, "Content-Type"):
 			o.header.Set("Content-Type", vs[0])
+		case hasPrefixFold(k, "Upstash-Workflow-"):
+			// Kept for the destination: the Workflow SDKs read them there
+			// (docs/qstash-protocol.md §18).
+			o.header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
 		case headerForward && !hasPrefixFold(k, "Upstash-") && !hopHeaders[http.CanonicalHeaderKey(k)]:
 			if _, set := o.header[http.CanonicalHeaderKey(k)]; !set {
 				o.header[http.CanonicalHeaderKey(k)] = append([]string(nil), vs...)
@@ -376,10 +380,14 @@ func parseCallback(h http.Header, base string, lim parseLimits) (*callbackConfig
 		return nil, fmt.Errorf("invalid %s url %q: add http:// or https://", base, u)
 	}
 	c := &callbackConfig{url: u, method: http.MethodPost, header: http.Header{}}
-	prefix := base + "-Forward-"
+	prefix, wfPrefix := base+"-Forward-", base+"-Workflow-"
 	for k, vs := range h {
 		if hasPrefixFold(k, prefix) && len(k) > len(prefix) {
 			c.header[http.CanonicalHeaderKey(k[len(prefix):])] = append([]string(nil), vs...)
+		}
+		if hasPrefixFold(k, wfPrefix) && len(k) > len(wfPrefix) {
+			// The Workflow headers of the callback message itself.
+			c.header[http.CanonicalHeaderKey("Upstash-Workflow-"+k[len(wfPrefix):])] = append([]string(nil), vs...)
 		}
 	}
 	if m := strings.TrimSpace(h.Get(base + "-Method")); m != "" {

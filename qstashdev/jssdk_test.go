@@ -14,11 +14,13 @@ import (
 )
 
 // TestJSSDK runs testdata/jssdk/check.mjs: the official @upstash/qstash
-// client publishes to us (also in its dev mode, which probes GET /v2/keys)
-// and its Receiver.verify accepts what we deliver.
+// client publishes to us (also in its dev mode, which probes GET /v2/keys),
+// drives the management API (flow control, URL groups, queues, DLQ), and
+// its Receiver.verify accepts what we deliver.
 func TestJSSDK(t *testing.T) {
 	t.Parallel()
-	runJSSDK(t, "check.mjs")
+	srv := qstashdevtest.Start(t, qstashdev.Config{})
+	runNode(t, srv, "check.mjs")
 }
 
 // TestJSSDKPaging runs testdata/jssdk/paging.mjs: the SDK's
@@ -26,13 +28,30 @@ func TestJSSDK(t *testing.T) {
 // followed from a Date.now() cursor returns every event once.
 func TestJSSDKPaging(t *testing.T) {
 	t.Parallel()
-	runJSSDK(t, "paging.mjs")
+	srv := qstashdevtest.Start(t, qstashdev.Config{})
+	runNode(t, srv, "paging.mjs")
 }
 
-// runJSSDK runs a script of testdata/jssdk against a fresh server. Without
-// node or the installed node_modules it skips, except under CI=true, where
-// it fails. Prepare with: npm ci --prefix qstashdev/testdata/jssdk
-func runJSSDK(t *testing.T, script string) {
+// TestWorkflowSDK runs testdata/jssdk/workflow.mjs: the official
+// @upstash/workflow SDK's serve() runs a workflow with steps, a sleep and a
+// step that fails twice (QStash retries it) against us, the SDK's Client
+// cancels a second run during its sleep, and a third run's step fails for
+// good, so its failure callback runs serve()'s failureFunction. Delays are
+// scaled so the 60 s sleep takes 60 ms.
+func TestWorkflowSDK(t *testing.T) {
+	t.Parallel()
+	srv := qstashdevtest.Start(t, qstashdev.Config{TimeScale: 0.001, DelayScale: 0.001})
+	runNode(t, srv, "workflow.mjs")
+	if st := srv.AwaitIdle(t, 10*time.Second); st.Dead != 1 {
+		t.Errorf("after the workflows: %+v, want the third run's step dead", st)
+	}
+}
+
+// runNode runs script in testdata/jssdk against srv and checks it printed
+// {"ok":true. Without node or the installed node_modules it skips, except
+// under CI=true, where it fails. Prepare with:
+// npm ci --prefix qstashdev/testdata/jssdk
+func runNode(t *testing.T, srv *qstashdevtest.Server, script string) {
 	t.Helper()
 	dir := filepath.Join("testdata", "jssdk")
 	ci := os.Getenv("CI") == "true"
@@ -43,13 +62,14 @@ func runJSSDK(t *testing.T, script string) {
 		}
 		t.Skip("node not found in PATH; install Node.js >= 18 to run the JS SDK test")
 	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@upstash", "qstash", "package.json")); err != nil {
-		if ci {
-			t.Fatalf("%s/node_modules missing (CI=true): run `npm ci --prefix qstashdev/testdata/jssdk`", dir)
+	for _, pkg := range []string{"qstash", "workflow"} {
+		if _, err := os.Stat(filepath.Join(dir, "node_modules", "@upstash", pkg, "package.json")); err != nil {
+			if ci {
+				t.Fatalf("%s/node_modules missing (CI=true): run `npm ci --prefix qstashdev/testdata/jssdk`", dir)
+			}
+			t.Skipf("%s/node_modules missing; run `npm ci --prefix qstashdev/testdata/jssdk` to enable the JS SDK test", dir)
 		}
-		t.Skipf("%s/node_modules missing; run `npm ci --prefix qstashdev/testdata/jssdk` to enable the JS SDK test", dir)
 	}
-	srv := qstashdevtest.Start(t, qstashdev.Config{})
 	port := srv.URL[strings.LastIndexByte(srv.URL, ':')+1:]
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -15,6 +15,7 @@ func (s *Server) handleKeys(w http.ResponseWriter) {
 func (s *Server) handleRotate(w http.ResponseWriter) {
 	s.mu.Lock()
 	s.curKey, s.nextKey = s.nextKey, randomID("sig_", 28)
+	s.jKeys()
 	cur, next := s.curKey, s.nextKey
 	s.mu.Unlock()
 	s.log.Info("signing keys rotated")

@@ -48,6 +48,11 @@ func checkDestination(dest string) (isURL bool, err error) {
 // a pubResp for a URL, a []pubResp for a URL group, and 202 on a dedup hit.
 // It takes s.mu itself.
 func (s *Server) publish(req publishRequest) (any, int, error) {
+	if !validDestinationURL(req.destination) {
+		s.mu.Lock()
+		s.withTopicDefaults(&req)
+		s.mu.Unlock()
+	}
 	p, err := s.prepare(req)
 	if err != nil {
 		return nil, 0, err
@@ -124,6 +129,13 @@ func (s *Server) commit(p *preparedPublish) (any, int, error) {
 			return markDeduplicated(prev), http.StatusAccepted, nil
 		}
 	}
+	run, err := s.workflowRunOf(req, p.isURL, opts.failure)
+	if err != nil {
+		return nil, 0, err
+	}
+	if dup, ok := workflowDuplicate(run, req); ok {
+		return dup, http.StatusAccepted, nil
+	}
 	if s.pending+len(targets) > s.cfg.MaxPendingMessages {
 		return nil, 0, errorf(http.StatusTooManyRequests, "too many pending messages (limit %d)", s.cfg.MaxPendingMessages)
 	}
@@ -142,7 +154,10 @@ func (s *Server) commit(p *preparedPublish) (any, int, error) {
 			method: opts.method, header: opts.header, body: req.body, retries: opts.retries, retryDelay: opts.retryDelay,
 			timeout: opts.timeout, callback: opts.callback, failure: opts.failure, flow: opts.flow, labels: opts.labels,
 			redact: opts.redact, scheduleID: req.scheduleID, callerIP: req.callerIP, createdAt: p.now, notBefore: p.notBefore,
-			origHeader: p.orig, queue: q, flowKey: fk,
+			origHeader: p.orig, queue: q, flowKey: fk, run: run,
+		}
+		if run != nil {
+			m.stepIndex = s.appendStep(run, m, req)
 		}
 		s.admit(m)
 		resps = append(resps, pubResp{MessageID: m.id, URL: t.URL})

@@ -32,6 +32,7 @@ func (s *Server) getQueue(name string) *queue {
 		now := s.cfg.Now()
 		q = &queue{name: name, parallelism: 1, createdAt: now, updatedAt: now}
 		s.queues[name] = q
+		s.jQueue(q)
 	}
 	return q
 }
@@ -95,6 +96,7 @@ func (s *Server) routeQueues(w http.ResponseWriter, r *http.Request, rest string
 				}
 			}
 			delete(s.queues, name)
+			s.jQueueDeleted(name)
 		}
 		s.mu.Unlock()
 		if q == nil {
@@ -108,6 +110,7 @@ func (s *Server) routeQueues(w http.ResponseWriter, r *http.Request, rest string
 		if q != nil {
 			q.paused = strings.EqualFold(action, "pause")
 			q.updatedAt = s.cfg.Now()
+			s.jQueue(q)
 			s.pumpQueue(q)
 		}
 		s.mu.Unlock()
@@ -157,6 +160,7 @@ func (s *Server) handleQueueUpsert(w http.ResponseWriter, r *http.Request) {
 		q.paused = *req.Paused
 	}
 	q.updatedAt = s.cfg.Now()
+	s.jQueue(q)
 	s.pumpQueue(q)
 	s.mu.Unlock()
 	w.WriteHeader(http.StatusOK)

@@ -23,14 +23,22 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, errorf(http.StatusInternalServerError, "internal error"))
 		}
 	}()
+	if s.jr != nil {
+		// What a client is told was accepted is in the journal first.
+		w = &syncWriter{ResponseWriter: w, s: s}
+	}
 	p := strings.TrimPrefix(r.URL.EscapedPath(), "/")
 	ver, after, _ := strings.Cut(p, "/")
-	if !strings.EqualFold(ver, "v2") {
+	if !strings.EqualFold(ver, "v2") && ver != devPrefix {
 		writeError(w, errNotFound)
 		return
 	}
 	if !s.authorized(r) {
 		writeError(w, errorf(http.StatusUnauthorized, "unauthorized: missing or invalid token"))
+		return
+	}
+	if ver == devPrefix {
+		s.routeDev(w, r, after)
 		return
 	}
 	resource, rest, _ := strings.Cut(after, "/")
@@ -89,6 +97,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.routeEvents(w, r, rest, "events")
 	case "logs":
 		s.routeEvents(w, r, rest, "logs")
+	case "workflows":
+		s.routeWorkflows(w, r, unescape(rest))
 	case "flowcontrol":
 		s.routeFlowControl(w, r, unescape(rest))
 	case "globalparallelism":

@@ -86,13 +86,15 @@ func (s *Server) loop() {
 	for {
 		s.mu.Lock()
 		now := time.Now()
-		for len(s.timers) > 0 && !s.timers[0].at.After(now) {
+		for fired := 0; fired < maxFirePerLock && len(s.timers) > 0 && !s.timers[0].at.After(now); fired++ {
 			it := heap.Pop(&s.timers).(*timerItem)
 			s.fire(it)
 		}
 		wait := time.Duration(-1)
 		if len(s.timers) > 0 {
-			wait = s.timers[0].at.Sub(now)
+			// Measured after firing: what was not yet due when firing began
+			// may be due now, and must not wait as long again.
+			wait = max(s.timers[0].at.Sub(time.Now()), 0)
 		}
 		s.mu.Unlock()
 		if wait >= 0 {
@@ -109,6 +111,11 @@ func (s *Server) loop() {
 		}
 	}
 }
+
+// maxFirePerLock bounds the timers fired under one hold of s.mu, so a
+// thousand messages due at once do not keep the API and the deliveries'
+// outcomes waiting for the lock until all have started.
+const maxFirePerLock = 256
 
 // fire runs one due timer. The caller holds s.mu.
 func (s *Server) fire(it *timerItem) {

@@ -55,6 +55,7 @@ func (s *Server) routeSchedules(w http.ResponseWriter, r *http.Request, rest str
 			if !pause {
 				s.armSchedule(sch)
 			}
+			s.jSchedule(sch)
 		}
 		s.mu.Unlock()
 		if sch == nil {
@@ -73,6 +74,7 @@ func (s *Server) routeSchedules(w http.ResponseWriter, r *http.Request, rest str
 		if sch != nil {
 			s.removeTimer(sch.timer)
 			delete(s.schedules, id)
+			s.jScheduleDeleted(id)
 		}
 		s.mu.Unlock()
 		if sch == nil {
@@ -149,6 +151,7 @@ func (s *Server) handleScheduleCreate(w http.ResponseWriter, r *http.Request, re
 	if !full {
 		s.schedules[sch.id] = sch
 		s.armSchedule(sch)
+		s.jSchedule(sch)
 	}
 	s.mu.Unlock()
 	if full {
@@ -182,6 +185,9 @@ func (s *Server) fireSchedule(sch *schedule) {
 	s.armSchedule(sch)
 	req := publishRequest{destination: sch.destination, queueName: sch.queueName, header: sch.header.Clone(),
 		body: sch.body, callerIP: sch.callerIP, scheduleID: sch.id}
+	if !validDestinationURL(req.destination) {
+		s.withTopicDefaults(&req)
+	}
 	p, err := s.prepare(req)
 	var resp any
 	if err == nil {

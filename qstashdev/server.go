@@ -49,11 +49,16 @@ type Server struct {
 	flows      map[string]*flowKey
 	topics     map[string]*topic
 	schedules  map[string]*schedule
+	runs       map[string]*workflowRun
+	runOrder   []string // run ids, oldest first, for the bound
 	dlq        dlqStore
 	events     eventLog
 	timers     timerHeap
-	closed     bool
-	httpSrv    *http.Server
+	// idleWaiters are closed when pending drops to 0 (WaitIdle).
+	idleWaiters []chan struct{}
+	closed      bool
+	httpSrv     *http.Server
+	jr          *journal // nil without Config.DataDir
 	// onEvent, when set (by tests, through export_test.go), is called with
 	// s.mu held for every event-log record: tests wait on it instead of
 	// sleeping.
@@ -92,6 +97,7 @@ func New(cfg Config) (*Server, error) {
 		flows:      map[string]*flowKey{},
 		topics:     map[string]*topic{},
 		schedules:  map[string]*schedule{},
+		runs:       map[string]*workflowRun{},
 		dlq:        newDLQStore(cfg.MaxDLQMessages),
 		events:     eventLog{max: cfg.MaxEvents},
 		wake:       make(chan struct{}, 1),
@@ -100,12 +106,19 @@ func New(cfg Config) (*Server, error) {
 		baseCtx:    ctx,
 		cancelBase: cancel,
 	}
+	if cfg.DataDir != "" {
+		if err := s.openJournal(cfg.DataDir); err != nil {
+			cancel()
+			return nil, fmt.Errorf("qstashdev: %w", err)
+		}
+	}
 	go s.loop()
 	return s, nil
 }
 
 // Handler returns the HTTP handler serving the QStash API.
-func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+// Cross-site requests and foreign Host names are refused (see guard).
+func (s *Server) Handler() http.Handler { return s.guard(http.HandlerFunc(s.serveHTTP)) }
 
 // SigningKeys returns the keys in force (they change on rotation).
 func (s *Server) SigningKeys() (current, next string) {
@@ -140,8 +153,8 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // Shutdown stops accepting API requests and starting deliveries, stops the
 // scheduler, and waits for in-flight deliveries to finish until ctx is done;
-// then it cancels those still running. Pending messages are dropped (the
-// server is in-memory).
+// then it cancels those still running. Pending messages are dropped unless
+// Config.DataDir keeps them for the next start.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
@@ -164,6 +177,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.cancelBase()
 	s.client.CloseIdleConnections()
+	s.closeJournal()
 	return err
 }
 
@@ -183,5 +197,6 @@ func (s *Server) Close() error {
 	}
 	s.deliveries.Wait()
 	s.client.CloseIdleConnections()
+	s.closeJournal()
 	return err
 }

@@ -48,8 +48,10 @@ type message struct {
 	callerIP   string
 	createdAt  time.Time
 	notBefore  time.Time
-	origHeader http.Header // publish config headers, replayed by DLQ retry
-	isCallback bool        // carries a callback payload; fires no callbacks itself
+	origHeader http.Header  // publish config headers, replayed by DLQ retry
+	isCallback bool         // carries a callback payload; fires no callbacks itself
+	run        *workflowRun // the Workflow run it belongs to, if any
+	stepIndex  int          // its entry in run.steps
 
 	queue       *queue
 	flowKey     *flowKey
@@ -73,12 +75,14 @@ func (s *Server) admit(m *message) {
 	s.messages[m.id] = m
 	s.pending++
 	m.state = stateCreated
+	s.jMessage(m)
 	if m.queue != nil {
 		m.queue.lag++
 	}
 	s.event(m, stateCreated, nil, "")
 	if d := m.notBefore.Sub(s.cfg.Now()); d > 0 {
 		m.nextAt = m.notBefore
+		d = time.Duration(float64(d) * s.cfg.DelayScale)
 		m.timer = &timerItem{at: time.Now().Add(d), kind: timerMessage, msg: m}
 		s.addTimer(m.timer)
 		return
@@ -126,6 +130,9 @@ func (s *Server) start(m *message) {
 		retried: m.attempts, timeout: m.timeout, key: s.curKey,
 		messageID: m.id, topic: m.topic, scheduleID: m.scheduleID, callerIP: m.callerIP,
 	}
+	if m.run != nil {
+		s.workflowAttempt(m, &a)
+	}
 	if a.timeout == 0 {
 		a.timeout = s.cfg.DeliveryTimeout
 	}
@@ -170,8 +177,8 @@ func (s *Server) finishAttempt(m *message, res *attemptResult) {
 		dlqID := s.deadLetter(m, res)
 		s.log.Info("dead-lettered", "messageId", m.id, "url", m.url, "status", res.status,
 			"attempts", m.attempts, "nonRetryable", nonRetryable, "dlqId", dlqID)
-		if m.failure != nil && !m.isCallback {
-			s.spawnCallback(m, m.failure, res, dlqID)
+		if fc := m.failureCallback(); fc != nil && !m.isCallback {
+			s.spawnCallback(m, fc, res, dlqID)
 		}
 		s.event(m, stateFailed, res, errText)
 		s.finalize(m, stateFailed)
@@ -180,11 +187,21 @@ func (s *Server) finishAttempt(m *message, res *attemptResult) {
 	wait := s.backoff(m, res)
 	m.state = stateRetry
 	m.nextAt = s.cfg.Now().Add(wait)
+	s.jAttempt(m)
 	s.event(m, stateError, res, errText)
 	s.event(m, stateRetry, res, errText)
 	s.log.Debug("retry scheduled", "messageId", m.id, "status", res.status, "retried", m.attempts, "in", wait)
 	m.timer = &timerItem{at: time.Now().Add(wait), kind: timerMessage, msg: m}
 	s.addTimer(m.timer)
+}
+
+// failureCallback is m's own failure callback, or else its Workflow run's.
+// The caller holds s.mu.
+func (m *message) failureCallback() *callbackConfig {
+	if m.failure == nil && m.run != nil {
+		return m.run.failure
+	}
+	return m.failure
 }
 
 // finalize ends m's life: it leaves every wait list and index, and frees its
@@ -207,6 +224,8 @@ func (s *Server) finalize(m *message, state string) {
 	}
 	delete(s.messages, m.id)
 	s.pending--
+	s.jDone(m)
+	defer s.notifyIdle()
 	if m.queue != nil {
 		m.queue.lag--
 	}

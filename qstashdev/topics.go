@@ -16,6 +16,10 @@ type topic struct {
 	createdAt time.Time
 	updatedAt time.Time
 	endpoints []endpoint
+	// headers are the group's default publish headers (PATCH
+	// /v2/topics/{name}): applied to every publish to the group where the
+	// publish request does not set the same header.
+	headers http.Header
 }
 
 type endpoint struct {
@@ -24,15 +28,16 @@ type endpoint struct {
 }
 
 type topicJSON struct {
-	Name      string     `json:"name"`
-	CreatedAt int64      `json:"createdAt"`
-	UpdatedAt int64      `json:"updatedAt"`
-	Endpoints []endpoint `json:"endpoints"`
+	Name      string      `json:"name"`
+	CreatedAt int64       `json:"createdAt"`
+	UpdatedAt int64       `json:"updatedAt"`
+	Endpoints []endpoint  `json:"endpoints"`
+	Headers   http.Header `json:"headers,omitempty"`
 }
 
 func (t *topic) view() topicJSON {
 	return topicJSON{Name: t.name, CreatedAt: t.createdAt.UnixMilli(), UpdatedAt: t.updatedAt.UnixMilli(),
-		Endpoints: append([]endpoint{}, t.endpoints...)}
+		Endpoints: append([]endpoint{}, t.endpoints...), Headers: nonEmpty(t.headers.Clone())}
 }
 
 func (s *Server) routeTopics(w http.ResponseWriter, r *http.Request, rest string) {
@@ -48,8 +53,11 @@ func (s *Server) routeTopics(w http.ResponseWriter, r *http.Request, rest string
 		// Deleting a missing group succeeds, as the Go SDK tests expect.
 		s.mu.Lock()
 		delete(s.topics, name)
+		s.jTopic(name)
 		s.mu.Unlock()
 		w.WriteHeader(http.StatusOK)
+	case action == "" && r.Method == http.MethodPatch:
+		s.handleTopicHeaders(w, r, name)
 	case strings.EqualFold(action, "endpoints") && (r.Method == http.MethodPost || r.Method == http.MethodDelete):
 		s.handleEndpoints(w, r, name)
 	case action == "" || strings.EqualFold(action, "endpoints"):
@@ -123,6 +131,7 @@ func (s *Server) upsertEndpoints(name string, eps []endpoint) {
 		}
 	}
 	t.updatedAt = now
+	s.jTopic(name)
 }
 
 // removeEndpoints drops the endpoints matching eps by URL or name and
@@ -146,5 +155,80 @@ func (s *Server) removeEndpoints(name string, eps []endpoint) bool {
 	if len(kept) == 0 {
 		delete(s.topics, name)
 	}
+	s.jTopic(name)
 	return true
+}
+
+// handleTopicHeaders is PATCH /v2/topics/{name} {"headers": {...}}: it
+// replaces the group's default headers (docs/qstash-protocol.md §11). They
+// must parse as publish headers, so a bad default fails here with 400
+// rather than on every later publish. An empty object clears them.
+func (s *Server) handleTopicHeaders(w http.ResponseWriter, r *http.Request, name string) {
+	body, err := readBody(w, r, 1<<20)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var req struct {
+		Headers map[string]json.RawMessage `json:"headers"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil || req.Headers == nil {
+		writeError(w, errorf(http.StatusBadRequest, "invalid body: want {\"headers\":{\"Upstash-Retries\":\"3\",...}}"))
+		return
+	}
+	h := http.Header{}
+	for k, raw := range req.Headers {
+		// A value may be a string or a list of strings.
+		var one string
+		var many []string
+		switch {
+		case json.Unmarshal(raw, &one) == nil:
+			many = []string{one}
+		case json.Unmarshal(raw, &many) == nil:
+		default:
+			writeError(w, errorf(http.StatusBadRequest, "header %q: want a string or an array of strings", k))
+			return
+		}
+		ck := http.CanonicalHeaderKey(k)
+		if hopHeaders[ck] {
+			writeError(w, errorf(http.StatusBadRequest, "header %q cannot be a default", k))
+			return
+		}
+		h[ck] = many
+	}
+	if _, err := parsePublishHeaders(h, s.limits(), s.cfg.Now()); err != nil {
+		writeError(w, errorf(http.StatusBadRequest, "%s", err.Error()))
+		return
+	}
+	s.mu.Lock()
+	t := s.topics[name]
+	if t != nil {
+		t.headers, t.updatedAt = h, s.cfg.Now()
+		s.jTopic(name)
+	}
+	s.mu.Unlock()
+	if t == nil {
+		writeError(w, errorf(http.StatusNotFound, "url group %s not found", name))
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// withTopicDefaults adds a URL group's default headers to a publish to it,
+// under the request's own. The caller holds s.mu.
+func (s *Server) withTopicDefaults(req *publishRequest) {
+	t := s.topics[req.destination]
+	if t == nil || len(t.headers) == 0 {
+		return
+	}
+	h := req.header.Clone()
+	if h == nil {
+		h = http.Header{}
+	}
+	for k, vs := range t.headers {
+		if _, set := h[k]; !set && h.Get(k) == "" {
+			h[k] = vs
+		}
+	}
+	req.header = h
 }

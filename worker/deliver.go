@@ -2,14 +2,13 @@ package worker
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net/http"
 	"time"
 
 	"github.com/digis/jobworker/idempotency"
+	"github.com/digis/jobworker/internal/keyid"
 	"github.com/digis/jobworker/jobs"
 	"github.com/digis/jobworker/webhooks"
 )
@@ -145,19 +144,14 @@ func (h *Handler) deliver(r *http.Request, name string, known bool, d jobs.Deliv
 // Cluster hash tag: a token signed for one job's URL can never touch another
 // job's records, and its nonce (keyed by the same tag) is checked in the
 // same script. All of one job's records share a slot.
-func dedupeKey(name, messageID string) string { return "{" + name + "}:" + messageID }
-
-// maxNonce bounds the jti kept in a Redis key; longer ones are hashed.
-const maxNonce = 128
+// The message id is unsigned, so it is encoded by keyid: no id can fake
+// another's key.
+func dedupeKey(name, messageID string) string { return "{" + name + "}:" + keyid.Encode(messageID) }
 
 // nonce records the token's jti until the verifier would refuse the token
 // anyway, so a captured delivery cannot be replayed with another message id.
 func (h *Handler) nonce(c webhooks.QStashClaims) idempotency.AcquireOption {
-	jti := c.ID
-	if len(jti) > maxNonce {
-		sum := sha256.Sum256([]byte(jti))
-		jti = hex.EncodeToString(sum[:])
-	}
+	jti := keyid.Encode(c.ID)
 	ttl := max(time.Until(c.Expires.Add(h.verifier.Skew())), time.Second)
 	return idempotency.WithNonce(jti, ttl)
 }

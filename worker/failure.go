@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/digis/jobworker/idempotency"
+	"github.com/digis/jobworker/internal/keyid"
 	"github.com/digis/jobworker/internal/problem"
 	"github.com/digis/jobworker/jobs"
 	"github.com/digis/jobworker/webhooks"
@@ -63,9 +64,10 @@ func (h *Handler) serveFailureCallback(w http.ResponseWriter, r *http.Request) {
 		problem.Send(w, jobs.StatusNonRetryable, "not a QStash failure callback")
 		return
 	}
-	id := fc.DLQID
-	if id == "" { // older callbacks: one per source message
-		id = "msg:" + fc.SourceMessageID
+	// keyid never yields ':', so a DLQ id cannot spell "msg:<id>".
+	id := keyid.Encode(fc.DLQID)
+	if fc.DLQID == "" { // older callbacks: one per source message
+		id = "msg:" + keyid.Encode(fc.SourceMessageID)
 	}
 	acq, err := h.dedupe.Acquire(context.WithoutCancel(ctx), "{"+failureTag+"}:"+id, "", h.nonce(claims))
 	switch {

@@ -70,7 +70,7 @@ func TestTwoProcessesShareState(t *testing.T) {
 	qs := qstashdevtest.Start(t, qstashdev.Config{})
 	env := []string{
 		"REDIS_URL=" + rs.URL(), "DATABASE_URL=" + db.URL, "DATABASE_MIGRATE=true",
-		"QSTASH_URL=" + qs.URL, "QSTASH_TOKEN=" + qstashdev.DevToken, "WORKER_PUBLIC_URL=http://127.0.0.1:9",
+		"QSTASH_URL=" + qs.URL, "QSTASH_TOKEN=" + qstashdev.DevToken, "JOBWORKER_ENV=development", "WORKER_PUBLIC_URL=http://127.0.0.1:9",
 		"AUTH_JWT_SECRET=" + secret, "RATE_LIMIT_IP_SOURCE=direct", "LOG_LEVEL=warn", "LOG_FORMAT=text",
 	}
 	procs := make([]*proctest.Proc, 2)

@@ -49,8 +49,9 @@ import (
 )
 
 // devJWTSecret signs the development tokens. It is public by design: the
-// local stack is not a place for real users.
-const devJWTSecret = "jobworker-local-development-secret-not-for-production"
+// local stack is not a place for real users, and the production binaries
+// refuse it (env.RefuseDevSecret).
+const devJWTSecret = env.DevJWTSecret
 
 type options struct {
 	apiAddr, workerAddr, qstashAddr string
@@ -119,6 +120,8 @@ func run(ctx context.Context, o options, getenv func(string) string, out io.Writ
 		"LOG_FORMAT": "text", "LOG_LEVEL": getenv("LOG_LEVEL"),
 		"QSTASH_URL": qstashURL, "QSTASH_TOKEN": qstashdev.DevToken, "WORKER_PUBLIC_URL": workerURL,
 		"SHUTDOWN_TIMEOUT": "10s", "OPS_STATS_INTERVAL": getenv("OPS_STATS_INTERVAL"),
+		// The development switch: the values here are the published ones.
+		env.DevelopmentVar: "development",
 		// The store is opened above and shared; the binaries' configs only
 		// need to know it is deliberately not a database of theirs.
 		"DATABASE_URL": env.MemoryStore,

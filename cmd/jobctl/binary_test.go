@@ -15,7 +15,7 @@ func TestBinary(t *testing.T) {
 	t.Parallel()
 	bin := proctest.Build(t, "github.com/digis/jobworker/cmd/jobctl")
 	qs := qstashdevtest.Start(t, qstashdev.Config{})
-	env := []string{"QSTASH_URL=" + qs.URL, "QSTASH_TOKEN=" + qstashdev.DevToken, "WORKER_PUBLIC_URL=https://worker.example.com"}
+	env := []string{"QSTASH_URL=" + qs.URL, "QSTASH_TOKEN=" + qstashdev.DevToken, "WORKER_PUBLIC_URL=https://worker.example.com", "JOBWORKER_ENV=development"}
 	for _, tt := range []struct {
 		args []string
 		env  []string

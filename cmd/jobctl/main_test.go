@@ -106,7 +106,12 @@ func TestUsage(t *testing.T) {
 			t.Errorf("jobctl %v: %s", tt.args, errs)
 		}
 	}
-	_, errs := c.set("QSTASH_TOKEN", "t").want(t, exitConfig, "schedules", "diff")
+	// The published development token, outside development, as the binaries refuse it.
+	_, errs := c.set("QSTASH_TOKEN", qstashdev.DevToken).want(t, exitConfig, "dlq", "list")
+	if !strings.Contains(errs, "QSTASH_TOKEN") || !strings.Contains(errs, "development") {
+		t.Errorf("dlq list with the development token: %s", errs)
+	}
+	_, errs = c.set("QSTASH_TOKEN", "t").want(t, exitConfig, "schedules", "diff")
 	if !strings.Contains(errs, "WORKER_PUBLIC_URL") {
 		t.Errorf("schedules diff without a worker URL: %s", errs)
 	}
@@ -154,7 +159,7 @@ func newStack(t *testing.T) *stack {
 		t.Fatal(err)
 	}
 	s.ctl = (&ctl{}).set("REDIS_URL", s.rdb.URL(), "REDIS_KEY_PREFIX", "jw:", "QSTASH_URL", s.qs.URL,
-		"QSTASH_TOKEN", qstashdev.DevToken, "WORKER_PUBLIC_URL", s.worker.URL)
+		"QSTASH_TOKEN", qstashdev.DevToken, "WORKER_PUBLIC_URL", s.worker.URL, "JOBWORKER_ENV", "development")
 	return s
 }
 

@@ -65,8 +65,12 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	cur := fs.String("current-signing-key", envOr("QSTASH_DEV_CURRENT_SIGNING_KEY", qstashdev.DevCurrentSigningKey), "current signing key (env QSTASH_DEV_CURRENT_SIGNING_KEY)")
 	next := fs.String("next-signing-key", envOr("QSTASH_DEV_NEXT_SIGNING_KEY", qstashdev.DevNextSigningKey), "next signing key (env QSTASH_DEV_NEXT_SIGNING_KEY)")
 	scale := fs.String("time-scale", envOr("QSTASH_DEV_TIME_SCALE", "1"), "multiplier for waits between delivery attempts, e.g. 0.01 (env QSTASH_DEV_TIME_SCALE)")
+	delayScale := fs.String("delay-scale", envOr("QSTASH_DEV_DELAY_SCALE", "1"), "multiplier for delays and not-before times, e.g. 0.01 (env QSTASH_DEV_DELAY_SCALE)")
+	dataDir := fs.String("data-dir", envOr("QSTASH_DEV_DATA_DIR", ""), "keep messages, dead letters and schedules in this directory across restarts (env QSTASH_DEV_DATA_DIR); default: memory only")
 	maxBody := fs.String("max-body", envOr("QSTASH_DEV_MAX_BODY", "1MiB"), "largest message body: bytes or with KiB/MiB suffix (env QSTASH_DEV_MAX_BODY)")
 	anyToken := fs.Bool("allow-any-token", envOr("QSTASH_DEV_ALLOW_ANY_TOKEN", "") == "true", "accept any bearer token (env QSTASH_DEV_ALLOW_ANY_TOKEN=true)")
+	queryToken := fs.Bool("allow-query-token", envOr("QSTASH_DEV_ALLOW_QUERY_TOKEN", "") == "true", "accept the token as ?qstash_token= too; any web page can make a browser send a URL (env QSTASH_DEV_ALLOW_QUERY_TOKEN=true)")
+	hosts := fs.String("allowed-hosts", envOr("QSTASH_DEV_ALLOWED_HOSTS", ""), "comma-separated Host names answered besides localhost and IP addresses, e.g. a compose service name (env QSTASH_DEV_ALLOWED_HOSTS)")
 	health := fs.Bool("healthcheck", false, "probe a running server on -addr (GET /v2/keys with the token) and exit 0 when it answers; for container health checks")
 	level := fs.String("log-level", envOr("QSTASH_DEV_LOG_LEVEL", "info"), "debug, info, warn or error (env QSTASH_DEV_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
@@ -94,6 +98,10 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	if err != nil || ts <= 0 {
 		return options{}, fmt.Errorf("invalid -time-scale %q: want a number > 0", *scale)
 	}
+	ds, err := strconv.ParseFloat(*delayScale, 64)
+	if err != nil || ds <= 0 {
+		return options{}, fmt.Errorf("invalid -delay-scale %q: want a number > 0", *delayScale)
+	}
 	mb, err := parseSize(*maxBody)
 	if err != nil {
 		return options{}, fmt.Errorf("invalid -max-body: %v", err)
@@ -104,7 +112,8 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	}
 	cfg := qstashdev.Config{
 		Token: *token, CurrentSigningKey: *cur, NextSigningKey: *next,
-		TimeScale: ts, MaxBodyBytes: mb, AllowAnyToken: *anyToken,
+		TimeScale: ts, DelayScale: ds, MaxBodyBytes: mb, AllowAnyToken: *anyToken, DataDir: *dataDir,
+		AllowQueryToken: *queryToken, AllowedHosts: allowedHosts(*hosts, *addr),
 	}
 	if err := cfg.Validate(); err != nil {
 		return options{}, err
@@ -169,9 +178,9 @@ QSTASH_TOKEN=%s
 QSTASH_CURRENT_SIGNING_KEY=%s
 QSTASH_NEXT_SIGNING_KEY=%s
 
-Retry waits are scaled by %v. Try:
+Retry waits are scaled by %v, delays by %v. Try:
   curl -X POST %s/v2/publish/https://example.com -H "Authorization: Bearer %s"
-`, base, base, opts.cfg.Token, cur, next, opts.cfg.TimeScale, base, opts.cfg.Token)
+`, base, base, opts.cfg.Token, cur, next, opts.cfg.TimeScale, opts.cfg.DelayScale, base, opts.cfg.Token)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -220,4 +229,19 @@ func probe(ctx context.Context, addr, token string) error {
 		return fmt.Errorf("%w: /v2/keys answered %d", errUnhealthy, res.StatusCode)
 	}
 	return nil
+}
+
+// allowedHosts is the -allowed-hosts list plus the host of -addr when it is
+// a name (an address needs no entry: IP literals are always answered).
+func allowedHosts(list, addr string) []string {
+	var out []string
+	for _, h := range strings.Split(list, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			out = append(out, h)
+		}
+	}
+	if h, _, err := net.SplitHostPort(addr); err == nil && h != "" && net.ParseIP(h) == nil {
+		out = append(out, h)
+	}
+	return out
 }

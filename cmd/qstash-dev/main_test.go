@@ -51,6 +51,34 @@ func TestParseOptions(t *testing.T) {
 				t.Errorf("picked up production env: %+v", o.cfg)
 			}
 		}},
+		{name: "guard defaults", check: func(t *testing.T, o options) {
+			if o.cfg.AllowQueryToken || len(o.cfg.AllowedHosts) != 0 {
+				t.Errorf("query token %v, hosts %q", o.cfg.AllowQueryToken, o.cfg.AllowedHosts)
+			}
+		}},
+		{name: "allowed hosts and query token from env", env: map[string]string{"QSTASH_DEV_ALLOWED_HOSTS": "qstash-dev, qstash.local", "QSTASH_DEV_ALLOW_QUERY_TOKEN": "true"},
+			check: func(t *testing.T, o options) {
+				if !o.cfg.AllowQueryToken || strings.Join(o.cfg.AllowedHosts, ",") != "qstash-dev,qstash.local" {
+					t.Errorf("query token %v, hosts %q", o.cfg.AllowQueryToken, o.cfg.AllowedHosts)
+				}
+			}},
+		{name: "a named listen host is allowed", args: []string{"-addr", "devbox:8080", "-allowed-hosts", "a", "-allow-query-token"},
+			check: func(t *testing.T, o options) {
+				if !o.cfg.AllowQueryToken || strings.Join(o.cfg.AllowedHosts, ",") != "a,devbox" {
+					t.Errorf("query token %v, hosts %q", o.cfg.AllowQueryToken, o.cfg.AllowedHosts)
+				}
+			}},
+		{name: "data dir and delay scale", args: []string{"-data-dir", "/tmp/q", "-delay-scale", "0.01"}, check: func(t *testing.T, o options) {
+			if o.cfg.DataDir != "/tmp/q" || o.cfg.DelayScale != 0.01 {
+				t.Errorf("%+v", o.cfg)
+			}
+		}},
+		{name: "data dir from env", env: map[string]string{"QSTASH_DEV_DATA_DIR": "/tmp/e", "QSTASH_DEV_DELAY_SCALE": "0.5"}, check: func(t *testing.T, o options) {
+			if o.cfg.DataDir != "/tmp/e" || o.cfg.DelayScale != 0.5 {
+				t.Errorf("%+v", o.cfg)
+			}
+		}},
+		{name: "bad delay scale", args: []string{"-delay-scale", "-1"}, wantErr: true},
 		{name: "bad time scale", args: []string{"-time-scale", "0"}, wantErr: true},
 		{name: "bad max body", args: []string{"-max-body", "lots"}, wantErr: true},
 		{name: "bad log level", args: []string{"-log-level", "loud"}, wantErr: true},

@@ -51,7 +51,7 @@ func TestSyncSchedulesFlag(t *testing.T) {
 	qs := qstashdevtest.Start(t, qstashdev.Config{})
 	const worker = "https://worker.example.com"
 	foreignSchedule(t, qs.URL, worker+"/jobs/tips.refresh-counts")
-	env := []string{"QSTASH_URL=" + qs.URL, "QSTASH_TOKEN=" + qstashdev.DevToken, "WORKER_PUBLIC_URL=" + worker}
+	env := []string{"QSTASH_URL=" + qs.URL, "QSTASH_TOKEN=" + qstashdev.DevToken, "WORKER_PUBLIC_URL=" + worker, "JOBWORKER_ENV=development"}
 	for i, want := range []string{"create", "keep"} {
 		code, out := proctest.Run(t, time.Minute, bin, []string{"-sync-schedules"}, env...)
 		if code != 0 || !regexp.MustCompile(`(?m)^`+want+` +jobworker\.tips\.refresh-counts `).MatchString(out) || !strings.Contains(out, "1 schedules of others left alone") {
@@ -71,9 +71,10 @@ func TestSyncSchedulesFlag(t *testing.T) {
 		env     []string
 		wantVar string
 	}{
-		{env: append(env[:2:2], "WORKER_PUBLIC_URL=ftp://x"), wantVar: "WORKER_PUBLIC_URL"},
-		{env: append(env[:3:3], "SCHEDULES_APP=a.b"), wantVar: "SCHEDULES_APP"},
+		{env: append(env[:2:2], "WORKER_PUBLIC_URL=ftp://x", "JOBWORKER_ENV=development"), wantVar: "WORKER_PUBLIC_URL"},
+		{env: append(env[:4:4], "SCHEDULES_APP=a.b"), wantVar: "SCHEDULES_APP"},
 		{env: env[:1], wantVar: "QSTASH_TOKEN"},
+		{env: env[:3], wantVar: "QSTASH_TOKEN"}, // the published development token, outside development
 	} {
 		if code, out := proctest.Run(t, time.Minute, bin, []string{"-sync-schedules"}, tt.env...); code != 1 || !strings.Contains(out, "config: "+tt.wantVar) {
 			t.Errorf("without a good %s: exit %d\n%s", tt.wantVar, code, out)
@@ -94,7 +95,7 @@ func TestSyncSchedulesAtStart(t *testing.T) {
 	p := proctest.Start(t, bin, nil, "REDIS_URL="+rs.URL(), "WORKER_PUBLIC_URL="+worker,
 		"QSTASH_CURRENT_SIGNING_KEY="+qstashdev.DevCurrentSigningKey, "QSTASH_NEXT_SIGNING_KEY="+qstashdev.DevNextSigningKey,
 		"STRIPE_WEBHOOK_SECRET=whsec_test", "QSTASH_URL="+qs.URL, "QSTASH_TOKEN="+qstashdev.DevToken,
-		"DATABASE_URL=memory", "SCHEDULES_SYNC=on", "SCHEDULES_APP=tipsapp", "LOG_FORMAT=text")
+		"DATABASE_URL=memory", "JOBWORKER_ENV=development", "SCHEDULES_SYNC=on", "SCHEDULES_APP=tipsapp", "LOG_FORMAT=text")
 	p.WaitHealthy(t)
 	c, err := control.New(control.Config{QStashURL: qs.URL, Token: qstashdev.DevToken, WorkerPublicURL: worker, App: "tipsapp"})
 	if err != nil {

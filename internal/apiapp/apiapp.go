@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -40,6 +41,11 @@ const (
 	BucketStart  = "streams:start"
 	BucketStop   = "streams:stop"
 	BucketTip    = "tips:quick"
+	// BucketForgedToken counts, per client address, bearer tokens that may
+	// be forgeries or guesses (malformed or badly signed; see
+	// auth.Forgery): strict tier, 10 a minute, then 429. Valid tokens never
+	// touch it, and stale ones (expired) are not counted.
+	BucketForgedToken = "auth:forged-token"
 )
 
 // Deps are the parts Build does not create itself.
@@ -103,6 +109,7 @@ func wire(p *process.Process, cfg Config, deps Deps, notifyInTx bool) error {
 	e := p.Server.Echo
 	// c.RealIP() anywhere in the app sees what the limiter sees.
 	e.IPExtractor = cfg.RateLimit.IPExtractor.EchoIPExtractor()
+	warnBroadTrust(p.Log, cfg.RateLimit.IPExtractor)
 	p.Server.AddReadinessCheck("store", deps.Store.Ping)
 
 	limiter, err := limits.New(limits.Config{
@@ -110,7 +117,7 @@ func wire(p *process.Process, cfg Config, deps Deps, notifyInTx bool) error {
 		Prefix:     cfg.KeyPrefix,
 		Buckets:    apiBuckets(),
 		Overrides:  cfg.RateLimit.Overrides,
-		Failure:    cfg.RateLimit.Failure,
+		Failure:    apiFailure(cfg.RateLimit.Failure),
 		Leases:     cfg.RateLimit.Leases,
 		Timeout:    cfg.RateLimit.RedisTimeout,
 		HashKey:    cfg.RateLimit.HashKey,
@@ -174,6 +181,7 @@ func wire(p *process.Process, cfg Config, deps Deps, notifyInTx bool) error {
 	p.OnStop("cache", c.Close)
 	authCfg := cfg.Auth
 	authCfg.Logger, authCfg.Registerer = p.Log, p.Registry
+	authCfg.LimitForgery = forgeryLimit(limiter, cfg.RateLimit.IPExtractor)
 	authn, err := auth.New(authCfg)
 	if err != nil {
 		return err
@@ -262,6 +270,65 @@ func (a *app) outboxTx(tx pgx.Tx) outbox.Tx {
 		return tx
 	}
 	return outbox.WithoutNotify(tx)
+}
+
+// broadTrust is the size past which a trusted range is more than a few
+// proxies: more than 256 addresses.
+const broadTrustV4, broadTrustV6 = 24, 120
+
+// warnBroadTrust logs, at start-up, the xff mode's hazard when a trusted
+// range is broad: any client inside it (another pod, a VM in the VPC) is
+// taken for a proxy, its X-Forwarded-For is believed, and it picks its own
+// rate-limit identity. Loopback and link-local ranges are exempt: only this
+// machine or the platform's own front end (Cloud Run's 169.254.0.0/16)
+// connect from there.
+func warnBroadTrust(log *slog.Logger, x *limits.IPExtractor) {
+	if x.Source() != limits.IPSourceXFF {
+		return
+	}
+	var broad []string
+	for _, p := range x.TrustedProxies() {
+		if p.Addr().IsLoopback() || p.Addr().IsLinkLocalUnicast() {
+			continue
+		}
+		if p.Addr().Is4() && p.Bits() < broadTrustV4 || !p.Addr().Is4() && p.Bits() < broadTrustV6 {
+			broad = append(broad, p.String())
+		}
+	}
+	if len(broad) > 0 {
+		log.Warn("RATE_LIMIT_IP_SOURCE=xff trusts broad ranges: a client inside them is taken for a proxy and chooses its own rate-limit identity with X-Forwarded-For; list only your proxies' addresses in RATE_LIMIT_TRUSTED_PROXIES",
+			"ranges", strings.Join(broad, ","))
+	}
+}
+
+// forgeryLimit counts a refused, possibly forged token against the client's
+// address (hashed by the limiter) and answers 429 once it used its quota,
+// so guessing tokens is throttled like guessing passwords. A request whose
+// address cannot be found, or a limiter error, keeps its 401.
+func forgeryLimit(l *limits.Limiter, ips *limits.IPExtractor) func(echo.Context) error {
+	return func(c echo.Context) error {
+		id, err := ips.Identity(c.Request())
+		if err != nil {
+			return nil
+		}
+		res, err := l.Allow(c.Request().Context(), BucketForgedToken, id)
+		if err != nil || res.Allowed {
+			return nil
+		}
+		limits.WriteHeaders(c.Response().Header(), res)
+		return limits.DefaultDenyHandler(c, res)
+	}
+}
+
+// apiFailure is RATE_LIMIT_FAILURE with the forged-token bucket falling
+// back to the local limiter during a Redis outage (unless configured):
+// failing closed would turn a forged token's 401 into a 503.
+func apiFailure(configured map[string]limits.FailureMode) map[string]limits.FailureMode {
+	out := map[string]limits.FailureMode{BucketForgedToken: limits.FailureLocal}
+	for k, v := range configured {
+		out[k] = v
+	}
+	return out
 }
 
 // userID is the verified subject, "" for anonymous requests: the

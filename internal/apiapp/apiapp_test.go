@@ -134,7 +134,7 @@ func setupWith(t testing.TB, st store.Store, env map[string]string) *bundle {
 		"REDIS_URL": b.redis.URL(), "REDIS_TIMEOUT": "300ms", "WORKER_PUBLIC_URL": b.worker,
 		"QSTASH_CURRENT_SIGNING_KEY": qstashdev.DevCurrentSigningKey,
 		"QSTASH_NEXT_SIGNING_KEY":    qstashdev.DevNextSigningKey,
-		"QSTASH_URL":                 b.front.URL, "QSTASH_TOKEN": qstashdev.DevToken,
+		"QSTASH_URL":                 b.front.URL, "QSTASH_TOKEN": qstashdev.DevToken, "JOBWORKER_ENV": "development",
 		"STRIPE_WEBHOOK_SECRET": "whsec_test", "LOG_LEVEL": logLevel(),
 		"DATABASE_URL": "memory", // the test passes its store in directly
 	}))
@@ -157,7 +157,7 @@ func setupWith(t testing.TB, st store.Store, env map[string]string) *bundle {
 		// The strict tier fails closed on a missed deadline: give it the same
 		// room as REDIS_TIMEOUT on two busy cores under -race.
 		"REDIS_URL": b.redis.URL(), "REDIS_TIMEOUT": "300ms", "RATE_LIMIT_REDIS_TIMEOUT": "300ms",
-		"QSTASH_URL": b.front.URL, "QSTASH_TOKEN": qstashdev.DevToken, "WORKER_PUBLIC_URL": b.worker,
+		"QSTASH_URL": b.front.URL, "QSTASH_TOKEN": qstashdev.DevToken, "JOBWORKER_ENV": "development", "WORKER_PUBLIC_URL": b.worker,
 		"AUTH_JWT_SECRET": testSecret, "RATE_LIMIT_IP_SOURCE": "direct",
 		"RATE_LIMIT_OVERRIDES": "tips:quick=1000/1m", "TIP_MAX_AMOUNT": "500",
 		"LOG_LEVEL": logLevel(), "DATABASE_URL": "memory", // the store is passed in directly

@@ -120,7 +120,7 @@ func setupTipBench(b *testing.B) *tipBench {
 		tb.streams = append(tb.streams, st.ID)
 	}
 	env := map[string]string{
-		"REDIS_URL": rs.URL(), "QSTASH_URL": front.URL, "QSTASH_TOKEN": qstashdev.DevToken, "WORKER_PUBLIC_URL": sink.URL,
+		"REDIS_URL": rs.URL(), "QSTASH_URL": front.URL, "QSTASH_TOKEN": qstashdev.DevToken, "JOBWORKER_ENV": "development", "WORKER_PUBLIC_URL": sink.URL,
 		"AUTH_JWT_SECRET": testSecret, "RATE_LIMIT_IP_SOURCE": "direct", "RATE_LIMIT_OVERRIDES": "tips:quick=1000000000/1m",
 		"LOG_LEVEL": "error", "DATABASE_URL": "memory", // the store is passed in directly
 	}

@@ -157,6 +157,7 @@ func readAuth(r *env.Reader) auth.Config {
 	var ee *auth.EnvError
 	switch {
 	case err == nil:
+		r.RefuseDevSecret(auth.EnvSecret, string(cfg.HS256Secret))
 		return cfg
 	case errors.As(err, &ee):
 		r.Fail(ee.Var, "%s", oneLine(ee.Reason))
@@ -296,6 +297,7 @@ func apiBuckets() map[string]string {
 	buckets := limits.DefaultBuckets()
 	buckets[BucketStart] = limits.TierModerate
 	buckets[BucketStop] = limits.TierModerate
+	buckets[BucketForgedToken] = limits.TierStrict
 	return buckets
 }
 

@@ -189,3 +189,35 @@ func TestAPIBadValuesNameTheVariable(t *testing.T) {
 		})
 	}
 }
+
+// TestDevSecretsNeedTheDevelopmentSwitch: the local stack's JWT secret and
+// qstash-dev's token start the API only with JOBWORKER_ENV=development; a
+// misspelt switch is an error of its own.
+func TestDevSecretsNeedTheDevelopmentSwitch(t *testing.T) {
+	t.Parallel()
+	dev := map[string]string{"AUTH_JWT_SECRET": env.DevJWTSecret, "QSTASH_TOKEN": "eyJVc2VySUQiOiJkZWZhdWx0VXNlciIsIlBhc3N3b3JkIjoiZGVmYXVsdFBhc3N3b3JkIn0="}
+	for _, tc := range []struct {
+		given   map[string]string
+		wantVar string // "" for a config that loads
+	}{
+		{given: map[string]string{"AUTH_JWT_SECRET": env.DevJWTSecret}, wantVar: "AUTH_JWT_SECRET"},
+		{given: map[string]string{"QSTASH_TOKEN": dev["QSTASH_TOKEN"]}, wantVar: "QSTASH_TOKEN"},
+		{given: map[string]string{"AUTH_JWT_SECRET": env.DevJWTSecret, "JOBWORKER_ENV": "production"}, wantVar: "AUTH_JWT_SECRET"},
+		{given: map[string]string{"JOBWORKER_ENV": "dev"}, wantVar: "JOBWORKER_ENV"},
+		{given: map[string]string{"AUTH_JWT_SECRET": env.DevJWTSecret, "QSTASH_TOKEN": dev["QSTASH_TOKEN"], "JOBWORKER_ENV": "development"}},
+		{given: map[string]string{"JOBWORKER_ENV": "production"}},
+	} {
+		cfg, err := apiapp.LoadConfig(apiEnv(tc.given))
+		var ee *env.Error
+		switch {
+		case tc.wantVar == "" && err != nil:
+			t.Errorf("%v: %v", tc.given, err)
+		case tc.wantVar == "" && cfg.Development != (tc.given["JOBWORKER_ENV"] == "development"):
+			t.Errorf("%v: Development = %v", tc.given, cfg.Development)
+		case tc.wantVar != "" && (!errors.As(err, &ee) || ee.Var != tc.wantVar):
+			t.Errorf("%v: error %v, want one naming %s", tc.given, err, tc.wantVar)
+		case err != nil && (strings.Contains(err.Error(), env.DevJWTSecret) || strings.Contains(err.Error(), dev["QSTASH_TOKEN"])):
+			t.Errorf("%v: the error echoes the secret: %v", tc.given, err)
+		}
+	}
+}

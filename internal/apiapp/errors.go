@@ -1,6 +1,7 @@
 package apiapp
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/digis/jobworker/internal/store"
+	"github.com/digis/jobworker/internal/validtext"
 	"github.com/digis/jobworker/server"
 )
 
@@ -53,15 +55,24 @@ func invalidDetail(err error) string {
 }
 
 // decodeJSON reads exactly one JSON object into v, refusing unknown fields,
-// so a misspelt field is a 400 instead of a silently ignored value.
+// so a misspelt field is a 400 instead of a silently ignored value. Every
+// string in it must be one line of valid text (validtext.Line): the bodies
+// here hold names, titles and ids, and PostgreSQL refuses a NUL.
 func decodeJSON(c echo.Context, v any) error {
-	dec := json.NewDecoder(c.Request().Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	raw, err := io.ReadAll(c.Request().Body)
+	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			return echo.ErrStatusRequestEntityTooLarge
 		}
+		return badRequest("the body could not be read")
+	}
+	if err := validtext.JSON(raw, validtext.Line); err != nil {
+		return badRequest(err.Error())
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
 		return badRequest("the body must be one JSON object: " + jsonProblem(err))
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/digis/jobworker/internal/keyid"
 	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/jobs"
 )
@@ -14,8 +15,9 @@ import (
 // StatusCacheKey is the cache key of a stream's public status, stored in
 // Redis as <prefix>cache:status:{username}. Usernames are public handles
 // (3-30 of [a-z0-9_], see store.NormalizeUsername), so the key names the
-// channel, never a viewer; the braces make it its own Cluster hash tag.
-func StatusCacheKey(username string) string { return "status:{" + username + "}" }
+// channel, never a viewer, and keyid keeps them as they are; the braces make
+// it its own Cluster hash tag.
+func StatusCacheKey(username string) string { return "status:{" + keyid.Encode(username) + "}" }
 
 // StreamStatusChanged is enqueued by the API after a stream starts or stops
 // (the status cache key is already deleted by then). The worker does the
@@ -73,7 +75,7 @@ func (d Deps) streamStatusChanged(ctx context.Context, j *jobs.Job[StreamStatusC
 	}
 	d.Log.InfoContext(ctx, "notifying followers",
 		"job", a.Kind(), "message_id", j.MessageID,
-		"stream_id", a.StreamID, "creator_id", a.CreatorID, "live", a.Live)
+		"stream_id", a.StreamID, "live", a.Live)
 	return nil
 }
 

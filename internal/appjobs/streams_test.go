@@ -18,11 +18,20 @@ func TestCacheKeys(t *testing.T) {
 		t.Fatalf("count key %q", got)
 	}
 	// An id that would break the hash tag is hashed instead.
-	for _, id := range []string{"a}b", "{x}", strings.Repeat("z", 65)} {
+	for _, id := range []string{"a}b", "{x}", "fan@example.com", strings.Repeat("z", 129)} {
 		got := appjobs.TipCountCacheKey(id)
 		inner := strings.TrimSuffix(strings.TrimPrefix(got, "count:tips:30d:{"), "}")
 		if strings.ContainsAny(inner, "{}") || strings.Contains(got, id) || len(inner) != 33 {
 			t.Fatalf("%q → %q", id, got)
+		}
+	}
+	// The old encoding's collision: the hash of an id that needs hashing,
+	// sent as a raw id, named the same key.
+	hashed := appjobs.TipCountCacheKey("{x}")
+	inner := strings.TrimSuffix(strings.TrimPrefix(hashed, "count:tips:30d:{"), "}")
+	for _, raw := range []string{inner, "h" + inner[1:], inner[1:]} {
+		if appjobs.TipCountCacheKey(raw) == hashed {
+			t.Fatalf("creator ids {x} and %q share the key %q", raw, hashed)
 		}
 	}
 }

@@ -2,15 +2,13 @@ package appjobs
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/digis/jobworker/cache"
+	"github.com/digis/jobworker/internal/keyid"
 	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/jobs"
 )
@@ -19,15 +17,11 @@ import (
 const TipCountTTL = 300 * time.Second
 
 // TipCountCacheKey is the cache key of a creator's 30-day tip count and sum,
-// stored as <prefix>cache:count:tips:30d:{creatorId}. A creator id that
-// could break the hash tag (braces) or is long is replaced by its SHA-256.
+// stored as <prefix>cache:count:tips:30d:{<creator id>}, the id encoded by
+// keyid (raw when plain, else "~" and a hash), so two creators never share
+// a key.
 func TipCountCacheKey(creatorID string) string {
-	id := creatorID
-	if strings.ContainsAny(id, "{}") || len(id) > 64 {
-		sum := sha256.Sum256([]byte(id))
-		id = "h" + hex.EncodeToString(sum[:16])
-	}
-	return "count:tips:30d:{" + id + "}"
+	return "count:tips:30d:{" + keyid.Encode(creatorID) + "}"
 }
 
 // TipCreated tells the creator about a tip. Enqueued by the API after the
@@ -93,7 +87,7 @@ func (d Deps) tipCreated(ctx context.Context, j *jobs.Job[TipCreated]) error {
 	a := j.Args
 	d.Log.InfoContext(ctx, "notifying creator of a tip",
 		"job", a.Kind(), "message_id", j.MessageID,
-		"tip_id", a.TipID, "stream_id", a.StreamID, "creator_id", a.CreatorID, "amount", a.Amount)
+		"tip_id", a.TipID, "stream_id", a.StreamID, "amount", a.Amount)
 	return nil
 }
 
@@ -120,7 +114,7 @@ func (d Deps) refreshCount(ctx context.Context, creatorID string) error {
 	if outcome == cache.OutcomeDegraded {
 		return errors.New("tip count computed but not cached: Redis unavailable") // retry later
 	}
-	d.Log.DebugContext(ctx, "tip count refreshed", "creator_id", creatorID,
+	d.Log.DebugContext(ctx, "tip count refreshed",
 		"count", stats.Count, "outcome", string(outcome))
 	return nil
 }

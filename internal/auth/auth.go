@@ -14,11 +14,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/labstack/echo/v4"
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/lestrrat-go/jwx/v2/jwt"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/digis/jobworker/internal/validtext"
 )
 
 // Errors. Verify wraps ErrInvalidToken with the reason (for logs); callers
@@ -94,6 +97,15 @@ type Config struct {
 	// Registerer receives jobworker_auth_rejections_total{reason}. Nil
 	// means: do not register anywhere.
 	Registerer prometheus.Registerer
+	// LimitForgery, when set, is called by the middleware for every token
+	// that could be a forgery or a guess (malformed, badly signed, of another
+	// algorithm, an unknown kid: see Forgery) before it answers 401; a
+	// non-nil error is answered instead (a 429 once the client's address has
+	// used its quota of failures). Tokens that are well signed but expired,
+	// early or for another issuer or audience are not counted: they are a
+	// real user's stale token, and a NAT full of them must keep getting
+	// 401. Valid tokens never call it. Defaults to none.
+	LimitForgery func(c echo.Context) error
 }
 
 // Validate reports a bad configuration without echoing secrets.
@@ -159,6 +171,7 @@ type Authenticator struct {
 	minFetch time.Duration
 	log      *slog.Logger
 	rejected *prometheus.CounterVec
+	limit    func(c echo.Context) error
 
 	mu          sync.Mutex
 	lastRefetch time.Time
@@ -197,6 +210,7 @@ func New(cfg Config) (*Authenticator, error) {
 		now:      cfg.Now,
 		minFetch: cfg.MinRefetchInterval,
 		log:      cfg.Logger,
+		limit:    cfg.LimitForgery,
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jobworker_auth_rejections_total",
 			Help: "Bearer tokens refused, by reason.",
@@ -347,6 +361,15 @@ func Reason(err error) string {
 
 func reject(reason string, err error) error { return &rejection{reason: reason, err: err} }
 
+// forgeryReasons are the rejections no honest client produces: the token
+// does not parse, or its signature cannot be checked or does not verify.
+var forgeryReasons = map[string]bool{"malformed": true, "algorithm": true, "no_kid": true, "unknown_kid": true, "bad_signature": true}
+
+// Forgery reports whether err from Verify (or a malformed header) is a
+// token that may be a forgery or a guess, rather than a real token past
+// its time or for another audience.
+func Forgery(err error) bool { return forgeryReasons[Reason(err)] }
+
 // Verify checks a compact JWS token and returns its claims. Errors wrap
 // ErrInvalidToken (or ErrKeysUnavailable when the JWKS cannot be fetched).
 func (a *Authenticator) Verify(ctx context.Context, token string) (Claims, error) {
@@ -401,6 +424,12 @@ func (a *Authenticator) Verify(ctx context.Context, token string) (Claims, error
 	sub := tok.Subject()
 	if sub == "" || len(sub) > maxSubjectLen {
 		return Claims{}, reject("bad_subject", nil)
+	}
+	// A signed token whose sub is not text (a NUL, invalid UTF-8) is the
+	// issuer's mistake, not a forgery: it matches validtext.ErrInvalid too,
+	// so the middleware answers 400 and says why.
+	if err := validtext.Line("the token's sub claim", sub); err != nil {
+		return Claims{}, reject("bad_subject", err)
 	}
 	return Claims{Subject: sub, ExpiresAt: tok.Expiration()}, nil
 }

@@ -9,7 +9,18 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 
 	"github.com/digis/jobworker/internal/problem"
+	"github.com/digis/jobworker/internal/validtext"
 )
+
+// invalidTextDetail is the validtext error's own message ("the token's sub
+// claim contains a NUL character (U+0000)"), which never repeats the text.
+func invalidTextDetail(err error) string {
+	var te *validtext.Error
+	if errors.As(err, &te) {
+		return te.Error()
+	}
+	return "the token holds invalid text"
+}
 
 // userKey is where the middleware leaves the verified subject.
 const userKey = "jobworker.auth.user"
@@ -93,6 +104,9 @@ func (config BearerConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
 			token, ok := bearerToken(values)
 			if !ok {
 				a.rejected.WithLabelValues("malformed").Inc()
+				if err := a.limitForgery(c, reject("malformed", nil)); err != nil {
+					return err
+				}
 				return unauthorized(c, config.Realm, true, "invalid bearer token")
 			}
 			claims, err := a.Verify(c.Request().Context(), token)
@@ -102,16 +116,33 @@ func (config BearerConfig) ToMiddleware() (echo.MiddlewareFunc, error) {
 				c.Response().Header().Set(echo.HeaderRetryAfter, "5")
 				return problem.Respond(c, http.StatusServiceUnavailable, "authentication temporarily unavailable")
 			}
+			if errors.Is(err, validtext.ErrInvalid) {
+				a.rejected.WithLabelValues(Reason(err)).Inc()
+				return problem.Respond(c, http.StatusBadRequest, invalidTextDetail(err))
+			}
 			if err != nil {
 				reason := Reason(err)
 				a.rejected.WithLabelValues(reason).Inc()
 				a.log.Debug("bearer token rejected", "reason", reason, "path", c.Path())
+				if err := a.limitForgery(c, err); err != nil {
+					return err
+				}
 				return unauthorized(c, config.Realm, true, "invalid bearer token")
 			}
 			c.Set(userKey, claims.Subject)
 			return next(c)
 		}
 	}, nil
+}
+
+// limitForgery counts a refused token against the client when it may be a
+// forgery (Config.LimitForgery); a non-nil error is the answer to send
+// instead of the 401.
+func (a *Authenticator) limitForgery(c echo.Context, err error) error {
+	if a.limit == nil || !Forgery(err) {
+		return nil
+	}
+	return a.limit(c)
 }
 
 // bearerToken extracts the token from exactly one "Bearer <token>" header.

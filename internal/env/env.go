@@ -59,6 +59,10 @@ type Common struct {
 	// fleet-wide per-minute numbers in Redis the ops console reads
 	// (OPS_STATS_INTERVAL); 0 turns the flush off. Defaults to 10s.
 	OpsStatsInterval time.Duration
+	// Development is JOBWORKER_ENV=development: the published development
+	// secrets are accepted (see RefuseDevSecret). Defaults to false
+	// (production).
+	Development bool
 }
 
 // Getenv looks up one variable; os.Getenv fits.
@@ -101,6 +105,7 @@ func (r *Reader) Common(defaultPort int) Common {
 		LogLevel:         r.Level("LOG_LEVEL"),
 		LogFormat:        r.OneOf("LOG_FORMAT", "json", "json", "text"),
 		OpsStatsInterval: r.DurationOrZero("OPS_STATS_INTERVAL", 10*time.Second),
+		Development:      r.Development(),
 	}
 	c.Redis = redisconn.Config{
 		URL:     r.getenv("REDIS_URL"),
@@ -143,7 +148,8 @@ func (r *Reader) Str(name, def string) string {
 }
 
 // Secret reads a required secret. It is not trimmed (a key is bytes) but a
-// value of only white space counts as empty.
+// value of only white space counts as empty, and a published development
+// secret is refused outside development (RefuseDevSecret).
 func (r *Reader) Secret(name string) string {
 	v := r.getenv(name)
 	if strings.TrimSpace(v) == "" {
@@ -153,6 +159,7 @@ func (r *Reader) Secret(name string) string {
 	if v != strings.TrimSpace(v) {
 		r.Fail(name, "has leading or trailing white space (a copy-paste slip?)")
 	}
+	r.RefuseDevSecret(name, v)
 	return v
 }
 

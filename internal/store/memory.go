@@ -154,6 +154,9 @@ func (m *Memory) StartStream(ctx context.Context, req StartStreamRequest) (Strea
 
 // StopStream implements Store.
 func (m *Memory) StopStream(ctx context.Context, creatorID string, streamID int64) (Stream, error) {
+	if err := checkID("creator id", creatorID); err != nil {
+		return Stream{}, err
+	}
 	if err := ctx.Err(); err != nil {
 		return Stream{}, err
 	}
@@ -428,6 +431,9 @@ func (m *Memory) TippedCreators(ctx context.Context, limit int) ([]string, error
 
 // TipsLast30Days implements Store.
 func (m *Memory) TipsLast30Days(ctx context.Context, creatorID string) (TipStats, error) {
+	if err := checkID("creator id", creatorID); err != nil {
+		return TipStats{}, err
+	}
 	if err := ctx.Err(); err != nil {
 		return TipStats{}, err
 	}

@@ -232,6 +232,9 @@ func (s *Postgres) changeStream(ctx context.Context, change func(querier) (Strea
 
 // StopStream implements Store.
 func (s *Postgres) StopStream(ctx context.Context, creatorID string, streamID int64) (Stream, error) {
+	if err := checkID("creator id", creatorID); err != nil {
+		return Stream{}, err
+	}
 	st, err := s.changeStream(ctx, func(q querier) (Stream, bool, error) {
 		st, err := scanStream(q.QueryRow(ctx, `
 			UPDATE streams SET live = false, viewers = 0, ended_at = now()
@@ -275,10 +278,10 @@ func (s *Postgres) tipByKey(ctx context.Context, tipperID, key string) (Tip, boo
 
 func (s *Postgres) replayTip(t Tip, req TipRequest) (Tip, error) {
 	if !sameTip(t, req) {
-		s.log.Info("tip idempotency key reused with different parameters", "tipper_id", req.TipperID, "tip_id", t.ID)
+		s.log.Info("tip idempotency key reused with different parameters", "tip_id", t.ID)
 		return Tip{}, ErrIdempotencyKeyReused
 	}
-	s.log.Info("tip replayed", "tipper_id", req.TipperID, "tip_id", t.ID)
+	s.log.Info("tip replayed", "tip_id", t.ID)
 	t.Replayed = true
 	return t, nil
 }
@@ -493,10 +496,10 @@ func postReversal(ctx context.Context, tx pgx.Tx, dep deposit, total, amount int
 
 func (s *Postgres) replayCredit(dep Transfer, userID string, amount int64) (Transfer, error) {
 	if dep.UserID != userID || dep.Amount != amount {
-		s.log.Info("deposit reference reused with different parameters", "user_id", userID, "transaction_id", dep.ID)
+		s.log.Info("deposit reference reused with different parameters", "transaction_id", dep.ID)
 		return Transfer{}, ErrIdempotencyKeyReused
 	}
-	s.log.Info("deposit replayed", "user_id", userID, "transaction_id", dep.ID)
+	s.log.Info("deposit replayed", "transaction_id", dep.ID)
 	dep.Replayed = true
 	return dep, nil
 }
@@ -583,9 +586,9 @@ func (s *Postgres) Credit(ctx context.Context, userID string, amount int64, exte
 	if err != nil {
 		return Transfer{}, err
 	}
-	s.log.Info("deposit credited", "user_id", userID, "transaction_id", out.ID)
+	s.log.Info("deposit credited", "transaction_id", out.ID)
 	if out.Reversed > 0 {
-		s.log.Info("refund recorded before its payment applied with the credit", "user_id", userID,
+		s.log.Info("refund recorded before its payment applied with the credit",
 			"transaction_id", reversalID, "tokens", out.Reversed)
 	}
 	return out, nil
@@ -608,15 +611,16 @@ func (s *Postgres) ApplyRefund(ctx context.Context, r Refund) (RefundResult, err
 	if err != nil {
 		return RefundResult{}, err
 	}
-	st := res.State
+	// Record ids only: the user is found from the transaction, and a
+	// user's id is PII in a log line.
 	switch res.Outcome {
 	case RefundPending:
 		s.log.Info("refund recorded before its payment; applied when it is credited")
 	case RefundReversed:
-		s.log.Info("deposit reversed", "user_id", st.UserID, "transaction_id", res.TransactionID, "tokens", res.Reversed)
+		s.log.Info("deposit reversed", "transaction_id", res.TransactionID, "tokens", res.Reversed)
 	case RefundShortfall:
 		s.log.Warn("refund exceeds what the user still holds: the rest is recorded as shortfall for an operator",
-			"user_id", st.UserID, "transaction_id", res.TransactionID, "tokens", res.Reversed, "shortfall", res.Shortfall)
+			"transaction_id", res.TransactionID, "tokens", res.Reversed, "shortfall", res.Shortfall)
 	}
 	return res, nil
 }
@@ -801,6 +805,9 @@ func (s *Postgres) TippedCreators(ctx context.Context, limit int) ([]string, err
 
 // TipsLast30Days implements Store.
 func (s *Postgres) TipsLast30Days(ctx context.Context, creatorID string) (TipStats, error) {
+	if err := checkID("creator id", creatorID); err != nil {
+		return TipStats{}, err
+	}
 	var st TipStats
 	err := s.pool.QueryRow(ctx, `
 		SELECT count(*), coalesce(sum(amount), 0)::bigint FROM tips

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/digis/jobworker/internal/validtext"
 )
 
 // Sentinel errors. Every Store implementation returns these (possibly
@@ -328,9 +330,14 @@ func NormalizeUsername(s string) (string, error) {
 	return u, nil
 }
 
+// checkID is the store's last guard on ids and keys: PostgreSQL would
+// refuse a NUL or invalid UTF-8 with an error that is no caller's fault.
 func checkID(what, id string) error {
 	if id == "" || len(id) > maxIDLen {
 		return invalid("%s must be 1-%d bytes", what, maxIDLen)
+	}
+	if err := validtext.Line(what, id); err != nil {
+		return &InvalidError{Reason: err.Error()}
 	}
 	return nil
 }
@@ -363,6 +370,9 @@ func checkStart(req StartStreamRequest) (StartStreamRequest, error) {
 	req.Username = u
 	if len(req.Title) > maxTitleLen {
 		return req, invalid("title must be at most %d bytes", maxTitleLen)
+	}
+	if err := validtext.Line("title", req.Title); err != nil {
+		return req, &InvalidError{Reason: err.Error()}
 	}
 	return req, nil
 }

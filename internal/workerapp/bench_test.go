@@ -236,6 +236,7 @@ func startBenchWorker(b *testing.B, redisURL string, extraEnv ...string) string 
 		"QSTASH_CURRENT_SIGNING_KEY": qstashdev.DevCurrentSigningKey,
 		"QSTASH_NEXT_SIGNING_KEY":    qstashdev.DevNextSigningKey,
 		"STRIPE_WEBHOOK_SECRET":      "whsec_bench", "QSTASH_TOKEN": "unused", "DATABASE_URL": "memory",
+		"JOBWORKER_ENV": "development",
 	}
 	for i := 0; i+1 < len(extraEnv); i += 2 {
 		vars[extraEnv[i]] = extraEnv[i+1]

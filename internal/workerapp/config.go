@@ -34,6 +34,10 @@ type Config struct {
 	// https://qstash.upstash.io) and QSTASH_TOKEN (required).
 	QStashURL   string
 	QStashToken string
+	// StripeLivemode is the mode of the Stripe events taken (STRIPE_MODE:
+	// live or test); events of the other mode are ignored. Defaults to
+	// live, or test with JOBWORKER_ENV=development.
+	StripeLivemode bool
 	// StripeDedupeTTL is how long a Stripe event id is remembered
 	// (STRIPE_DEDUPE_TTL): longer than Stripe's 3-day retry window.
 	// Defaults to 7 days (168h).
@@ -78,6 +82,11 @@ func LoadConfig(getenv env.Getenv) (Config, error) {
 	cfg.StripeWebhookSecrets = stripeSecrets(r, "STRIPE_WEBHOOK_SECRET")
 	cfg.QStashURL = r.URL("QSTASH_URL", "https://qstash.upstash.io")
 	cfg.QStashToken = r.Secret("QSTASH_TOKEN")
+	mode := "live"
+	if cfg.Development {
+		mode = "test"
+	}
+	cfg.StripeLivemode = r.OneOf("STRIPE_MODE", mode, "live", "test") == "live"
 	cfg.StripeDedupeTTL = r.Duration("STRIPE_DEDUPE_TTL", 7*24*time.Hour)
 	if cfg.StripeDedupeTTL <= 73*time.Hour && r.Err() == nil {
 		r.Fail("STRIPE_DEDUPE_TTL", "must be more than 73h: Stripe retries an event for up to 3 days")
@@ -119,6 +128,9 @@ func stripeSecrets(r *env.Reader, name string) []string {
 			reason = "the comma-separated list " + ce.Reason
 		}
 		r.Fail(name, "%s", reason)
+	}
+	for _, s := range secrets { // "whsec_new,whsec_local_development_only"
+		r.RefuseDevSecret(name, s)
 	}
 	return secrets
 }

@@ -36,8 +36,22 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if w.Port != 3001 || w.PublicURL != "https://worker.example.com" || w.QStashURL != "https://qstash.upstash.io" ||
 		len(w.StripeWebhookSecrets) != 2 || w.StripeWebhookSecrets[1] != "whsec_old" ||
-		w.JobDedupeTTL != 48*time.Hour || w.StripeDedupeTTL != 7*24*time.Hour || !w.OutboxRelay {
+		w.JobDedupeTTL != 48*time.Hour || w.StripeDedupeTTL != 7*24*time.Hour || !w.OutboxRelay || !w.StripeLivemode {
 		t.Fatalf("worker: %+v", w)
+	}
+	// STRIPE_MODE: live, unless on a development machine.
+	for _, tc := range []struct {
+		given map[string]string
+		live  bool
+	}{
+		{map[string]string{"STRIPE_MODE": "test"}, false},
+		{map[string]string{"STRIPE_MODE": "LIVE"}, true},
+		{map[string]string{"JOBWORKER_ENV": "development"}, false},
+		{map[string]string{"JOBWORKER_ENV": "development", "STRIPE_MODE": "live"}, true},
+	} {
+		if w, err := workerapp.LoadConfig(workerEnv(tc.given)); err != nil || w.StripeLivemode != tc.live {
+			t.Errorf("%v: livemode %v (%v), want %v", tc.given, w.StripeLivemode, err, tc.live)
+		}
 	}
 	if w.BodyLimit != 1<<20 || w.ShutdownTimeout != 25*time.Second || w.LogLevel != slog.LevelInfo || w.LogFormat != "json" {
 		t.Fatalf("common defaults: %+v", w.Common)
@@ -84,6 +98,7 @@ func TestConfigBadValuesNameTheVariable(t *testing.T) {
 		{"public url query", map[string]string{"WORKER_PUBLIC_URL": "https://w.example.com?x=1"}, "WORKER_PUBLIC_URL"},
 		{"job dedupe too short", map[string]string{"JOB_DEDUPE_TTL": "1h"}, "JOB_DEDUPE_TTL"},
 		{"stripe dedupe too short", map[string]string{"STRIPE_DEDUPE_TTL": "72h"}, "STRIPE_DEDUPE_TTL"},
+		{"stripe mode", map[string]string{"STRIPE_MODE": "sandbox"}, "STRIPE_MODE"},
 		{"no database", map[string]string{"DATABASE_URL": ""}, "DATABASE_URL"},
 		{"duration", map[string]string{"REDIS_TIMEOUT": "fast"}, "REDIS_TIMEOUT"},
 		{"zero duration", map[string]string{"SHUTDOWN_TIMEOUT": "0s"}, "SHUTDOWN_TIMEOUT"},

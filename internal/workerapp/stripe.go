@@ -26,6 +26,7 @@ import (
 // Answers, decided in one place (see answerStripe):
 //
 //	handed on, or an event already handed on  → 200
+//	livemode other than Livemode               → 200 {"received":true,"ignored":"livemode"}, nothing handed on
 //	the same event being handed on elsewhere  → 409 (Stripe retries later; Redis path only)
 //	Forward failed (lease released)           → 503: never acknowledge work that was not handed on
 //	database or Redis unavailable             → 503; nothing is handed on
@@ -51,6 +52,15 @@ type stripeEvents struct {
 	// Registerer receives jobworker_stripe_webhooks_total{outcome}.
 	// Defaults to nil.
 	Registerer prometheus.Registerer
+	// Livemode is the mode of the Stripe account's events this deployment
+	// takes (STRIPE_MODE). An event of the other mode is signed with a
+	// secret of ours but meant elsewhere (a test endpoint pointed at
+	// production, a leaked test-mode secret): it is never handed on, and
+	// is acknowledged with 200 because every retry would be refused the
+	// same way (Stripe retries any other answer for 3 days). A warning and
+	// outcome="wrong_mode" show the misconfiguration. Defaults to false
+	// (test mode).
+	Livemode bool
 }
 
 // Stripe hand-off outcomes, the values of the outcome label.
@@ -61,6 +71,7 @@ const (
 	stripeForwardFailed = "forward_failed"
 	stripeUnavailable   = "unavailable"
 	stripeUnverified    = "unverified"
+	stripeWrongMode     = "wrong_mode"
 )
 
 // stripeMinResultTTL is Stripe's retry window (3 days) plus a margin.
@@ -82,7 +93,7 @@ func (cfg stripeEvents) Handler() (echo.HandlerFunc, error) {
 	}
 	total := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "jobworker_stripe_webhooks_total",
-		Help: "Verified Stripe webhooks by outcome (forwarded: its job published or committed to the outbox; duplicate, in_progress, forward_failed, unavailable, unverified).",
+		Help: "Verified Stripe webhooks by outcome (forwarded: its job published or committed to the outbox; duplicate, in_progress, forward_failed, unavailable, unverified, wrong_mode: livemode other than STRIPE_MODE, ignored).",
 	}, []string{"outcome"})
 	if cfg.Registerer != nil {
 		var err error
@@ -93,7 +104,12 @@ func (cfg stripeEvents) Handler() (echo.HandlerFunc, error) {
 	return func(c echo.Context) error {
 		ev, ok := webhooks.StripeEventFrom(c)
 		outcome := stripeUnverified
-		if ok {
+		switch {
+		case ok && ev.Livemode != cfg.Livemode:
+			outcome = stripeWrongMode
+			log.WarnContext(c.Request().Context(), "stripe event of the other mode ignored: check STRIPE_MODE and the endpoint's secrets",
+				"event_id", ev.ID, "type", ev.Type, "livemode", ev.Livemode)
+		case ok:
 			outcome = cfg.handOff(context.WithoutCancel(c.Request().Context()), ev, log)
 		}
 		total.WithLabelValues(outcome).Inc()
@@ -157,6 +173,8 @@ func answerStripe(c echo.Context, outcome string) error {
 	switch outcome {
 	case stripeForwarded, stripeDuplicate:
 		return c.JSON(http.StatusOK, map[string]bool{"received": true})
+	case stripeWrongMode:
+		return c.JSON(http.StatusOK, map[string]any{"received": true, "ignored": "livemode"})
 	case stripeInProgress:
 		return problem.Respond(c, http.StatusConflict, "")
 	case stripeUnverified:

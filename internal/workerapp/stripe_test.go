@@ -1,6 +1,7 @@
 package workerapp_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -405,4 +406,60 @@ func postBody(t *testing.T, url string, hdr map[string]string) (int, string) {
 	defer res.Body.Close()
 	body, _ := io.ReadAll(res.Body)
 	return res.StatusCode, string(body)
+}
+
+// TestStripeLivemodeChecked: with STRIPE_MODE=live a test-mode event,
+// validly signed with one of our secrets, is acknowledged (200, so Stripe
+// stops retrying what can never be taken) but never recorded nor credited;
+// a live event is. On the default of a development machine (test mode) a
+// live event is the one ignored.
+func TestStripeLivemodeChecked(t *testing.T) {
+	t.Parallel()
+	pool := pgtest.New(t)
+	st, err := store.NewPostgres(pool, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := setupStripeOn(t, &bundle{}, st, map[string]string{"STRIPE_MODE": "live"})
+	b.pool = pool
+	live := func(payload []byte) []byte {
+		return bytes.Replace(payload, []byte(`"livemode":false`), []byte(`"livemode":true`), 1)
+	}
+	send := func(payload []byte) (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, b.url+workerapp.StripePath, bytes.NewReader(payload))
+		req.Header.Set("Stripe-Signature", webhookstest.StripeSignature(stripeSecret, payload, time.Now()))
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		body, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(body)
+	}
+	if status, body := send(paymentEvent("evt_testmode", "pi_testmode", "user_test", 100, time.Now())); status != 200 || !strings.Contains(body, `"ignored":"livemode"`) {
+		t.Fatalf("test-mode event on a live worker: %d %s", status, body)
+	}
+	var recorded int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM stripe_events`).Scan(&recorded); err != nil || recorded != 0 {
+		t.Fatalf("stripe_events after the ignored event: %d (%v)", recorded, err)
+	}
+	if n := metric(t, b.url, `jobworker_stripe_webhooks_total{outcome="wrong_mode"}`); n != 1 {
+		t.Fatalf("wrong_mode = %v", n)
+	}
+	if status, body := send(live(paymentEvent("evt_live", "pi_live", "user_live", 250, time.Now()))); status != 200 || strings.Contains(body, "ignored") {
+		t.Fatalf("live event: %d %s", status, body)
+	}
+	b.waitBalance(t, "user_live", 250)
+	if n, err := b.store.Balance(context.Background(), "user_test"); err != nil || n != 0 {
+		t.Fatalf("the test-mode event credited %d (%v)", n, err)
+	}
+
+	mem, err := store.NewMemory(store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = setupStripeOn(t, &bundle{}, mem, nil) // JOBWORKER_ENV=development: test mode
+	if status, body := send(live(paymentEvent("evt_live2", "pi_live2", "user_live2", 5, time.Now()))); status != 200 || !strings.Contains(body, `"ignored":"livemode"`) {
+		t.Fatalf("live event on a development worker: %d %s", status, body)
+	}
 }

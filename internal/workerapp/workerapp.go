@@ -272,6 +272,7 @@ func stripeRoute(p *process.Process, cfg Config, events stripeEvents) error {
 	if err != nil {
 		return err
 	}
+	events.Livemode = cfg.StripeLivemode
 	h, err := events.Handler()
 	if err != nil {
 		return err

@@ -196,7 +196,7 @@ func setupWith(t *testing.T, b *bundle, register func(*jobs.Registry, *process.P
 		"QSTASH_CURRENT_SIGNING_KEY": qstashdev.DevCurrentSigningKey,
 		"QSTASH_NEXT_SIGNING_KEY":    qstashdev.DevNextSigningKey,
 		"STRIPE_WEBHOOK_SECRET":      "whsec_test", "LOG_LEVEL": os.Getenv("TEST_LOG_LEVEL"),
-		"QSTASH_URL": b.qstash.URL, "QSTASH_TOKEN": qstashdev.DevToken,
+		"QSTASH_URL": b.qstash.URL, "QSTASH_TOKEN": qstashdev.DevToken, "JOBWORKER_ENV": "development",
 		"DATABASE_URL": "memory", // jobs get their store from the test, not from config
 	}
 	if b.qstashURL != nil {
@@ -596,7 +596,7 @@ func startHelperWorker(t *testing.T, redisURL string, drain time.Duration) *proc
 		"QSTASH_CURRENT_SIGNING_KEY="+qstashdev.DevCurrentSigningKey,
 		"QSTASH_NEXT_SIGNING_KEY="+qstashdev.DevNextSigningKey,
 		"STRIPE_WEBHOOK_SECRET=whsec_test", "LOG_LEVEL=warn", "LOG_FORMAT=text",
-		"QSTASH_URL=http://127.0.0.1:1", "QSTASH_TOKEN=unused", "DATABASE_URL=memory",
+		"QSTASH_URL=http://127.0.0.1:1", "QSTASH_TOKEN=unused", "DATABASE_URL=memory", "JOBWORKER_ENV=development",
 		"SHUTDOWN_DRAIN_DELAY="+drain.String())
 	w.WaitHealthy(t)
 	return w

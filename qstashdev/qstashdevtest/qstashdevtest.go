@@ -1,12 +1,22 @@
 // Package qstashdevtest starts a qstashdev server for a test and stops it
-// when the test ends.
+// when the test ends, and waits for a server (in the test's process or a
+// qstash-dev process) to have nothing left to deliver:
+//
+//	srv := qstashdevtest.Start(t, qstashdev.Config{TimeScale: 0.001, DelayScale: 0.001})
+//	// ... publish through an SDK at srv.URL ...
+//	st := srv.AwaitIdle(t, 10*time.Second) // every message delivered or dead
+//	if st.Dead != 0 { t.Fatalf("%d dead letters", st.Dead) }
 package qstashdevtest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,4 +58,60 @@ func Start(tb testing.TB, cfg qstashdev.Config) *Server {
 		}
 	})
 	return &Server{Server: srv, URL: "http://" + ln.Addr().String()}
+}
+
+// AwaitIdle waits until s has no pending message (every one delivered,
+// dead-lettered or cancelled) and returns its Stats; it fails tb when that
+// takes longer than within.
+func (s *Server) AwaitIdle(tb testing.TB, within time.Duration) qstashdev.Stats {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	if err := s.WaitIdle(ctx); err != nil {
+		tb.Fatalf("qstashdevtest: not idle within %v: %+v", within, s.Stats())
+	}
+	return s.Stats()
+}
+
+// AwaitIdleURL is AwaitIdle for a server in another process (cmd/qstash-dev
+// at baseURL, with the given bearer token), through its development-only
+// GET /qstashdev/stats?waitIdle= endpoint.
+func AwaitIdleURL(tb testing.TB, baseURL, token string, within time.Duration) qstashdev.Stats {
+	tb.Helper()
+	st, idle, err := fetchStats(baseURL, token, within)
+	if err != nil {
+		tb.Fatalf("qstashdevtest: %v", err)
+	}
+	if !idle {
+		tb.Fatalf("qstashdevtest: %s not idle within %v: %+v", baseURL, within, st)
+	}
+	return st
+}
+
+func fetchStats(baseURL, token string, within time.Duration) (qstashdev.Stats, bool, error) {
+	var st qstashdev.Stats
+	ctx, cancel := context.WithTimeout(context.Background(), within+5*time.Second)
+	defer cancel()
+	u := strings.TrimSuffix(baseURL, "/") + "/qstashdev/stats?waitIdle=" + fmt.Sprintf("%dms", max(within.Milliseconds(), 1))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return st, false, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return st, false, err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+	if err != nil {
+		return st, false, err
+	}
+	if res.StatusCode != http.StatusOK && res.StatusCode != http.StatusRequestTimeout {
+		return st, false, fmt.Errorf("GET /qstashdev/stats: %s: %s", res.Status, b)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, false, fmt.Errorf("GET /qstashdev/stats: %w", err)
+	}
+	return st, res.StatusCode == http.StatusOK, nil
 }

@@ -91,7 +91,45 @@ async function main() {
   const dlq = await client.dlq.listMessages();
   assert.ok(Array.isArray(dlq.messages));
 
-  await waitFor(5, 20000);
+  // Flow control management: a paused key holds its messages; pin
+  // overrides what messages ask for until unpinned.
+  await client.flowControl.pause("js-fc");
+  let fc = await client.flowControl.get("js-fc");
+  assert.equal(fc.isPaused, true);
+  const held = await client.publish({ url: `${dest}/fc`, body: "held", flowControl: { key: "js-fc", parallelism: 2 } });
+  ids.add(held.messageId);
+  fc = await client.flowControl.get("js-fc");
+  assert.equal(fc.waitListSize, 1);
+  assert.equal(fc.parallelismMax, 2);
+  await client.flowControl.pin("js-fc", { parallelism: 5, rate: 10, period: 60 });
+  fc = await client.flowControl.get("js-fc");
+  assert.deepEqual([fc.isPinnedParallelism, fc.isPinnedRate, fc.parallelismMax, fc.rateMax, fc.ratePeriod], [true, true, 5, 10, 60]);
+  await client.flowControl.unpin("js-fc", { parallelism: true, rate: false });
+  fc = await client.flowControl.get("js-fc");
+  assert.deepEqual([fc.isPinnedParallelism, fc.isPinnedRate], [false, true]);
+  await client.flowControl.unpin("js-fc", { rate: true });
+  await client.flowControl.resetRate("js-fc");
+  assert.equal((await client.flowControl.get("js-fc")).rateCount, 0);
+  await client.flowControl.resume("js-fc");
+  const gp = await client.flowControl.getGlobalParallelism();
+  assert.equal(typeof gp.parallelismCount, "number");
+
+  // URL group default headers (PATCH /v2/topics/{name}; the SDK has no
+  // method for it, so through its HTTP client).
+  await client.urlGroups.addEndpoints({ name: "js-group", endpoints: [{ url: `${dest}/group` }] });
+  await client.http.request({
+    method: "PATCH",
+    path: ["v2", "topics", "js-group"],
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ headers: { "Upstash-Forward-X-Group-Default": "yes" } }),
+    parseResponseAsJson: false,
+  });
+  assert.equal((await client.urlGroups.get("js-group")).headers["Upstash-Forward-X-Group-Default"][0], "yes");
+  const [grp] = await client.publish({ urlGroup: "js-group", body: "to group" });
+  ids.add(grp.messageId);
+  assert.equal(ids.size, 7);
+
+  await waitFor(7, 20000);
 
   const receiver = new Receiver({
     currentSigningKey: env.QSTASH_CURRENT_SIGNING_KEY,
@@ -111,6 +149,13 @@ async function main() {
   assert.equal(byPath["/json"].headers["content-type"], "application/json");
   assert.equal(byPath["/json"].body, '{"hello":"world"}');
   assert.equal(byPath["/dev"].body, "plain text ünïcode");
+  assert.equal(byPath["/group"].headers["x-group-default"], "yes");
+  assert.equal(byPath["/fc"].body, "held");
+
+  // The development-only endpoint: nothing left once all arrived.
+  const stats = await fetch(`${env.QSTASH_URL}/qstashdev/stats?waitIdle=5s`, { headers: { authorization: `Bearer ${env.QSTASH_TOKEN}` } });
+  assert.equal(stats.status, 200);
+  assert.equal((await stats.json()).idle, true);
 
   console.log(JSON.stringify({ ok: true, deliveries: received.length }));
 }
