@@ -49,7 +49,7 @@ func TestOpsStatsAcrossProcesses(t *testing.T) {
 			"QSTASH_NEXT_SIGNING_KEY=" + qstashdev.DevNextSigningKey,
 			"STRIPE_WEBHOOK_SECRET=whsec_test", "LOG_FORMAT=text", "LOG_LEVEL=warn",
 			"QSTASH_URL=" + qs.URL, "QSTASH_TOKEN=" + qstashdev.DevToken, "DATABASE_URL=memory",
-			"OPS_STATS_INTERVAL=1h",
+			"OPS_STATS_INTERVAL=1h", "JOBWORKER_ENV=development", // qstash-dev's published keys
 		}
 		if i == 0 {
 			env = append(env, "OPS_TOKEN="+opsStatsToken, "OPS_STATS_INTERVAL=100ms")
@@ -110,7 +110,7 @@ func TestOpsStatsAcrossProcesses(t *testing.T) {
 			"REDIS_URL="+rs.URL(), "QSTASH_URL="+qs.URL, "QSTASH_TOKEN="+qstashdev.DevToken,
 			"WORKER_PUBLIC_URL="+workers[0].URL, "LOG_FORMAT=text", "LOG_LEVEL=warn",
 			"AUTH_JWT_SECRET="+apiJWTSecret, "RATE_LIMIT_IP_SOURCE=direct", "DATABASE_URL=memory",
-			"OPS_STATS_INTERVAL=1h")
+			"OPS_STATS_INTERVAL=1h", "JOBWORKER_ENV=development")
 		p.WaitHealthy(t)
 		for range reads[i] {
 			res, err := http.Get(p.URL + "/api/streams/status?username=nobody")
