@@ -31,7 +31,8 @@
 //
 // When Redis errors or exceeds Config.RedisTimeout, GetOrCompute computes
 // directly and skips the write (fail open). Every call is counted by
-// outcome in jobworker_cache_requests_total: hit, miss_computed,
+// key family (the first segment of the key, "status" for "status:{42}")
+// and outcome in jobworker_cache_requests_total: hit, miss_computed,
 // waited_hit, stale_served, lock_timeout, degraded, error, canceled.
 //
 // At shutdown call Close before closing Redis: it refuses new calls and

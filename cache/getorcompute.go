@@ -101,8 +101,9 @@ func GetOrCompute[T any](ctx context.Context, c *Cache, key string, ttl time.Dur
 	if c.isClosed() {
 		return zero, ErrClosed
 	}
+	family := keyFamily(key)
 	report := func(o Outcome) {
-		c.m.outcome(o)
+		c.m.outcome(family, o)
 		if p.outcome != nil {
 			*p.outcome = o
 		}

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/digis/jobworker/internal/metrictest"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
@@ -71,16 +69,34 @@ func (b *testBundle) instanceOn(t *testing.T, rdb Redis, cfg Config) (*Cache, *p
 	return c, reg
 }
 
-// counter reads one sample of a counter from a registry (label pairs as
-// name, value, ...); 0 when absent.
+// counter sums the samples of a counter whose labels include the pairs
+// given (name, value, ...); 0 when absent.
 func counter(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
 	t.Helper()
-	want := map[string]string{}
-	for i := 0; i+1 < len(labels); i += 2 {
-		want[labels[i]] = labels[i+1]
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
 	}
-	v, _ := metrictest.Value(t, reg, name, want)
-	return v
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				have[lp.GetName()] = lp.GetValue()
+			}
+			for i := 0; i+1 < len(labels); i += 2 {
+				if have[labels[i]] != labels[i+1] {
+					continue series
+				}
+			}
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
 }
 
 func outcomes(t *testing.T, reg *prometheus.Registry) map[Outcome]int {

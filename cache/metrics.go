@@ -1,6 +1,10 @@
 package cache
 
 import (
+	"strings"
+	"sync"
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/digis/jobworker/internal/collector"
@@ -41,8 +45,11 @@ var allOutcomes = []Outcome{
 }
 
 type metrics struct {
-	requests       *prometheus.CounterVec
-	byOutcome      map[Outcome]prometheus.Counter
+	requests *prometheus.CounterVec
+	// perFamily caches the outcome children of each key family (bounded by
+	// maxFamilies): WithLabelValues hashes and locks on every call.
+	perFamily      sync.Map // family → map[Outcome]prometheus.Counter
+	families       atomic.Int32
 	computations   *prometheus.CounterVec
 	computeSeconds prometheus.Histogram
 	redisErrors    *prometheus.CounterVec
@@ -53,8 +60,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jobworker_cache_requests_total",
-			Help: "GetOrCompute calls by outcome.",
-		}, []string{"outcome"}),
+			Help: "GetOrCompute calls by key family (the key's first ':'-separated segment) and outcome.",
+		}, []string{"family", "outcome"}),
 		computations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jobworker_cache_computations_total",
 			Help: "Compute functions run, by result (ok, error).",
@@ -91,11 +98,46 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, err
 		}
 	}
-	m.byOutcome = make(map[Outcome]prometheus.Counter, len(allOutcomes))
-	for _, o := range allOutcomes {
-		m.byOutcome[o] = m.requests.WithLabelValues(string(o))
-	}
 	return m, nil
 }
 
-func (m *metrics) outcome(o Outcome) { m.byOutcome[o].Inc() }
+func (m *metrics) outcome(family string, o Outcome) { m.forFamily(family)[o].Inc() }
+
+func (m *metrics) forFamily(family string) map[Outcome]prometheus.Counter {
+	if f, ok := m.perFamily.Load(family); ok {
+		return f.(map[Outcome]prometheus.Counter)
+	}
+	if family != otherFamily && m.families.Load() >= maxFamilies {
+		return m.forFamily(otherFamily)
+	}
+	m.families.Add(1)
+	byOutcome := make(map[Outcome]prometheus.Counter, len(allOutcomes))
+	for _, o := range allOutcomes {
+		byOutcome[o] = m.requests.WithLabelValues(family, string(o))
+	}
+	f, _ := m.perFamily.LoadOrStore(family, byOutcome)
+	return f.(map[Outcome]prometheus.Counter)
+}
+
+// maxFamilies bounds the family label's values; keys of further families
+// count as otherFamily.
+const (
+	maxFamilies = 32
+	otherFamily = "_other"
+)
+
+// keyFamily is the metric family of a caller's key: its first ':'-separated
+// segment ("status:{alice}" is "status") when that is a short lower-case
+// word, else "_other", so no id or handle becomes a label value.
+func keyFamily(key string) string {
+	seg, _, ok := strings.Cut(key, ":")
+	if !ok || seg == "" || len(seg) > 24 {
+		return otherFamily
+	}
+	for _, r := range seg {
+		if (r < 'a' || r > 'z') && r != '-' && r != '_' && r != '.' {
+			return otherFamily
+		}
+	}
+	return seg
+}

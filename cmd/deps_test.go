@@ -31,6 +31,11 @@ func TestDependencyRules(t *testing.T) {
 		{"worker", []string{mod + "internal/appjobs", mod + "internal/store", mod + "internal/workerapp"}},
 		{"server", []string{mod + "internal/env", mod + "internal/apiapp", mod + "internal/workerapp"}},
 		{"outbox", []string{mod + "internal/store", mod + "internal/appjobs", mod + "webhooks"}},
+		// The console is the worker's; the API only flushes its numbers.
+		{"cmd/api", []string{mod + "internal/opsconsole", mod + "internal/opsadapter"}},
+		// The console shows what its sources give it (QStash through an
+		// interface): no QStash client, nothing of the app.
+		{"internal/opsconsole", []string{mod + "jobs", mod + "internal/appjobs", mod + "internal/store", mod + "worker"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.pkg, func(t *testing.T) {

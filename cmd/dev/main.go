@@ -2,7 +2,8 @@
 // accounts and no external services: a local QStash (qstashdev), the worker,
 // the API, an in-memory store with demo data and, unless REDIS_URL is set, an
 // embedded Redis-compatible server. It prints the URLs, development tokens
-// and curl lines to try, and stops everything on Ctrl-C.
+// and curl lines to try, and the ops console's URL and token (OPS_TOKEN, or
+// a new random one per run), and stops everything on Ctrl-C.
 //
 //	go run ./cmd/dev                       # everything in memory
 //	REDIS_URL=redis://127.0.0.1:6379 go run ./cmd/dev
@@ -17,6 +18,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -107,11 +110,19 @@ func run(ctx context.Context, o options, getenv func(string) string, out io.Writ
 	current, next := qs.SigningKeys()
 
 	workerURL := "http://" + o.workerAddr
+	opsToken := getenv("OPS_TOKEN")
+	if opsToken == "" {
+		// A new one per run: the console is on, and nobody else on the
+		// machine can guess the way in.
+		var b [24]byte
+		_, _ = rand.Read(b[:])
+		opsToken = hex.EncodeToString(b[:])
+	}
 	common := map[string]string{
 		"REDIS_URL": redisURL, "REDIS_KEY_PREFIX": getenv("REDIS_KEY_PREFIX"),
 		"LOG_FORMAT": "text", "LOG_LEVEL": getenv("LOG_LEVEL"),
 		"QSTASH_URL": qstashURL, "QSTASH_TOKEN": qstashdev.DevToken, "WORKER_PUBLIC_URL": workerURL,
-		"SHUTDOWN_TIMEOUT": "10s",
+		"SHUTDOWN_TIMEOUT": "10s", "OPS_STATS_INTERVAL": getenv("OPS_STATS_INTERVAL"),
 		// The development switch: the values here are the published ones.
 		env.DevelopmentVar: "development",
 		// The store is opened above and shared; the binaries' configs only
@@ -123,6 +134,7 @@ func run(ctx context.Context, o options, getenv func(string) string, out io.Writ
 		"METRICS_ADDR":               o.workerMetrics,
 		"QSTASH_CURRENT_SIGNING_KEY": current, "QSTASH_NEXT_SIGNING_KEY": next,
 		"STRIPE_WEBHOOK_SECRET": "whsec_local_development_only",
+		"OPS_TOKEN":             opsToken,
 	}))
 	if err != nil {
 		return err
@@ -191,6 +203,7 @@ jobworker local stack is up (Ctrl-C stops it)
   API          http://%[1]s     metrics http://%[11]s/metrics
   worker       %[2]s     metrics http://%[12]s/metrics
   QStash (dev) %[3]s   token %[4]s
+  ops console  %[2]s/ops/   token %[13]s
 
 Development tokens (HS256, 24 h); paste these two lines into your shell:
   export FAN=%[6]s      # %[5]s, balance seeded
@@ -209,7 +222,7 @@ Try:
        -H 'Idempotency-Key: tip-1' -H 'Content-Type: application/json' -d '{"amount":5,"streamId":%[10]d}'
 
 `, o.apiAddr, workerURL, qstashURL, qstashdev.DevToken, demo.FanID, fanToken, demo.CreatorID, creatorToken, stream.Username, stream.ID,
-		o.apiMetrics, o.workerMetrics)
+		o.apiMetrics, o.workerMetrics, opsToken)
 
 	wg.Wait()
 	close(errs)

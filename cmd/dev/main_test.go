@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -71,6 +72,22 @@ func TestLocalStack(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != 200 || !strings.Contains(string(body), `"live":true`) {
 		t.Fatalf("status: %d %s", res.StatusCode, body)
+	}
+
+	// The console is on, at the printed URL, with the printed token.
+	m := regexp.MustCompile(`ops console  (http://\S+/ops/)   token ([0-9a-f]{48})`).FindStringSubmatch(p.Output())
+	if m == nil || m[1] != "http://"+workerAddr+"/ops/" {
+		t.Fatalf("no ops console line with the worker's URL in:\n%s", p.Output())
+	}
+	req, _ = http.NewRequest(http.MethodGet, m[1]+"api/stats", nil)
+	req.Header.Set("Authorization", "Bearer "+m[2])
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("ops console stats: %d", res.StatusCode)
 	}
 
 	if err := p.Signal(syscall.SIGINT); err != nil {

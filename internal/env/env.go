@@ -56,6 +56,10 @@ type Common struct {
 	LogLevel slog.Level
 	// LogFormat is json or text (LOG_FORMAT). Defaults to json.
 	LogFormat string
+	// OpsStatsInterval is how often the process adds its counters to the
+	// fleet-wide per-minute numbers in Redis the ops console reads
+	// (OPS_STATS_INTERVAL); 0 turns the flush off. Defaults to 10s.
+	OpsStatsInterval time.Duration
 	// Development is JOBWORKER_ENV=development: the published development
 	// secrets are accepted (see RefuseDevSecret). Defaults to false
 	// (production).
@@ -119,15 +123,16 @@ func (r *Reader) Fail(name, format string, args ...any) {
 // default and defaultMetricsPort METRICS_ADDR's.
 func (r *Reader) Common(defaultPort, defaultMetricsPort int) Common {
 	c := Common{
-		Port:            r.Port("PORT", defaultPort),
-		KeyPrefix:       r.Str("REDIS_KEY_PREFIX", ""),
-		RequestTimeout:  r.Duration("REQUEST_TIMEOUT", 30*time.Second),
-		ShutdownTimeout: r.Duration("SHUTDOWN_TIMEOUT", 25*time.Second),
-		DrainDelay:      r.DurationOrZero("SHUTDOWN_DRAIN_DELAY", 0),
-		BodyLimit:       r.Bytes("BODY_LIMIT", 1<<20),
-		LogLevel:        r.Level("LOG_LEVEL"),
-		LogFormat:       r.OneOf("LOG_FORMAT", "json", "json", "text"),
-		Development:     r.Development(),
+		Port:             r.Port("PORT", defaultPort),
+		KeyPrefix:        r.Str("REDIS_KEY_PREFIX", ""),
+		RequestTimeout:   r.Duration("REQUEST_TIMEOUT", 30*time.Second),
+		ShutdownTimeout:  r.Duration("SHUTDOWN_TIMEOUT", 25*time.Second),
+		DrainDelay:       r.DurationOrZero("SHUTDOWN_DRAIN_DELAY", 0),
+		BodyLimit:        r.Bytes("BODY_LIMIT", 1<<20),
+		LogLevel:         r.Level("LOG_LEVEL"),
+		LogFormat:        r.OneOf("LOG_FORMAT", "json", "json", "text"),
+		OpsStatsInterval: r.DurationOrZero("OPS_STATS_INTERVAL", 10*time.Second),
+		Development:      r.Development(),
 	}
 	c.Redis = redisconn.Config{
 		URL:     r.getenv("REDIS_URL"),

@@ -1,7 +1,8 @@
 // Package process sets up what every jobworker binary shares before adding
 // its routes: the logger, the metrics registry, the Redis client and the
 // server, with Redis registered as the first stop function so it closes
-// last, after everything that uses it.
+// last, after everything that uses it, and the flush of the process's
+// counters to the fleet-wide numbers (package opsstats).
 package process
 
 import (
@@ -17,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/digis/jobworker/internal/env"
+	"github.com/digis/jobworker/internal/opsstats"
 	"github.com/digis/jobworker/internal/redisconn"
 	"github.com/digis/jobworker/outbox"
 	"github.com/digis/jobworker/server"
@@ -58,7 +60,21 @@ func New(name string, c env.Common) (*Process, error) {
 	// First registered, last to run: every part that talks to Redis has
 	// stopped by then.
 	srv.OnStop("redis", func(context.Context) error { return rdb.Close() })
-	return &Process{Log: log, Registry: reg, Redis: rdb, Server: srv}, nil
+	p := &Process{Log: log, Registry: reg, Redis: rdb, Server: srv}
+	if c.OpsStatsInterval > 0 {
+		f, err := opsstats.NewFlusher(opsstats.Config{
+			Redis: rdb, Gatherer: reg, Prefix: c.KeyPrefix, Interval: c.OpsStatsInterval, Logger: log,
+		})
+		if err != nil {
+			_ = srv.Abort()
+			return nil, err
+		}
+		f.Start()
+		// Registered right after Redis, so it runs just before Redis
+		// closes: the last flush carries every count of the process.
+		srv.OnStop("ops stats", f.Stop)
+	}
+	return p, nil
 }
 
 // OnStop is Server.OnStop: fn runs at shutdown, before the parts registered

@@ -72,6 +72,47 @@ func BenchmarkDeliveries(b *testing.B) {
 	}
 }
 
+// BenchmarkDeliveriesOpsStats measures what the ops console's flush costs
+// deliveries: the production worker with the flush every 100 ms (a hundred
+// times the default, so a cost would show) against the same worker with
+// the flush off, on one Redis, alternating in rounds. The ratio is
+// with-flush over without; 1.0 is free.
+func BenchmarkDeliveriesOpsStats(b *testing.B) {
+	rs := redistest.Start(b)
+	// A generous Redis deadline on both sides: on a loaded shared machine
+	// the default 250 ms turns queueing into 503s, which would end the run.
+	offURL := startBenchWorker(b, rs.URL(), "OPS_STATS_INTERVAL", "0", "REDIS_TIMEOUT", "2s")
+	onURL := startBenchWorker(b, rs.URL(), "OPS_STATS_INTERVAL", "100ms", "REDIS_TIMEOUT", "2s")
+	body := []byte(`{"n":1}`)
+	for _, senders := range []int{16, 64} {
+		b.Run("senders="+strconv.Itoa(senders), func(b *testing.B) {
+			offReqs := signedRequests(b, offURL, body, b.N, "off"+strconv.Itoa(senders))
+			onReqs := signedRequests(b, onURL, body, b.N, "on"+strconv.Itoa(senders))
+			b.ResetTimer()
+			var off, on loadResult
+			const rounds = 6
+			for r := 0; r < rounds; r++ {
+				lo, hi := r*len(offReqs)/rounds, (r+1)*len(offReqs)/rounds
+				// Alternate which side goes first, too.
+				if r%2 == 0 {
+					off = off.add(load(b, offReqs[lo:hi], senders))
+					on = on.add(load(b, onReqs[lo:hi], senders))
+				} else {
+					on = on.add(load(b, onReqs[lo:hi], senders))
+					off = off.add(load(b, offReqs[lo:hi], senders))
+				}
+			}
+			off, on = off.done(), on.done()
+			b.StopTimer()
+			b.ReportMetric(on.perSecond, "flush-deliveries/s")
+			b.ReportMetric(off.perSecond, "noflush-deliveries/s")
+			b.ReportMetric(on.perSecond/off.perSecond, "ratio")
+			b.ReportMetric(on.p99.Seconds()*1000, "flush-p99-ms")
+			b.ReportMetric(off.p99.Seconds()*1000, "noflush-p99-ms")
+		})
+	}
+}
+
 type loadResult struct {
 	perSecond float64
 	p50, p99  time.Duration
@@ -184,19 +225,23 @@ func signedRequests(b *testing.B, base string, body []byte, n int, idPrefix stri
 
 // startBenchWorker runs the production wiring with access logging at info
 // (to /dev/null, so the cost of writing log lines is still paid).
-func startBenchWorker(b *testing.B, redisURL string) string {
+func startBenchWorker(b *testing.B, redisURL string, extraEnv ...string) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
 	url := "http://" + ln.Addr().String()
-	cfg, err := workerapp.LoadConfig(envMap(map[string]string{
+	vars := map[string]string{
 		"REDIS_URL": redisURL, "WORKER_PUBLIC_URL": url,
 		"QSTASH_CURRENT_SIGNING_KEY": qstashdev.DevCurrentSigningKey,
 		"QSTASH_NEXT_SIGNING_KEY":    qstashdev.DevNextSigningKey,
 		"STRIPE_WEBHOOK_SECRET":      "whsec_bench", "QSTASH_TOKEN": "unused", "DATABASE_URL": "memory",
 		"JOBWORKER_ENV": "development",
-	}))
+	}
+	for i := 0; i+1 < len(extraEnv); i += 2 {
+		vars[extraEnv[i]] = extraEnv[i+1]
+	}
+	cfg, err := workerapp.LoadConfig(envMap(vars))
 	if err != nil {
 		b.Fatal(err)
 	}

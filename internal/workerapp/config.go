@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/digis/jobworker/internal/env"
+	"github.com/digis/jobworker/internal/opsconsole"
 	"github.com/digis/jobworker/jobs/control"
 	"github.com/digis/jobworker/webhooks"
 )
@@ -60,6 +61,10 @@ type Config struct {
 	// QStash schedule call RelayPath instead; the route is there either
 	// way. Ignored with the in-memory store. Defaults to on.
 	OutboxRelay bool
+	// OpsToken turns the ops console on at /ops/ (OPS_TOKEN): the
+	// operator's credential, at least 24 characters (opsconsole.MinTokenLength).
+	// Defaults to unset: no console.
+	OpsToken string
 	// SchedulesSync syncs the periodic jobs to QStash schedules at start
 	// (SCHEDULES_SYNC, on or off), as worker -sync-schedules does as a
 	// release step. Defaults to off.
@@ -97,6 +102,12 @@ func LoadConfig(getenv env.Getenv) (Config, error) {
 	cfg.JobDedupeTTL = r.Duration("JOB_DEDUPE_TTL", 48*time.Hour)
 	if cfg.JobDedupeTTL < 24*time.Hour && r.Err() == nil {
 		r.Fail("JOB_DEDUPE_TTL", "must be at least 24h: QStash may redeliver a message that long after it ran")
+	}
+	if r.Getenv("OPS_TOKEN") != "" {
+		cfg.OpsToken = r.Secret("OPS_TOKEN")
+		if len(cfg.OpsToken) < opsconsole.MinTokenLength && r.Err() == nil {
+			r.Fail("OPS_TOKEN", "must be at least %d characters (e.g. openssl rand -hex 24)", opsconsole.MinTokenLength)
+		}
 	}
 	var ce *control.ConfigError
 	if err := (control.Config{Token: "-", App: cfg.SchedulesApp}).Validate(); errors.As(err, &ce) && r.Err() == nil {

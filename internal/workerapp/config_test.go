@@ -106,6 +106,9 @@ func TestConfigBadValuesNameTheVariable(t *testing.T) {
 		{"level", map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
 		{"format", map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
 		{"relay", map[string]string{"OUTBOX_RELAY": "false"}, "OUTBOX_RELAY"},
+		{"ops token too short", map[string]string{"OPS_TOKEN": "hunter2"}, "OPS_TOKEN"},
+		{"ops token with spaces", map[string]string{"OPS_TOKEN": " 0123456789abcdef0123456789abcdef"}, "OPS_TOKEN"},
+		{"ops stats interval", map[string]string{"OPS_STATS_INTERVAL": "often"}, "OPS_STATS_INTERVAL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -117,6 +120,9 @@ func TestConfigBadValuesNameTheVariable(t *testing.T) {
 			}
 			if !strings.HasPrefix(err.Error(), "config: "+tt.wantVar+": ") || strings.Contains(err.Error(), "\n") {
 				t.Fatalf("message %q is not one line naming the variable", err)
+			}
+			if v := tt.given["OPS_TOKEN"]; v != "" && strings.Contains(err.Error(), strings.TrimSpace(v)) {
+				t.Fatalf("message %q echoes the token", err)
 			}
 		})
 	}

@@ -32,9 +32,13 @@ import (
 
 	"github.com/digis/jobworker/idempotency"
 	"github.com/digis/jobworker/internal/appjobs"
+	"github.com/digis/jobworker/internal/opsadapter"
+	"github.com/digis/jobworker/internal/opsconsole"
+	"github.com/digis/jobworker/internal/opsstats"
 	"github.com/digis/jobworker/internal/process"
 	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/jobs"
+	"github.com/digis/jobworker/jobs/control"
 	"github.com/digis/jobworker/outbox"
 	"github.com/digis/jobworker/webhooks"
 	"github.com/digis/jobworker/worker"
@@ -52,6 +56,8 @@ const (
 	// schedule at $WORKER_PUBLIC_URL/internal/outbox/relay. Mounted with a
 	// PostgreSQL store only.
 	RelayPath = "/internal/outbox/relay"
+	// OpsPath is the ops console, mounted when OPS_TOKEN is set.
+	OpsPath = opsconsole.Path
 )
 
 // Deps are the parts Build does not create itself.
@@ -136,7 +142,34 @@ func wire(p *process.Process, cfg Config, deps Deps) error {
 	} else if events, err = directStripe(p, cfg, client); err != nil {
 		return err
 	}
-	return stripeRoute(p, cfg, events)
+	if err := stripeRoute(p, cfg, events); err != nil {
+		return err
+	}
+	return opsRoute(p, cfg)
+}
+
+// opsRoute mounts the ops console at OpsPath when OPS_TOKEN is set.
+func opsRoute(p *process.Process, cfg Config) error {
+	if cfg.OpsToken == "" {
+		return nil
+	}
+	ctl, err := control.New(control.Config{QStashURL: cfg.QStashURL, Token: cfg.QStashToken,
+		WorkerPublicURL: cfg.PublicURL, App: cfg.SchedulesApp})
+	if err != nil {
+		return err
+	}
+	h, err := opsconsole.New(opsconsole.Config{
+		Token: cfg.OpsToken, Stats: opsstats.NewReader(p.Redis, cfg.KeyPrefix),
+		Jobs:   opsadapter.NewQStash(ctl),
+		Keys:   opsadapter.NewKeys(p.Redis, cfg.KeyPrefix, max(cfg.Redis.Timeout, time.Second)),
+		Logger: p.Log,
+	})
+	if err != nil {
+		return err
+	}
+	p.Server.Echo.Any(OpsPath+"*", echo.WrapHandler(h))
+	p.Log.Info("ops console enabled", "path", OpsPath)
+	return nil
 }
 
 // relayRoute builds the outbox relay (started unless OUTBOX_RELAY=off) and
