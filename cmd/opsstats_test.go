@@ -2,8 +2,6 @@ package cmd_test
 
 import (
 	"context"
-	"encoding/json"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -91,7 +89,7 @@ func TestOpsStatsAcrossProcesses(t *testing.T) {
 		var ev struct {
 			Events []struct{ MessageID, State string } `json:"events"`
 		}
-		getWithToken(t, qs.URL+"/v2/events?count=1000", qstashdev.DevToken, &ev)
+		proctest.GetJSON(t, qs.URL+"/v2/events?count=1000", qstashdev.DevToken, &ev)
 		final := map[string]bool{}
 		for _, e := range ev.Events {
 			if e.State == "DELIVERED" || e.State == "FAILED" {
@@ -146,7 +144,7 @@ func TestOpsStatsAcrossProcesses(t *testing.T) {
 				Totals map[string]int `json:"totals"`
 			} `json:"limits"`
 		}
-		getWithToken(t, workers[0].URL+"/ops/api/stats?minutes=10", opsStatsToken, &s)
+		proctest.GetJSON(t, workers[0].URL+"/ops/api/stats?minutes=10", opsStatsToken, &s)
 		got := map[string]int{}
 		for job, outcomes := range s.Deliveries.Totals {
 			for o, n := range outcomes {
@@ -222,23 +220,5 @@ func TestOpsStatsAcrossProcesses(t *testing.T) {
 	}
 	if got = totals(); !same(got) || allowed != wantAllowed {
 		t.Fatalf("console totals %v and %d status reads allowed, want %v and %d", got, allowed, want, wantAllowed)
-	}
-}
-
-func getWithToken(t *testing.T, url, token string, v any) {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	if res.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d %s", url, res.StatusCode, b)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		t.Fatalf("GET %s: %v", url, err)
 	}
 }

@@ -279,23 +279,8 @@ func publishHello(t *testing.T, qs, workerAddr string, headers map[string]string
 	}
 }
 
-func getJSON(t *testing.T, url, token string, v any) {
+func qstashGet(t *testing.T, url string, v any) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	if res.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d %s", url, res.StatusCode, b)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
+	proctest.GetJSON(t, url, qstashdev.DevToken, v)
 }
-
-func qstashGet(t *testing.T, url string, v any) { t.Helper(); getJSON(t, url, qstashdev.DevToken, v) }
-func opsGet(t *testing.T, url string, v any)    { t.Helper(); getJSON(t, url, opsToken, v) }
+func opsGet(t *testing.T, url string, v any) { t.Helper(); proctest.GetJSON(t, url, opsToken, v) }

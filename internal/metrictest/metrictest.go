@@ -70,20 +70,8 @@ const Token = "metrictest-scrape-token"
 // labels in the exposition's sorted order); 0 when absent.
 func Scrape(tb testing.TB, base, series string) float64 {
 	tb.Helper()
-	req, err := http.NewRequest(http.MethodGet, base+"/metrics", nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+Token)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer res.Body.Close()
-	sc := bufio.NewScanner(res.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+	for _, line := range page(tb, base) {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
 			f, _ := strconv.ParseFloat(v, 64)
 			return f
 		}
@@ -91,10 +79,8 @@ func Scrape(tb testing.TB, base, series string) float64 {
 	return 0
 }
 
-// ScrapeSum fetches base+"/metrics" with Token and returns the sum of the
-// samples of the family name whose labels include every pair in labels
-// (values as written on the page, unescaped ones only).
-func ScrapeSum(tb testing.TB, base, name string, labels map[string]string) float64 {
+// page fetches base+"/metrics" with Token and returns its lines.
+func page(tb testing.TB, base string) []string {
 	tb.Helper()
 	req, err := http.NewRequest(http.MethodGet, base+"/metrics", nil)
 	if err != nil {
@@ -106,11 +92,23 @@ func ScrapeSum(tb testing.TB, base, name string, labels map[string]string) float
 		tb.Fatal(err)
 	}
 	defer res.Body.Close()
-	var sum float64
+	var lines []string
 	sc := bufio.NewScanner(res.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), name+"{")
+		lines = append(lines, sc.Text())
+	}
+	return lines
+}
+
+// ScrapeSum fetches base+"/metrics" with Token and returns the sum of the
+// samples of the family name whose labels include every pair in labels
+// (values as written on the page, unescaped ones only).
+func ScrapeSum(tb testing.TB, base, name string, labels map[string]string) float64 {
+	tb.Helper()
+	var sum float64
+	for _, line := range page(tb, base) {
+		rest, ok := strings.CutPrefix(line, name+"{")
 		if !ok {
 			continue
 		}

@@ -6,6 +6,8 @@ package proctest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -205,3 +207,26 @@ func FreePort(tb testing.TB) int {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
+
+// GetJSON GETs url with a bearer token and decodes the 200 answer's JSON
+// into v; any other answer fails the test.
+func GetJSON(tb testing.TB, url, token string, v any) {
+	tb.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK {
+		tb.Fatalf("GET %s: %d %s", url, res.StatusCode, b)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		tb.Fatalf("GET %s: %v", url, err)
+	}
+}
