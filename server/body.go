@@ -22,9 +22,12 @@ import (
 //     headers); it is cleared once the body is read to its end, so a long
 //     handler is not cut off;
 //   - an answer sent before the body was read to its end (a 401, a 413)
-//     carries Connection: close, and the read deadline expires when the
-//     handler returns: net/http would otherwise read up to 256 KiB of the
-//     unread body before writing the answer, at the client's pace.
+//     carries Connection: close, and once the handler returns the read
+//     deadline is cut to unreadBodyGrace. net/http writes the answer first
+//     and then reads what is left of the body (up to 256 KiB), or, for a
+//     longer one, half-closes and waits before closing: either way a
+//     client still sending gets the answer, not a reset. The grace bounds
+//     what a client dripping its body can hold after the answer.
 func guardBody(max int64, readFor time.Duration) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
@@ -44,12 +47,12 @@ func guardBody(max int64, readFor time.Duration) echo.MiddlewareFunc {
 					res.Header().Set(echo.HeaderConnection, "close")
 				}
 			})
-			// Expire the deadline only after the error, if any, is
-			// answered: accessLog renders it after this returns, into the
-			// response buffer, which the read deadline does not affect.
+			// Cut the deadline only after the error, if any, is answered:
+			// accessLog renders it after this returns, into the response
+			// buffer, which the read deadline does not affect.
 			defer func() {
 				if !b.finished() {
-					_ = rc.SetReadDeadline(time.Now())
+					_ = rc.SetReadDeadline(time.Now().Add(min(unreadBodyGrace, readFor)))
 				}
 			}()
 			if req.ContentLength > max {
@@ -58,11 +61,21 @@ func guardBody(max int64, readFor time.Duration) echo.MiddlewareFunc {
 			// Not every ResponseWriter supports deadlines (httptest's
 			// recorder does not); the limit still applies.
 			_ = rc.SetReadDeadline(time.Now().Add(readFor))
+			// A copy carries the guarded body: net/http decides how to
+			// close the connection by the type of the body it gave the
+			// handler, so its own request keeps that body.
+			req = req.WithContext(req.Context())
 			req.Body = b
+			c.SetRequest(req)
 			return next(c)
 		}
 	}
 }
+
+// unreadBodyGrace is how long the rest of a refused body may keep arriving
+// after the answer: enough for a client on any sane link to finish sending
+// what it had in flight, too short to be worth dripping.
+const unreadBodyGrace = 250 * time.Millisecond
 
 // guardedBody notes when the body has been read to its end.
 type guardedBody struct {

@@ -87,6 +87,42 @@ func TestAnswerWithoutWaitingForTheBody(t *testing.T) {
 	}
 }
 
+// TestEarlyAnswerReachesAClientStillSending: a client that sends its whole
+// body while the server refuses the request unread (a 401, a 413) gets the
+// answer, not a connection reset: the server reads what is already coming
+// for a moment after answering, or half-closes and waits, before it closes.
+func TestEarlyAnswerReachesAClientStillSending(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, server.Config{BodyLimit: 4 << 20})
+	s.Echo.POST("/private", func(c echo.Context) error { return echo.ErrUnauthorized })
+	s.Echo.POST("/small", func(c echo.Context) error { return c.NoContent(200) }, server.LimitBody(1000))
+	base, _ := start(t, s)
+	for _, tt := range []struct {
+		path string
+		size int
+		want int
+	}{
+		{"/private", 64 << 10, 401},
+		{"/small", 64 << 10, 413},
+		{"/small", 200 << 10, 413}, // more than loopback buffers while unread
+		{"/small", 1 << 20, 413},   // more than net/http drains
+		{"/small", 8 << 20, 413},   // above the server's cap
+	} {
+		body := strings.Repeat("x", tt.size)
+		for i := range 20 {
+			res, err := http.Post(base+tt.path, "application/json", strings.NewReader(body))
+			if err != nil {
+				t.Fatalf("%s with %d bytes, try %d: %v", tt.path, tt.size, i, err)
+			}
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if res.StatusCode != tt.want {
+				t.Fatalf("%s with %d bytes: %d, want %d", tt.path, tt.size, res.StatusCode, tt.want)
+			}
+		}
+	}
+}
+
 // TestSlowBodyIsCutOffAtTheDeadline drips a body one byte at a time; the
 // server stops waiting for it at RequestTimeout instead of holding the
 // connection until the client is done.

@@ -184,6 +184,10 @@ func (a *app) limits(ctx context.Context, verb string, args []string) error {
 	cfg.Client = rdb
 	cfg.LocalCacheSize = -1
 	cfg.Leases = nil
+	// The API's deadline (RATE_LIMIT_TIMEOUT, 50 ms) protects its request
+	// path; an operator's one-off call, which may dial and load the script
+	// first, gets the tool's REDIS_TIMEOUT instead.
+	cfg.Timeout = env.NewReader(a.getenv).Duration("REDIS_TIMEOUT", time.Second)
 	l, err := limits.New(cfg)
 	if err != nil {
 		return err
