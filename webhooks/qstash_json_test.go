@@ -16,10 +16,11 @@ import (
 //   - whatever it accepts, encoding/json accepts too, with the same values
 //     for the members it knows (it refuses a subset: exact member names, no
 //     duplicates, no exponents, no invalid UTF-8 or lone surrogates);
+//
 //   - whatever encoding/json writes for a claim set, it reads back exactly.
 //
-//	go test -run='^$' -fuzz='^FuzzQStashJSON$' -fuzztime=10s ./webhooks
-//	go test -run='^$' -fuzz='^FuzzQStashClaimsRoundTrip$' -fuzztime=10s ./webhooks
+//     go test -run='^$' -fuzz='^FuzzQStashJSON$' -fuzztime=10s ./webhooks
+//     go test -run='^$' -fuzz='^FuzzQStashClaimsRoundTrip$' -fuzztime=10s ./webhooks
 func FuzzQStashJSON(f *testing.F) {
 	for _, s := range []string{
 		`{"iss":"Upstash","sub":"https://example.com/api/webhook","exp":1700000300,"nbf":0,"iat":1700000000,"jti":"jwt_1","body":"abc="}`,
