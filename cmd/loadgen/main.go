@@ -88,6 +88,7 @@ type config struct {
 	SigningKey  string   // QSTASH_CURRENT_SIGNING_KEY of the worker
 	WorkerEnv   []string // extra KEY=VALUE for the worker
 	WorkerLog   string   // where the worker's stderr goes ("" discards it)
+	Self        string   // the loadgen binary, run as the baseline (default: this one)
 }
 
 type listFlag []string
@@ -247,9 +248,11 @@ func run(ctx context.Context, cfg config, out io.Writer) ([]summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
+	self := cfg.Self
+	if self == "" {
+		if self, err = os.Executable(); err != nil {
+			return nil, err
+		}
 	}
 	bcmd := exec.Command(self, "-serve-baseline", "127.0.0.1:"+strconv.Itoa(basePort), redisAddr)
 	bcmd.Stderr = os.Stderr
