@@ -89,6 +89,7 @@ type config struct {
 	WorkerEnv   []string // extra KEY=VALUE for the worker
 	WorkerLog   string   // where the worker's stderr goes ("" discards it)
 	Self        string   // the loadgen binary, run as the baseline (default: this one)
+	Before      string   // optional second worker binary (e.g. built from main), measured alongside
 }
 
 type listFlag []string
@@ -109,6 +110,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.SigningKey, "signing-key", qstashdev.DevCurrentSigningKey, "QStash current signing key the worker is started with")
 	fs.Var(&env, "worker-env", "extra KEY=VALUE for the worker's environment (repeatable), e.g. LOG_LEVEL=warn")
 	fs.StringVar(&cfg.WorkerLog, "worker-log", "", "file the worker's log goes to (default: discarded)")
+	fs.StringVar(&cfg.Before, "before", "", "a second worker binary (e.g. built from main) measured in the same rounds, for an after/before ratio")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -134,6 +136,10 @@ type summary struct {
 	Conns                     int
 	Worker, Baseline          side
 	RatioMin, Ratio, RatioMax float64 // per-pair worker/baseline rates: min, median, max
+	// With -before: that worker's rounds and its per-pair ratio to the
+	// baseline.
+	Before                                      *side
+	BeforeRatioMin, BeforeRatio, BeforeRatioMax float64
 }
 
 // side aggregates one target's rounds at one connection count.
@@ -219,29 +225,42 @@ func run(ctx context.Context, cfg config, out io.Writer) ([]summary, error) {
 		return nil, err
 	}
 
-	workerPort, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	wcmd := exec.Command(cfg.Worker)
-	wcmd.Env = append([]string{
-		"PATH=" + os.Getenv("PATH"),
-		"PORT=" + strconv.Itoa(workerPort), "METRICS_ADDR=off",
-		"REDIS_URL=redis://" + redisAddr, "WORKER_PUBLIC_URL=http://127.0.0.1:" + strconv.Itoa(workerPort),
-		"QSTASH_CURRENT_SIGNING_KEY=" + cfg.SigningKey, "QSTASH_NEXT_SIGNING_KEY=" + qstashdev.DevNextSigningKey,
-		"STRIPE_WEBHOOK_SECRET=whsec_loadgen", "QSTASH_TOKEN=unused", "DATABASE_URL=memory",
-		"JOBWORKER_ENV=development", "OUTBOX_RELAY=off",
-	}, cfg.WorkerEnv...)
-	if cfg.WorkerLog != "" {
-		f, err := os.Create(cfg.WorkerLog)
+	startWorker := func(bin, name string) (*target, error) {
+		port, err := freePort()
 		if err != nil {
 			return nil, err
 		}
-		defer f.Close()
-		wcmd.Stderr, wcmd.Stdout = f, f
-	} // else: nil is /dev/null, so the worker still pays for writing its lines
-	if err := start(wcmd); err != nil {
-		return nil, fmt.Errorf("starting the worker: %w", err)
+		cmd := exec.Command(bin)
+		cmd.Env = append([]string{
+			"PATH=" + os.Getenv("PATH"),
+			"PORT=" + strconv.Itoa(port), "METRICS_ADDR=off",
+			"REDIS_URL=redis://" + redisAddr, "WORKER_PUBLIC_URL=http://127.0.0.1:" + strconv.Itoa(port),
+			"QSTASH_CURRENT_SIGNING_KEY=" + cfg.SigningKey, "QSTASH_NEXT_SIGNING_KEY=" + qstashdev.DevNextSigningKey,
+			"STRIPE_WEBHOOK_SECRET=whsec_loadgen", "QSTASH_TOKEN=unused", "DATABASE_URL=memory",
+			"JOBWORKER_ENV=development", "OUTBOX_RELAY=off",
+		}, cfg.WorkerEnv...)
+		if cfg.WorkerLog != "" {
+			f, err := os.OpenFile(cfg.WorkerLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+			if err != nil {
+				return nil, err
+			}
+			defer f.Close() // the child has its own descriptor
+			cmd.Stderr, cmd.Stdout = f, f
+		} // else: nil is /dev/null, so the worker still pays for writing its lines
+		if err := start(cmd); err != nil {
+			return nil, fmt.Errorf("starting %s: %w", name, err)
+		}
+		return &target{name: name, addr: "127.0.0.1:" + strconv.Itoa(port), pid: cmd.Process.Pid}, nil
+	}
+	worker, err := startWorker(cfg.Worker, "worker")
+	if err != nil {
+		return nil, err
+	}
+	var before *target
+	if cfg.Before != "" {
+		if before, err = startWorker(cfg.Before, "before"); err != nil {
+			return nil, err
+		}
 	}
 
 	basePort, err := freePort()
@@ -260,9 +279,12 @@ func run(ctx context.Context, cfg config, out io.Writer) ([]summary, error) {
 		return nil, fmt.Errorf("starting the baseline: %w", err)
 	}
 
-	worker := &target{name: "worker", addr: "127.0.0.1:" + strconv.Itoa(workerPort), pid: wcmd.Process.Pid}
 	base := &target{name: "baseline", addr: "127.0.0.1:" + strconv.Itoa(basePort), pid: bcmd.Process.Pid}
-	for _, t := range []*target{worker, base} {
+	targets := []*target{worker, base}
+	if before != nil {
+		targets = append(targets, before)
+	}
+	for _, t := range targets {
 		if err := waitHTTP(ctx, "http://"+t.addr+"/healthz"); err != nil {
 			return nil, fmt.Errorf("%s did not come up: %w", t.name, err)
 		}
@@ -271,39 +293,49 @@ func run(ctx context.Context, cfg config, out io.Writer) ([]summary, error) {
 
 	fmt.Fprintf(out, "loadgen: %d deliveries per round, %d pairs, worker pid %d, baseline pid %d, redis-server pid %d\n",
 		cfg.N, cfg.Pairs, worker.pid, base.pid, redisPID)
+	if before != nil {
+		fmt.Fprintf(out, "loadgen: before pid %d\n", before.pid)
+	}
 	var results []summary
 	for _, conns := range cfg.Conns {
 		// Warm-up: connections, pools, the script cache, the heap.
-		for _, t := range []*target{worker, base} {
+		for _, t := range targets {
 			if _, err := round(ctx, cfg, t, redisPID, conns, max(cfg.N/5, conns)); err != nil {
 				return nil, err
 			}
 		}
 		s := summary{Conns: conns}
-		var ratios []float64
+		if before != nil {
+			s.Before = &side{}
+		}
+		var ratios, beforeRatios []float64
 		for p := 0; p < cfg.Pairs; p++ {
-			order := []*target{worker, base}
-			if p%2 == 1 {
-				order = []*target{base, worker}
-			}
-			var rw, rb roundResult
-			for _, t := range order {
+			// Each target goes first in turn, so a noisy neighbour hits all.
+			res := map[*target]roundResult{}
+			for i := range targets {
+				t := targets[(i+p)%len(targets)]
 				r, err := round(ctx, cfg, t, redisPID, conns, cfg.N)
 				if err != nil {
 					return nil, err
 				}
-				if t == worker {
-					rw = r
-				} else {
-					rb = r
-				}
+				res[t] = r
 			}
+			rw, rb := res[worker], res[base]
 			s.Worker.add(rw)
 			s.Baseline.add(rb)
 			ratios = append(ratios, rw.rate/rb.rate)
-			fmt.Fprintf(out, "conns=%-3d pair %d: worker %7.0f/s p99 %6.2fms cpu %4.0fµs redis %3.0fµs | baseline %7.0f/s p99 %6.2fms cpu %4.0fµs redis %3.0fµs | ratio %.2f\n",
-				conns, p+1, rw.rate, ms(rw.p99), us(rw.cpu/time.Duration(rw.n)), us(rw.redisCPU/time.Duration(rw.n)),
-				rb.rate, ms(rb.p99), us(rb.cpu/time.Duration(rb.n)), us(rb.redisCPU/time.Duration(rb.n)), rw.rate/rb.rate)
+			line := fmt.Sprintf("conns=%-3d pair %d: %s | %s | ratio %.2f", conns, p+1, rw.describe("worker"), rb.describe("baseline"), rw.rate/rb.rate)
+			if before != nil {
+				ro := res[before]
+				s.Before.add(ro)
+				beforeRatios = append(beforeRatios, ro.rate/rb.rate)
+				line += fmt.Sprintf(" | %s | ratio %.2f", ro.describe("before"), ro.rate/rb.rate)
+			}
+			fmt.Fprintln(out, line)
+		}
+		if before != nil {
+			s.Before.finish()
+			s.BeforeRatio, s.BeforeRatioMin, s.BeforeRatioMax = median(beforeRatios), slices.Min(beforeRatios), slices.Max(beforeRatios)
 		}
 		s.Worker.finish()
 		s.Baseline.finish()
@@ -311,20 +343,43 @@ func run(ctx context.Context, cfg config, out io.Writer) ([]summary, error) {
 		results = append(results, s)
 	}
 	fmt.Fprintln(out)
-	fmt.Fprintln(out, "| conns | worker req/s | baseline req/s | ratio (min–max) | worker p50 / p99 | baseline p99 | CPU/req worker / baseline (×) | redis CPU/req worker / baseline |")
-	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(out, "| conns | target | req/s | ratio to baseline (min–max) | p50 / p99 | CPU/req (× baseline) | redis CPU/req |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|---|")
 	for _, s := range results {
-		fmt.Fprintf(out, "| %d | %.0f | %.0f | %.2f (%.2f–%.2f) | %.2f / %.2f ms | %.2f ms | %.0f / %.0f µs (%.2f×) | %.1f / %.1f µs |\n",
-			s.Conns, s.Worker.medianRate(), s.Baseline.medianRate(), s.Ratio, s.RatioMin, s.RatioMax,
-			ms(s.Worker.P50), ms(s.Worker.P99), ms(s.Baseline.P99),
-			us(s.Worker.CPUPerReq), us(s.Baseline.CPUPerReq), float64(s.Worker.CPUPerReq)/float64(s.Baseline.CPUPerReq),
-			us(s.Worker.RedisPerReq), us(s.Baseline.RedisPerReq))
+		row := func(name string, sd *side, r, lo, hi float64) {
+			ratio := "—"
+			if sd != &s.Baseline {
+				ratio = fmt.Sprintf("%.2f (%.2f–%.2f)", r, lo, hi)
+			}
+			fmt.Fprintf(out, "| %d | %s | %.0f | %s | %.2f / %.2f ms | %.0f µs (%.2f×) | %.1f µs |\n",
+				s.Conns, name, sd.medianRate(), ratio, ms(sd.P50), ms(sd.P99),
+				us(sd.CPUPerReq), float64(sd.CPUPerReq)/float64(s.Baseline.CPUPerReq), us(sd.RedisPerReq))
+		}
+		row("worker", &s.Worker, s.Ratio, s.RatioMin, s.RatioMax)
+		if s.Before != nil {
+			row("before", s.Before, s.BeforeRatio, s.BeforeRatioMin, s.BeforeRatioMax)
+		}
+		row("baseline", &s.Baseline, 0, 0, 0)
+	}
+	if len(results) > 0 && results[0].Before != nil {
+		fmt.Fprintln(out)
+		for _, s := range results {
+			fmt.Fprintf(out, "conns=%d worker/before: rate %.2f×, CPU per delivery %.2f×, redis CPU per delivery %.2f×\n",
+				s.Conns, s.Ratio/s.BeforeRatio, float64(s.Worker.CPUPerReq)/float64(s.Before.CPUPerReq),
+				float64(s.Worker.RedisPerReq)/float64(s.Before.RedisPerReq))
+		}
 	}
 	return results, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+// describe is one round's line for target name.
+func (r roundResult) describe(name string) string {
+	return fmt.Sprintf("%s %7.0f/s p99 %6.2fms cpu %4.0fµs redis %3.0fµs", name, r.rate, ms(r.p99),
+		us(r.cpu/time.Duration(r.n)), us(r.redisCPU/time.Duration(r.n)))
+}
 
 type roundResult struct {
 	n             int
