@@ -64,8 +64,8 @@ type Writer struct {
 	outMu sync.Mutex
 	spare []byte
 
-	wake    chan struct{} // buf went from empty to not empty
-	full    chan struct{} // buf reached FlushBytes
+	wake     chan struct{} // buf went from empty to not empty
+	full     chan struct{} // buf reached FlushBytes
 	stop     chan struct{}
 	stopOnce sync.Once
 	stopped  chan struct{}
