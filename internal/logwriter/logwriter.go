@@ -160,8 +160,10 @@ func (w *Writer) flushLocked() error {
 	if err != nil {
 		w.dropped.Add(lines(w.spare))
 	}
-	if cap(w.spare) > 4*w.cfg.FlushBytes {
-		w.spare = nil // a burst's buffer is not kept for ever
+	if cap(w.spare) > 16*w.cfg.FlushBytes {
+		// A burst's buffer is not kept for ever; up to 1 MiB (by default)
+		// is, so a busy process does not grow a new one each flush.
+		w.spare = nil
 	} else {
 		w.spare = w.spare[:0]
 	}
