@@ -198,14 +198,21 @@ func accessLog(log *slog.Logger, m *httpMetrics) echo.MiddlewareFunc {
 func AddLogAttrs(ctx context.Context, attrs ...slog.Attr) bool { return reqlog.Add(ctx, attrs...) }
 
 // requestContext gives each request its deadline and its log line (see
-// reqlog) in one new context and one copy of the request: the innermost
+// reqlog; when the access line is logged at all) in one new context and one
+// copy of the request: the innermost
 // shared middleware, so the deadline runs from when the body guard let the
 // request in. A handler's error that is the deadline passing becomes 503, as
 // Echo's ContextTimeout answers.
-func requestContext(timeout time.Duration) echo.MiddlewareFunc {
+func requestContext(timeout time.Duration, log *slog.Logger) echo.MiddlewareFunc {
+	h := log.Handler()
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			ctx, _ := reqlog.New(c.Request().Context())
+			ctx := c.Request().Context()
+			if h.Enabled(ctx, slog.LevelInfo) {
+				// Below info (LOG_LEVEL=warn) no line would carry what
+				// handlers add: AddLogAttrs says so and costs nothing.
+				ctx, _ = reqlog.New(ctx)
+			}
 			ctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
 			c.SetRequest(c.Request().WithContext(ctx))
