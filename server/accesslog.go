@@ -199,10 +199,10 @@ func AddLogAttrs(ctx context.Context, attrs ...slog.Attr) bool { return reqlog.A
 
 // requestContext gives each request its deadline and its log line (see
 // reqlog; when the access line is logged at all) in one new context and one
-// copy of the request: the innermost
-// shared middleware, so the deadline runs from when the body guard let the
-// request in. A handler's error that is the deadline passing becomes 503, as
-// Echo's ContextTimeout answers.
+// copy of the request. It is the innermost shared middleware, so the
+// deadline runs from when the body guard let the request in. A handler's
+// error that is the deadline passing becomes 503, as Echo's ContextTimeout
+// answered.
 func requestContext(timeout time.Duration, log *slog.Logger) echo.MiddlewareFunc {
 	h := log.Handler()
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
