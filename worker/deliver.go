@@ -9,6 +9,7 @@ import (
 
 	"github.com/digis/jobworker/idempotency"
 	"github.com/digis/jobworker/internal/keyid"
+	"github.com/digis/jobworker/internal/reqlog"
 	"github.com/digis/jobworker/jobs"
 	"github.com/digis/jobworker/webhooks"
 )
@@ -162,6 +163,17 @@ func (h *Handler) nonce(c webhooks.QStashClaims) idempotency.AcquireOption {
 }
 
 func (h *Handler) logResult(ctx context.Context, name string, d jobs.Delivery, r result) {
+	// The request's access line (package server) carries every delivery's
+	// job, message id and outcome: the common outcomes need no line of
+	// their own. Failures still get one, with what an operator needs.
+	carried := reqlog.Add(ctx, slog.String("job", name), slog.String("message_id", d.MessageID),
+		slog.Int("retried", d.Retried), slog.String("outcome", r.outcome))
+	switch r.outcome {
+	case outcomeDone, outcomeDuplicate, outcomeInProgress, outcomeDraining:
+		if carried {
+			return
+		}
+	}
 	if r.outcome == outcomeDone && !h.log.Enabled(ctx, slog.LevelDebug) {
 		return // the common case: no line, so build no attributes either
 	}
