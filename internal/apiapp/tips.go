@@ -94,7 +94,7 @@ func (a *app) tipJobs(tip store.Tip) []jobs.EnqueueRequest {
 // NOTIFY in the transaction (it would serialise every tip's commit, see
 // outbox.WithoutNotify): the handler wakes the relays once it committed.
 func (a *app) writeTipJobs(ctx context.Context, tx pgx.Tx, tip store.Tip) error {
-	_, err := outbox.EnqueueMany(ctx, a.outboxTx(tx), a.tipJobs(tip))
+	_, err := outbox.EnqueueBatch(ctx, a.outboxTx(tx), a.tipJobs(tip))
 	return err
 }
 
