@@ -89,7 +89,7 @@ const (
 	// benchRowPerJob writes a tip's two jobs as two rows (the layout before
 	// multi-job rows).
 	benchRowPerJob = "outbox+row-per-job"
-	benchClients = 16
+	benchClients   = 16
 )
 
 func setupTipBench(b *testing.B) *tipBench {
