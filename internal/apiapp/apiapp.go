@@ -87,6 +87,9 @@ type variant struct {
 	// rowPerJob writes a tip's two jobs as two outbox rows (EnqueueMany),
 	// the layout before multi-job rows.
 	rowPerJob bool
+	// relayConcurrency is the in-process relay's Concurrency (0: the
+	// default).
+	relayConcurrency int
 }
 
 // Build creates the API process: the shared server with the reference
@@ -226,7 +229,7 @@ func wire(p *process.Process, cfg Config, deps Deps, v variant) error {
 		if cfg.OutboxRelay {
 			// Registered last, so stopped first: after the last request's
 			// transaction, before the caller closes the pool.
-			if local, err = p.Relay(outbox.Config{Pool: pg.Pool(), Publisher: jc}, true); err != nil {
+			if local, err = p.Relay(outbox.Config{Pool: pg.Pool(), Publisher: jc, Concurrency: v.relayConcurrency}, true); err != nil {
 				return err
 			}
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/digis/jobworker/internal/metrictest"
 	"github.com/digis/jobworker/internal/outage"
 	"github.com/digis/jobworker/internal/pgtest"
+	"github.com/digis/jobworker/internal/process"
 	"github.com/digis/jobworker/internal/redistest"
 	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/qstashdev"
@@ -89,7 +90,9 @@ const (
 	// benchRowPerJob writes a tip's two jobs as two rows (the layout before
 	// multi-job rows).
 	benchRowPerJob = "outbox+row-per-job"
-	benchClients   = 16
+	// benchConc2 runs the API's relay with Concurrency 2.
+	benchConc2   = "outbox+relay-concurrency=2"
+	benchClients = 16
 )
 
 func setupTipBench(b *testing.B) *tipBench {
@@ -134,13 +137,17 @@ func setupTipBench(b *testing.B) *tipBench {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for mode, st := range map[string]store.Store{benchOutbox: pg, benchBaseline: plainStore{pg}, benchNotify: pg, benchRowPerJob: pg} {
+	for mode, st := range map[string]store.Store{benchOutbox: pg, benchBaseline: plainStore{pg}, benchNotify: pg, benchRowPerJob: pg, benchConc2: pg} {
 		build := apiapp.Build
 		switch mode {
 		case benchNotify:
 			build = apiapp.BuildNotifyingInTx
 		case benchRowPerJob:
 			build = apiapp.BuildRowPerJob
+		case benchConc2:
+			build = func(cfg apiapp.Config, deps apiapp.Deps) (*process.Process, error) {
+				return apiapp.BuildRelayConcurrency(cfg, deps, 2)
+			}
 		}
 		p, err := build(cfg, apiapp.Deps{Store: st})
 		if err != nil {
@@ -428,7 +435,8 @@ func report(b *testing.B, name string, d []time.Duration) {
 // tips (A B B A A B ...), so a burst of other work hits both, and the ratio
 // to the baseline is printed directly. A chunk's time runs until QStash
 // accepted every job of it (the relay's catch-up counts against the
-// outbox). Also reported: the outbox's 201→accepted p99 over all chunks.
+// outbox). Also reported: 201→accepted over all chunks, and at clients=16
+// the same with the relay's Concurrency at 2.
 //
 //	go test -run '^$' -bench TipRouteRatio -benchtime 4000x ./internal/apiapp
 func BenchmarkTipRouteRatio(b *testing.B) {
@@ -440,17 +448,21 @@ func BenchmarkTipRouteRatio(b *testing.B) {
 		clients int
 		hot     bool
 		rtt     time.Duration
+		conc2   bool // also measure benchConc2
 	}{
 		{name: "clients=1", clients: 1},
-		{name: "clients=16", clients: benchClients},
+		{name: "clients=16", clients: benchClients, conc2: true},
 		{name: "hot=16", clients: benchClients, hot: true},
 		{name: "rtt=5ms/clients=1", clients: 1, rtt: 5 * time.Millisecond},
 	} {
 		b.Run(load.name, func(b *testing.B) {
 			modes := []string{benchBaseline, benchOutbox, benchRowPerJob}
+			if load.conc2 {
+				modes = append(modes, benchConc2)
+			}
 			elapsed := map[string]time.Duration{}
 			tips := map[string]int{}
-			var fromAnswer []time.Duration
+			fromAnswer := map[string][]time.Duration{}
 			tb.accepted.rtt.Store(int64(load.rtt))
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: load.clients}}
 			defer client.CloseIdleConnections()
@@ -489,11 +501,11 @@ func BenchmarkTipRouteRatio(b *testing.B) {
 					}
 					elapsed[mode] += time.Since(start)
 					tips[mode] += per
-					if mode == benchOutbox {
+					if mode != benchBaseline {
 						for _, cs := range samples {
 							for _, s := range cs {
 								at, _ := tb.accepted.wait(s.id, time.Second)
-								fromAnswer = append(fromAnswer, at.Sub(s.answered))
+								fromAnswer[mode] = append(fromAnswer[mode], at.Sub(s.answered))
 							}
 						}
 					}
@@ -504,7 +516,11 @@ func BenchmarkTipRouteRatio(b *testing.B) {
 			b.ReportMetric(rate(benchOutbox), "outbox-tips/s")
 			b.ReportMetric(rate(benchOutbox)/rate(benchBaseline), "outbox/baseline")
 			b.ReportMetric(rate(benchRowPerJob)/rate(benchBaseline), "row-per-job/baseline")
-			report(b, "outbox-201→accepted", fromAnswer)
+			report(b, "outbox-201→accepted", fromAnswer[benchOutbox])
+			if load.conc2 {
+				b.ReportMetric(rate(benchConc2)/rate(benchBaseline), "conc2/baseline")
+				report(b, "conc2-201→accepted", fromAnswer[benchConc2])
+			}
 		})
 	}
 }

@@ -15,3 +15,9 @@ func BuildNotifyingInTx(cfg Config, deps Deps) (*process.Process, error) {
 func BuildRowPerJob(cfg Config, deps Deps) (*process.Process, error) {
 	return build(cfg, deps, variant{rowPerJob: true})
 }
+
+// BuildRelayConcurrency is Build with the in-process relay running n rounds
+// at once.
+func BuildRelayConcurrency(cfg Config, deps Deps, n int) (*process.Process, error) {
+	return build(cfg, deps, variant{relayConcurrency: n})
+}
