@@ -251,15 +251,19 @@ func (a *acceptClock) PublishMessage(ctx context.Context, m jobs.Message) (jobs.
 // loopback) accepting the job, with a started relay woken by NOTIFY (the
 // sweep is an hour away). Baseline: the API's current way — publish with
 // jobs.Client.Enqueue right after the commit — timed from the same point.
-// clients is the number of concurrent enqueuers.
+// clients is the number of concurrent enqueuers (16 saturate the machine).
+// sync-commit: the relay's rounds wait for their commit's flush, as before
+// rounds committed asynchronously.
 func BenchmarkCommitToAccepted(b *testing.B) {
-	for _, clients := range []int{1, 8} {
-		for _, mode := range []string{"baseline=enqueue-after-commit", "outbox+relay"} {
+	for _, clients := range []int{1, 8, 16} {
+		for _, mode := range []string{"baseline=enqueue-after-commit", "outbox+relay", "outbox+relay/sync-commit"} {
 			b.Run(mode+"/clients="+strconv.Itoa(clients), func(b *testing.B) {
 				bd := setup(b)
 				ctx := context.Background()
 				clock := &acceptClock{Publisher: bd.client, waiters: map[string]chan time.Time{}}
-				if mode == "outbox+relay" {
+				outbox.SetSyncRounds(mode == "outbox+relay/sync-commit")
+				defer outbox.SetSyncRounds(false)
+				if mode != "baseline=enqueue-after-commit" {
 					r := bd.relay(b, func(c *outbox.Config) {
 						c.Publisher, c.SweepInterval, c.Registerer, c.Concurrency = clock, time.Hour, nil, 2
 					})
@@ -282,7 +286,7 @@ func BenchmarkCommitToAccepted(b *testing.B) {
 							id := "lat-" + strconv.Itoa(next)
 							mu.Unlock()
 							var took time.Duration
-							if mode == "outbox+relay" {
+							if mode != "baseline=enqueue-after-commit" {
 								ch := clock.wait(id)
 								tx, err := bd.pool.Begin(ctx)
 								if err == nil {

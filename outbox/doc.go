@@ -50,9 +50,10 @@
 // Duplicates are suppressed by QStash's deduplication: every job carries a
 // deduplication id — its own (WithDeduplicationID, or content-based
 // deduplication), else "outbox-<row id>" ("outbox-<row id>-<index>" in an
-// EnqueueBatch row) — and a relay that crashed after
-// QStash accepted a row but before recording it publishes the row again
-// under the same id. QStash drops that second publish when it arrives
+// EnqueueBatch row) — and a row whose outcome was not recorded (its relay
+// crashed after QStash accepted it, or the database crashed before
+// flushing the relay's commit, which does not wait for the flush) is
+// published again under the same ids. QStash drops that second publish when it arrives
 // within its 10-minute deduplication window, answering with the first
 // message's id; the row is then recorded as sent and deduplicated.
 //

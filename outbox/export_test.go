@@ -25,3 +25,7 @@ func MigrateUpTo(ctx context.Context, pool *pgxpool.Pool, version int) error {
 	old.Files, old.Dir = files, "m"
 	return old.Apply(ctx, pool)
 }
+
+// SetSyncRounds makes relay rounds commit synchronously (true) or not (the
+// default), for the benchmark. Not safe while a relay runs.
+func SetSyncRounds(on bool) { syncRounds = on }
