@@ -14,8 +14,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/digis/jobworker/internal/apiapp"
 	"github.com/digis/jobworker/internal/metrictest"
@@ -80,6 +84,7 @@ type tipBench struct {
 	streams   []int64           // one stream per client
 	accepted  *acceptLog
 	delivered atomic.Int64
+	pool      *pgxpool.Pool // the database every instance uses
 }
 
 const (
@@ -108,6 +113,7 @@ func setupTipBench(b *testing.B) *tipBench {
 	}))
 	b.Cleanup(sink.Close)
 	pool := pgtest.New(b)
+	tb.pool = pool
 	pg, err := store.NewPostgres(pool, store.Options{})
 	if err != nil {
 		b.Fatal(err)
@@ -401,6 +407,45 @@ func BenchmarkTipRoute(b *testing.B) {
 	}
 }
 
+// processCPU is this process's CPU time so far (user and system): the
+// load generator, the API instances with their relays, qstash-dev and the
+// worker sink.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Skip("getrusage:", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// backendsCPU is the CPU time so far of the PostgreSQL backends connected
+// to the benchmark's database (/proc/<pid>/schedstat, nanoseconds on CPU):
+// the other databases on a shared server are not counted, nor are the
+// server's own processes (WAL writer, checkpointer).
+func (tb *tipBench) backendsCPU(b *testing.B) time.Duration {
+	rows, err := tb.pool.Query(context.Background(), `SELECT pid FROM pg_stat_activity WHERE datname = current_database()`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total time.Duration
+	for _, pid := range pids {
+		raw, err := os.ReadFile("/proc/" + strconv.Itoa(int(pid)) + "/schedstat")
+		if err != nil {
+			continue // a backend that just exited, or a server elsewhere
+		}
+		f := strings.Fields(string(raw))
+		if len(f) > 0 {
+			ns, _ := strconv.ParseInt(f[0], 10, 64)
+			total += time.Duration(ns)
+		}
+	}
+	return total
+}
+
 // machineCPU is the busy CPU time of the whole machine so far (/proc/stat:
 // every field but idle and iowait).
 func machineCPU(b *testing.B) time.Duration {
@@ -435,10 +480,16 @@ func report(b *testing.B, name string, d []time.Duration) {
 // tips (A B C C B A A B C ...), so a burst of other work hits all, and the
 // ratio to the baseline is printed directly. A chunk's time runs from its
 // first request to its last 201; the relay drains the chunk's jobs before
-// the next chunk starts (not timed, as in BenchmarkTipRoute). Also reported: 201→accepted over all chunks, and at clients=16
-// the same with the relay's Concurrency at 2.
+// the next chunk starts (not timed, as in BenchmarkTipRoute). Also
+// reported: 201→accepted over all chunks, and at clients=16 the same with
+// the relay's Concurrency at 2; and the CPU time per tip of this process
+// (Go: load generator, APIs, relays, qstash-dev) and of the database's
+// PostgreSQL backends, from a chunk's start until QStash accepted its jobs,
+// with the ratio of the totals (outbox/baseline-cpu). CPU time varies far
+// less than throughput when other work shares the machine, and at
+// saturation throughput follows it.
 //
-//	go test -run '^$' -bench TipRouteRatio -benchtime 4000x ./internal/apiapp
+//	go test -run '^$' -bench TipRouteRatio -benchtime 2000x ./internal/apiapp
 func BenchmarkTipRouteRatio(b *testing.B) {
 	tb := setupTipBench(b)
 	const chunks = 10
@@ -461,6 +512,7 @@ func BenchmarkTipRouteRatio(b *testing.B) {
 				modes = append(modes, benchConc2)
 			}
 			elapsed := map[string]time.Duration{}
+			goCPU, pgCPU := map[string]time.Duration{}, map[string]time.Duration{}
 			tips := map[string]int{}
 			fromAnswer := map[string][]time.Duration{}
 			tb.accepted.rtt.Store(int64(load.rtt))
@@ -475,6 +527,7 @@ func BenchmarkTipRouteRatio(b *testing.B) {
 				}
 				for _, mode := range order {
 					run++
+					goCPU0, pgCPU0 := processCPU(b), tb.backendsCPU(b)
 					before := tb.accepted.accepted()
 					samples := make([][]sample, load.clients)
 					var next atomic.Int64
@@ -502,6 +555,9 @@ func BenchmarkTipRouteRatio(b *testing.B) {
 							b.Fatal("jobs never reached QStash")
 						}
 					}
+					// CPU until the jobs are accepted: the relay's work counts.
+					goCPU[mode] += processCPU(b) - goCPU0
+					pgCPU[mode] += tb.backendsCPU(b) - pgCPU0
 					tips[mode] += per
 					if mode != benchBaseline {
 						for _, cs := range samples {
@@ -518,6 +574,16 @@ func BenchmarkTipRouteRatio(b *testing.B) {
 			b.ReportMetric(rate(benchOutbox), "outbox-tips/s")
 			b.ReportMetric(rate(benchOutbox)/rate(benchBaseline), "outbox/baseline")
 			b.ReportMetric(rate(benchRowPerJob)/rate(benchBaseline), "row-per-job/baseline")
+			perTip := func(d map[string]time.Duration, m string) float64 {
+				return float64(d[m].Microseconds()) / float64(tips[m])
+			}
+			for _, m := range []struct{ mode, name string }{{benchBaseline, "baseline"}, {benchOutbox, "outbox"}, {benchRowPerJob, "row-per-job"}} {
+				b.ReportMetric(perTip(goCPU, m.mode), m.name+"-go-cpu-µs/tip")
+				b.ReportMetric(perTip(pgCPU, m.mode), m.name+"-pg-cpu-µs/tip")
+			}
+			cpu := func(m string) float64 { return perTip(goCPU, m) + perTip(pgCPU, m) }
+			b.ReportMetric(cpu(benchOutbox)/cpu(benchBaseline), "outbox/baseline-cpu")
+			b.ReportMetric(cpu(benchRowPerJob)/cpu(benchBaseline), "row-per-job/baseline-cpu")
 			report(b, "outbox-201→accepted", fromAnswer[benchOutbox])
 			if load.conc2 {
 				b.ReportMetric(rate(benchConc2)/rate(benchBaseline), "conc2/baseline")
