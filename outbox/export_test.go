@@ -29,3 +29,7 @@ func MigrateUpTo(ctx context.Context, pool *pgxpool.Pool, version int) error {
 // SetSyncRounds makes relay rounds commit synchronously (true) or not (the
 // default), for the benchmark. Not safe while a relay runs.
 func SetSyncRounds(on bool) { syncRounds = on }
+
+// SetBitmapRounds lets the relay's claim use a bitmap scan (true) or not
+// (the default), for the benchmark. Not safe while a relay runs.
+func SetBitmapRounds(on bool) { bitmapRounds = on }
