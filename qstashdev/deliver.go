@@ -50,6 +50,40 @@ func (r *attemptResult) errorText() string {
 	}
 }
 
+// runnerIdle is how long a delivery goroutine waits for the next attempt
+// before it exits.
+const runnerIdle = 5 * time.Second
+
+// spawn runs fn (one delivery attempt) on a delivery goroutine that is
+// waiting for work, or on a new one when none is. Reusing them spares each
+// attempt a new goroutine whose stack must grow again, step by step, to
+// what net/http needs. It never blocks, so s.mu may be held.
+func (s *Server) spawn(fn func()) {
+	select {
+	case s.idleRunners <- fn:
+	default:
+		go s.runner(fn)
+	}
+}
+
+// runner runs fn, then the attempts spawn hands it, until it has waited
+// runnerIdle for one or the server stops.
+func (s *Server) runner(fn func()) {
+	idle := time.NewTimer(runnerIdle)
+	defer idle.Stop()
+	for {
+		fn()
+		idle.Reset(runnerIdle)
+		select {
+		case fn = <-s.idleRunners:
+		case <-idle.C:
+			return
+		case <-s.stop:
+			return
+		}
+	}
+}
+
 // maxResponseBody caps how much of a destination's answer is kept for the
 // DLQ and callbacks (the rest is read and dropped so the connection can be
 // reused).
