@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,7 +28,7 @@ import (
 // TestDrain is the end-to-end drain harness of docs/benchmarks.md
 // (qstash-dev section, issue #21): how fast N demo.hello jobs published to
 // the real qstash-dev binary are delivered to the real worker binary, at a
-// given concurrency toward the worker, against an asynq-shaped queue in
+// given concurrency toward the worker, against two asynq-shaped queues in
 // the same run and on the same redis-server.
 //
 //   - qstash-dev → worker: the jobs are published through POST /v2/batch
@@ -36,29 +37,42 @@ import (
 //     toward a destination at once. The drain time runs from the first
 //     publish request to the moment qstash-dev reports nothing pending
 //     (every delivery answered 2xx by the worker; none dead-lettered).
-//   - baseline: the architecture of asynq (hibiken/asynq) without its
-//     dependency: the jobs are pushed onto a Redis list (pipelined, 1,000
-//     per round trip) and C go-redis workers take them with BLMOVE onto an
-//     "active" list and acknowledge with LREM, doing nothing else. Drain
-//     time: first push to last acknowledgement. It is lighter than asynq
-//     (two plain commands per task where asynq runs two Lua scripts and
-//     keeps task hashes and leases), so the ratio against it is
-//     conservative.
+//   - asynq-shaped: the Redis work asynq (hibiken/asynq) does per task,
+//     without its dependency, in its architecture: a task hash and its id
+//     pushed onto a pending list (one script per task, pipelined 1,000 per
+//     round trip); one dispatching goroutine that takes a token of a
+//     semaphore of C and dequeues with a script (id moved onto an active
+//     list, hash marked active, a lease in a sorted set); a goroutine per
+//     task that runs the no-op handler and acknowledges with a script
+//     (off the active list and the lease set, hash deleted, processed
+//     counters incremented). Drain time: first enqueue to last
+//     acknowledgement. asynq itself also sleeps a second when it finds
+//     its queues empty and keeps more state; this stand-in retries after
+//     a millisecond, so it is, if anything, faster than asynq.
+//   - redis-list: the floor of a Redis queue: a plain list drained by C
+//     go-redis workers with BLMOVE onto an active list and LREM as
+//     acknowledgement, nothing else.
 //
-// Runs alternate A B A B so machine noise hits both, and the test prints
-// each run and the median ratio. Only figures are printed; nothing about
-// speed is asserted. It runs only when asked:
+// Runs rotate (A B C, B C A, ...) so machine noise hits all, and the test
+// prints each run, the median ratios and the CPU each process used per
+// job (from /proc: the least load-sensitive figure on a shared machine).
+// Only figures are printed; nothing about speed is asserted. It runs only
+// when asked:
 //
 //	JOBWORKER_DRAIN=10000 go test -run '^TestDrain$' -count=1 -v ./cmd/
 //
-// JOBWORKER_DRAIN_PAIRS (default 3) sets the A/B pairs per concurrency,
-// JOBWORKER_DRAIN_CONC (default "16,64") the concurrencies.
+// JOBWORKER_DRAIN_ROUNDS (default 3) sets the rounds per concurrency,
+// JOBWORKER_DRAIN_CONC (default "16,64") the concurrencies,
+// JOBWORKER_DRAIN_LOG_LEVEL (default info, the worker's default) the
+// worker's LOG_LEVEL, and JOBWORKER_DRAIN_COMPARE_BIN a second qstash-dev
+// executable (say, built from main) measured in the same rounds, for a
+// before/after ratio.
 func TestDrain(t *testing.T) {
 	n := envInt(t, "JOBWORKER_DRAIN", 0)
 	if n == 0 {
 		t.Skip("set JOBWORKER_DRAIN=<jobs> to run the drain harness")
 	}
-	pairs := envInt(t, "JOBWORKER_DRAIN_PAIRS", 3)
+	rounds := envInt(t, "JOBWORKER_DRAIN_ROUNDS", 3)
 	concs := []int{16, 64}
 	if v := os.Getenv("JOBWORKER_DRAIN_CONC"); v != "" {
 		concs = nil
@@ -73,72 +87,101 @@ func TestDrain(t *testing.T) {
 
 	rs := redistest.Start(t)
 	workerBin := proctest.Build(t, "github.com/digis/jobworker/cmd/worker")
-	qsBin := proctest.Build(t, "github.com/digis/jobworker/cmd/qstash-dev")
-	qsPort := proctest.FreePort(t)
-	qs := proctest.Start(t, qsBin, []string{"-port", strconv.Itoa(qsPort), "-log-level", "warn"}, "PORT="+strconv.Itoa(qsPort))
-	qs.WaitStatus(t, "/v2/keys", http.StatusUnauthorized, 15*time.Second)
+	startQS := func(bin string) *proctest.Proc {
+		port := proctest.FreePort(t)
+		qs := proctest.Start(t, bin, []string{"-port", strconv.Itoa(port), "-log-level", "warn"}, "PORT="+strconv.Itoa(port))
+		qs.WaitStatus(t, "/v2/keys", http.StatusUnauthorized, 15*time.Second)
+		return qs
+	}
+	qs := startQS(proctest.Build(t, "github.com/digis/jobworker/cmd/qstash-dev"))
+	var qsOld *proctest.Proc
+	if bin := os.Getenv("JOBWORKER_DRAIN_COMPARE_BIN"); bin != "" {
+		qsOld = startQS(bin)
+	}
 	wPort := proctest.FreePort(t)
 	workerURL := "http://127.0.0.1:" + strconv.Itoa(wPort)
-	workerEnv := []string{
-		"PORT=" + strconv.Itoa(wPort), "REDIS_URL=" + rs.URL(), "WORKER_PUBLIC_URL=" + workerURL,
-		"QSTASH_CURRENT_SIGNING_KEY=" + qstashdev.DevCurrentSigningKey,
-		"QSTASH_NEXT_SIGNING_KEY=" + qstashdev.DevNextSigningKey,
-		"STRIPE_WEBHOOK_SECRET=whsec_test", "QSTASH_URL=" + qs.URL, "QSTASH_TOKEN=" + qstashdev.DevToken,
+	// The worker logs to a file, as a deployment's log collector would
+	// take them, not into this process's memory.
+	logFile := filepath.Join(t.TempDir(), "worker.log")
+	w := proctest.Start(t, "/bin/sh", []string{"-c", `exec "$0" >"$1" 2>&1`, workerBin, logFile},
+		"PORT="+strconv.Itoa(wPort), "REDIS_URL="+rs.URL(), "WORKER_PUBLIC_URL="+workerURL,
+		"QSTASH_CURRENT_SIGNING_KEY="+qstashdev.DevCurrentSigningKey,
+		"QSTASH_NEXT_SIGNING_KEY="+qstashdev.DevNextSigningKey,
+		"STRIPE_WEBHOOK_SECRET=whsec_test", "QSTASH_URL="+qs.URL, "QSTASH_TOKEN="+qstashdev.DevToken,
 		"DATABASE_URL=memory", "JOBWORKER_ENV=development", "OUTBOX_RELAY=off",
-		// The worker's own defaults (LOG_LEVEL=info: one line per delivery)
-		// unless the caller overrides them.
-		"LOG_LEVEL=" + envOr("JOBWORKER_DRAIN_LOG_LEVEL", "info"), "LOG_FORMAT=json",
-	}
-	w := proctest.Start(t, workerBin, nil, workerEnv...)
+		"LOG_LEVEL="+envOr("JOBWORKER_DRAIN_LOG_LEVEL", "info"), "LOG_FORMAT=json")
 	w.WaitHealthy(t)
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(logFile)
+			t.Logf("worker log (last 4 KiB):\n%s", b[max(0, len(b)-4096):])
+		}
+	})
 
 	redisPID := rs.Client(t).InfoMap(context.Background(), "server").Item("Server", "process_id")
-	d := &drainer{t: t, n: n, qsURL: qs.URL, workerURL: workerURL, redisAddr: rs.Addr(),
-		pids: map[string]int{"qstash-dev": qs.Cmd.Process.Pid, "worker": w.Cmd.Process.Pid, "redis": atoi(t, redisPID), "harness": os.Getpid()}}
-	d.warmUp()
-	type result struct {
-		qs, base       []float64
-		qsCPU, baseCPU []map[string]float64 // CPU µs per job, by process
+	d := &drainer{t: t, n: n, workerURL: workerURL, redisAddr: rs.Addr(),
+		pids: map[string]int{"worker": w.Cmd.Process.Pid, "redis": atoi(t, redisPID), "harness": os.Getpid()}}
+	kinds := []drainKind{
+		{name: "qstash-dev", run: func(c int) float64 { return d.qstashDev(qs.URL, c) }, pid: qs.Cmd.Process.Pid},
+		{name: "asynq-shaped", run: d.asynqShaped},
+		{name: "redis-list", run: d.redisList},
 	}
-	results := map[int]*result{}
+	if qsOld != nil {
+		kinds = append(kinds, drainKind{name: "qstash-dev (compare)", run: func(c int) float64 { return d.qstashDev(qsOld.URL, c) }, pid: qsOld.Cmd.Process.Pid})
+	}
+	// Warm-up: connections, page faults, the worker's first requests.
+	d.n = min(n, 500)
+	for _, k := range kinds {
+		k.run(16)
+	}
+	d.n = n
+
+	type runs struct {
+		rate []float64
+		cpu  []map[string]float64 // CPU µs per job, by process
+	}
 	for _, c := range concs {
-		results[c] = &result{}
-		for p := range pairs {
-			r := results[c]
-			// Alternate which goes first, so neither always runs on a
-			// machine the other has just warmed or loaded.
-			runs := []func(){
-				func() {
-					before := d.cpu()
-					r.qs = append(r.qs, d.qstashDev(c))
-					r.qsCPU = append(r.qsCPU, d.cpuPerJob(before))
-				},
-				func() {
-					before := d.cpu()
-					r.base = append(r.base, d.redisList(c))
-					r.baseCPU = append(r.baseCPU, d.cpuPerJob(before))
-				},
-			}
-			if p%2 == 1 {
-				slices.Reverse(runs)
-			}
-			for _, run := range runs {
-				run()
+		res := make([]runs, len(kinds))
+		for r := range rounds {
+			for i := range kinds {
+				k := (i + r) % len(kinds)
+				kind := kinds[k]
+				if kind.pid != 0 {
+					d.pids["qstash-dev"] = kind.pid
+				} else {
+					delete(d.pids, "qstash-dev")
+				}
+				before := d.cpu()
+				res[k].rate = append(res[k].rate, kind.run(c))
+				res[k].cpu = append(res[k].cpu, d.cpuPerJob(before))
 			}
 		}
-	}
-	t.Logf("drain of %d demo.hello jobs, jobs/s (external reference: asynq v0.26 drains 10k no-op tasks at 7.5–7.9k/s on this machine type)", n)
-	for _, c := range concs {
-		r := results[c]
-		ratios := make([]float64, len(r.qs))
-		for i := range r.qs {
-			ratios[i] = r.qs[i] / r.base[i]
+		t.Logf("concurrency %d, %d jobs, %d rounds (external reference: asynq v0.26 drains 10k no-op tasks at 7.5–7.9k/s on this machine type):", c, n, rounds)
+		for k, kind := range kinds {
+			line := fmt.Sprintf("  %-22s jobs/s %s (median %.0f)", kind.name, fmtRates(res[k].rate), median(res[k].rate))
+			if k > 0 {
+				line += fmt.Sprintf("; qstash-dev / this: %s (median %.2f)", fmtRatios(ratios(res[0].rate, res[k].rate)), median(ratios(res[0].rate, res[k].rate)))
+			}
+			t.Logf("%s; CPU µs/job: %s", line, fmtCPU(res[k].cpu))
 		}
-		t.Logf("concurrency %d: qstash-dev→worker %s; redis-list baseline %s; ratio per pair %s; median qstash-dev→worker %.0f/s, baseline %.0f/s, ratio %.2f, vs asynq 7.5–7.9k/s %.2f–%.2f",
-			c, fmtRates(r.qs), fmtRates(r.base), fmtRatios(ratios), median(r.qs), median(r.base), median(ratios),
-			median(r.qs)/7900, median(r.qs)/7500)
-		t.Logf("concurrency %d: CPU µs per job (median): qstash-dev→worker %s; baseline %s", c, fmtCPU(r.qsCPU), fmtCPU(r.baseCPU))
+		t.Logf("  qstash-dev / asynq's documented 7.5–7.9k/s: %.2f–%.2f", median(res[0].rate)/7900, median(res[0].rate)/7500)
 	}
+}
+
+// drainKind is one way of draining the jobs; pid is the qstash-dev process
+// it uses, if any.
+type drainKind struct {
+	name string
+	run  func(conc int) float64
+	pid  int
+}
+
+func ratios(a, b []float64) []float64 {
+	out := make([]float64, len(a))
+	for i := range a {
+		out[i] = a[i] / b[i]
+	}
+	return out
 }
 
 // fmtCPU is the median CPU per job of each process over runs, and the sum.
@@ -164,7 +207,7 @@ func fmtCPU(runs []map[string]float64) string {
 type drainer struct {
 	t                           *testing.T
 	n                           int
-	qsURL, workerURL, redisAddr string
+	workerURL, redisAddr        string
 	round                       int
 	pids                        map[string]int // process name → pid, for CPU accounting
 }
@@ -196,20 +239,10 @@ func (d *drainer) cpuPerJob(before map[string]time.Duration) map[string]float64 
 	return out
 }
 
-// warmUp sends a few deliveries and tasks through both paths so the
-// first measured run does not pay for connections and page faults.
-func (d *drainer) warmUp() {
-	n := d.n
-	d.n = min(n, 500)
-	d.qstashDev(16)
-	d.redisList(16)
-	d.n = n
-}
-
 // qstashDev publishes d.n jobs to qstash-dev under one flow-control key of
 // parallelism conc and returns jobs per second, from the first publish to
 // nothing pending.
-func (d *drainer) qstashDev(conc int) float64 {
+func (d *drainer) qstashDev(qsURL string, conc int) float64 {
 	t := d.t
 	d.round++
 	key := "drain-" + strconv.Itoa(d.round)
@@ -230,7 +263,7 @@ func (d *drainer) qstashDev(conc int) float64 {
 	}
 	start := time.Now()
 	for _, body := range batches {
-		req, _ := http.NewRequest(http.MethodPost, d.qsURL+"/v2/batch", bytes.NewReader(body))
+		req, _ := http.NewRequest(http.MethodPost, qsURL+"/v2/batch", bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+qstashdev.DevToken)
 		req.Header.Set("Content-Type", "application/json")
 		res, err := http.DefaultClient.Do(req)
@@ -244,7 +277,7 @@ func (d *drainer) qstashDev(conc int) float64 {
 		}
 	}
 	published := time.Since(start)
-	st := qstashdevtest.AwaitIdleURL(t, d.qsURL, qstashdev.DevToken, 5*time.Minute)
+	st := qstashdevtest.AwaitIdleURL(t, qsURL, qstashdev.DevToken, 5*time.Minute)
 	took := time.Since(start)
 	t.Logf("qstash-dev→worker, %d jobs at concurrency %d: published in %v, drained in %v", d.n, conc, published.Round(time.Millisecond), took.Round(time.Millisecond))
 	if st.Dead != 0 {
@@ -390,4 +423,132 @@ func fmtRatios(xs []float64) string {
 		fmt.Fprintf(&b, "%.2f", x)
 	}
 	return b.String()
+}
+
+// The asynq-shaped queue's scripts: the Redis work asynq does per task
+// (written for this harness from asynq's documented design, not taken
+// from its code). Keys are built from the prefix passed in ARGV, so they
+// run on a standalone Redis only, which is all the harness needs.
+var (
+	// asynqEnqueue stores one task and queues its id. KEYS[1] the task
+	// hash, KEYS[2] the pending list; ARGV[1] the message, ARGV[2] the id,
+	// ARGV[3] the enqueue time. Returns 0 for an id already known.
+	asynqEnqueue = redis.NewScript(`
+if redis.call("EXISTS", KEYS[1]) == 1 then return 0 end
+redis.call("HSET", KEYS[1], "msg", ARGV[1], "state", "pending", "pending_since", ARGV[3])
+redis.call("LPUSH", KEYS[2], ARGV[2])
+return 1`)
+	// asynqDequeue takes the oldest pending task: its id moves onto the
+	// active list, its hash is marked active, a lease to ARGV[1] is
+	// recorded. KEYS[1] pending, KEYS[2] active, KEYS[3] the lease set;
+	// ARGV[2] the task hashes' key prefix. Returns {id, message} or nil.
+	asynqDequeue = redis.NewScript(`
+local id = redis.call("RPOPLPUSH", KEYS[1], KEYS[2])
+if not id then return false end
+local key = ARGV[2] .. id
+redis.call("HSET", key, "state", "active")
+redis.call("HDEL", key, "pending_since")
+redis.call("ZADD", KEYS[3], ARGV[1], id)
+return {id, redis.call("HGET", key, "msg")}`)
+	// asynqDone acknowledges task ARGV[1]: off the active list (KEYS[1])
+	// and the lease set (KEYS[2]), its hash (KEYS[3]) deleted, the daily
+	// (KEYS[4], expiring at ARGV[2]) and total (KEYS[5]) processed
+	// counters incremented.
+	asynqDone = redis.NewScript(`
+if redis.call("LREM", KEYS[1], 0, ARGV[1]) == 0 then return redis.error_reply("task not active") end
+redis.call("ZREM", KEYS[2], ARGV[1])
+redis.call("DEL", KEYS[3])
+if redis.call("INCR", KEYS[4]) == 1 then redis.call("EXPIREAT", KEYS[4], ARGV[2]) end
+redis.call("INCR", KEYS[5])
+return 1`)
+)
+
+// asynqShaped drains d.n tasks the way asynq does (see TestDrain) with conc
+// workers and returns tasks per second, first enqueue to last
+// acknowledgement.
+func (d *drainer) asynqShaped(conc int) float64 {
+	t := d.t
+	d.round++
+	ctx := context.Background()
+	rdb := redis.NewClient(&redis.Options{Addr: d.redisAddr, PoolSize: conc + 4, MinIdleConns: conc + 2})
+	defer rdb.Close()
+	prefix := "asynq:" + strconv.Itoa(d.round) + ":"
+	pending, active, lease := prefix+"pending", prefix+"active", prefix+"lease"
+	taskPrefix := prefix + "t:"
+	for _, s := range []*redis.Script{asynqEnqueue, asynqDequeue, asynqDone} {
+		if err := s.Load(ctx, rdb).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var warm sync.WaitGroup
+	for range conc + 2 {
+		warm.Go(func() { rdb.Ping(ctx) })
+	}
+	warm.Wait()
+
+	var firstErr atomic.Pointer[error]
+	fail := func(err error) { firstErr.CompareAndSwap(nil, &err) }
+	done := make(chan time.Time, 1)
+	var acked atomic.Int64
+	var tasks sync.WaitGroup
+	dispatched := make(chan struct{})
+	sema := make(chan struct{}, conc)
+	go func() {
+		defer close(dispatched)
+		for taken := 0; taken < d.n && firstErr.Load() == nil; {
+			sema <- struct{}{}
+			res, err := asynqDequeue.EvalSha(ctx, rdb, []string{pending, active, lease},
+				time.Now().Add(30*time.Second).Unix(), taskPrefix).StringSlice()
+			if errors.Is(err, redis.Nil) {
+				<-sema
+				time.Sleep(time.Millisecond) // asynq: a second
+				continue
+			}
+			if err != nil {
+				fail(err)
+				<-sema
+				return
+			}
+			taken++
+			id := res[0]
+			tasks.Go(func() {
+				defer func() { <-sema }()
+				// The handler: a no-op.
+				err := asynqDone.EvalSha(ctx, rdb, []string{active, lease, taskPrefix + id, prefix + "processed:day", prefix + "processed"},
+					id, time.Now().Add(24*time.Hour).Unix()).Err()
+				if err != nil {
+					fail(err)
+					return
+				}
+				if acked.Add(1) == int64(d.n) {
+					done <- time.Now()
+				}
+			})
+		}
+	}()
+	const perPipe = 1000
+	start := time.Now()
+	for i := 0; i < d.n; i += perPipe {
+		pipe := rdb.Pipeline()
+		for j := i; j < min(i+perPipe, d.n); j++ {
+			id := strconv.Itoa(j)
+			asynqEnqueue.EvalSha(ctx, pipe, []string{taskPrefix + id, pending},
+				`{"type":"demo.hello","payload":{"name":"drain-`+strconv.Itoa(d.round)+`-`+id+`"}}`, id, time.Now().Unix())
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var end time.Time
+	select {
+	case end = <-done:
+	case <-time.After(5 * time.Minute):
+		t.Fatalf("asynq-shaped: %d of %d acknowledged in 5 minutes", acked.Load(), d.n)
+	}
+	<-dispatched
+	tasks.Wait()
+	if p := firstErr.Load(); p != nil {
+		t.Fatal(*p)
+	}
+	return float64(d.n) / end.Sub(start).Seconds()
 }

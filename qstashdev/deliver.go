@@ -94,7 +94,7 @@ const maxResponseBody = 256 << 10
 // (docs/qstash-protocol.md §5.1). It never holds s.mu.
 func (s *Server) deliver(a attempt) *attemptResult {
 	now := s.cfg.Now()
-	tok, err := signToken(a.key, a.url, a.body, now, randomID("jwt_", 28), 0)
+	tok, err := signToken(a.key, a.url, a.body, now, fastID("jwt_", 28), 0)
 	if err != nil {
 		return &attemptResult{err: err}
 	}
@@ -108,25 +108,29 @@ func (s *Server) deliver(a attempt) *attemptResult {
 	if err != nil {
 		return &attemptResult{err: fmt.Errorf("invalid destination: %w", err)}
 	}
+	// The keys are written in canonical form, so no Set needs to
+	// canonicalize them; the message's own headers are shared, read-only.
+	h := make(http.Header, len(a.header)+8)
 	for k, vs := range a.header {
-		req.Header[k] = vs
+		h[k] = vs
 	}
-	req.Header.Set("User-Agent", "Upstash-QStash")
-	req.Header.Set("Upstash-Signature", tok)
-	req.Header.Set("Upstash-Message-Id", a.messageID)
-	req.Header.Set("Upstash-Retried", strconv.Itoa(a.retried))
+	h["User-Agent"] = []string{"Upstash-QStash"}
+	h["Upstash-Signature"] = []string{tok}
+	h["Upstash-Message-Id"] = []string{a.messageID}
+	h["Upstash-Retried"] = []string{strconv.Itoa(a.retried)}
 	if a.topic != "" {
-		req.Header.Set("Upstash-Topic-Name", a.topic)
+		h["Upstash-Topic-Name"] = []string{a.topic}
 	}
 	if a.scheduleID != "" {
-		req.Header.Set("Upstash-Schedule-Id", a.scheduleID)
+		h["Upstash-Schedule-Id"] = []string{a.scheduleID}
 	}
 	if a.callerIP != "" {
-		req.Header.Set("Upstash-Caller-Ip", a.callerIP)
+		h["Upstash-Caller-Ip"] = []string{a.callerIP}
 	}
 	if s.cfg.Region != "" {
-		req.Header.Set("Upstash-Region", s.cfg.Region)
+		h["Upstash-Region"] = []string{s.cfg.Region}
 	}
+	req.Header = h
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return &attemptResult{err: err, timedOut: errors.Is(err, context.DeadlineExceeded)}

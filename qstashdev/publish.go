@@ -150,7 +150,7 @@ func (s *Server) commit(p *preparedPublish) (any, int, error) {
 	resps := make([]pubResp, 0, len(targets))
 	for _, t := range targets {
 		m := &message{
-			id: randomID("msg_", 28), url: t.URL, topic: topicName, endpoint: t.Name, queueName: req.queueName,
+			id: fastID("msg_", 28), url: t.URL, topic: topicName, endpoint: t.Name, queueName: req.queueName,
 			method: opts.method, header: opts.header, body: req.body, retries: opts.retries, retryDelay: opts.retryDelay,
 			timeout: opts.timeout, callback: opts.callback, failure: opts.failure, flow: opts.flow, labels: opts.labels,
 			redact: opts.redact, scheduleID: req.scheduleID, callerIP: req.callerIP, createdAt: p.now, notBefore: p.notBefore,
