@@ -161,7 +161,9 @@ func (s *Server) commit(p *preparedPublish) (any, int, error) {
 		}
 		s.admit(m)
 		resps = append(resps, pubResp{MessageID: m.id, URL: t.URL})
-		s.log.Debug("published", "messageId", m.id, "url", t.URL, "queue", req.queueName, "notBefore", p.notBefore)
+		if s.debug() {
+			s.log.Debug("published", "messageId", m.id, "url", t.URL, "queue", req.queueName, "notBefore", p.notBefore)
+		}
 	}
 	var resp any = resps[0]
 	if !p.isURL {

@@ -204,3 +204,7 @@ func (s *Server) Close() error {
 	s.closeJournal()
 	return err
 }
+
+// debug reports whether debug records are logged: the per-message ones are
+// built only then, since their arguments allocate even when dropped.
+func (s *Server) debug() bool { return s.log.Enabled(context.Background(), slog.LevelDebug) }
