@@ -137,13 +137,7 @@ func (s *Server) start(m *message) {
 		a.timeout = s.cfg.DeliveryTimeout
 	}
 	s.deliveries.Add(1)
-	s.spawn(func() {
-		defer s.deliveries.Done()
-		res := s.deliver(a)
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		s.finishAttempt(m, res)
-	})
+	s.spawn(job{m: m, a: a})
 }
 
 // finishAttempt classifies an attempt's outcome
