@@ -54,77 +54,34 @@ func (r *attemptResult) errorText() string {
 // before it exits.
 const runnerIdle = 5 * time.Second
 
-// job is one delivery attempt of m, started by start.
-type job struct {
-	m *message
-	a attempt
-}
-
-// spawn runs j on a delivery goroutine that is waiting for work, or on a
-// new one when none is; while an attempt's outcome is being recorded
-// (finishing), the attempts that outcome starts are collected instead, for
-// that goroutine to run (runJob). Reusing goroutines spares each attempt a
-// fresh stack that must grow again to what net/http needs, and running the
-// next attempt of a flow-control key or queue on the goroutine that just
-// freed its slot spares waking another. It never blocks. The caller holds
-// s.mu.
-func (s *Server) spawn(j job) {
-	if s.finishing {
-		s.next = append(s.next, j)
-		return
-	}
+// spawn runs fn (one delivery attempt) on a delivery goroutine that is
+// waiting for work, or on a new one when none is. Reusing them spares each
+// attempt a new goroutine whose stack must grow again, step by step, to
+// what net/http needs. It never blocks, so s.mu may be held.
+func (s *Server) spawn(fn func()) {
 	select {
-	case s.idleRunners <- j:
+	case s.idleRunners <- fn:
 	default:
-		go s.runner(j)
+		go s.runner(fn)
 	}
 }
 
-// runner runs j, then what it started, then the attempts spawn hands it,
-// until it has waited runnerIdle for one or the server stops.
-func (s *Server) runner(j job) {
+// runner runs fn, then the attempts spawn hands it, until it has waited
+// runnerIdle for one or the server stops.
+func (s *Server) runner(fn func()) {
 	idle := time.NewTimer(runnerIdle)
 	defer idle.Stop()
 	for {
-		next, ok := s.runJob(j)
-		if ok {
-			j = next
-			continue
-		}
+		fn()
 		idle.Reset(runnerIdle)
 		select {
-		case j = <-s.idleRunners:
+		case fn = <-s.idleRunners:
 		case <-idle.C:
 			return
 		case <-s.stop:
 			return
 		}
 	}
-}
-
-// runJob performs the attempt and records its outcome. It returns the
-// first attempt that outcome started (a waiting message taking the freed
-// flow-control or queue slot), for the caller to run next; it spawns any
-// others.
-func (s *Server) runJob(j job) (job, bool) {
-	res := s.deliver(j.a)
-	s.mu.Lock()
-	s.finishing = true
-	s.finishAttempt(j.m, res)
-	s.finishing = false
-	next := s.next
-	s.next = nil
-	var first job
-	ok := len(next) > 0
-	if ok {
-		first = next[0]
-		for _, o := range next[1:] {
-			s.spawn(o)
-		}
-	}
-	s.mu.Unlock()
-	s.deliveries.Done()
-	return first, ok
 }
 
 // maxResponseBody caps how much of a destination's answer is kept for the

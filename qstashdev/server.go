@@ -57,12 +57,8 @@ type Server struct {
 	// idleWaiters are closed when pending drops to 0 (WaitIdle).
 	idleWaiters []chan struct{}
 	closed      bool
-	// finishing is set while a delivery goroutine records an outcome
-	// (runJob); the attempts started meanwhile go to next, for it to run.
-	finishing bool
-	next      []job
-	httpSrv   *http.Server
-	jr        *journal // nil without Config.DataDir
+	httpSrv     *http.Server
+	jr          *journal // nil without Config.DataDir
 	// onEvent, when set (by tests, through export_test.go), is called with
 	// s.mu held for every event-log record: tests wait on it instead of
 	// sleeping.
@@ -77,7 +73,7 @@ type Server struct {
 	deliveries sync.WaitGroup
 	// idleRunners hands an attempt to a delivery goroutine waiting for
 	// work (spawn); unbuffered, so a send succeeds only when one waits.
-	idleRunners chan job
+	idleRunners chan func()
 	// baseCtx is the parent of every delivery; cancelled by Close.
 	baseCtx    context.Context
 	cancelBase context.CancelFunc
@@ -108,7 +104,7 @@ func New(cfg Config) (*Server, error) {
 		dlq:         newDLQStore(cfg.MaxDLQMessages),
 		events:      eventLog{max: cfg.MaxEvents},
 		wake:        make(chan struct{}, 1),
-		idleRunners: make(chan job),
+		idleRunners: make(chan func()),
 		stop:        make(chan struct{}),
 		loopDone:    make(chan struct{}),
 		baseCtx:     ctx,

@@ -137,7 +137,13 @@ func (s *Server) start(m *message) {
 		a.timeout = s.cfg.DeliveryTimeout
 	}
 	s.deliveries.Add(1)
-	s.spawn(job{m: m, a: a})
+	s.spawn(func() {
+		defer s.deliveries.Done()
+		res := s.deliver(a)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.finishAttempt(m, res)
+	})
 }
 
 // finishAttempt classifies an attempt's outcome
