@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -326,15 +325,4 @@ func BenchmarkFlowDrain(b *testing.B) {
 			b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(b.N), "cpu-µs/msg")
 		})
 	}
-}
-
-// processCPU is the CPU time (user + system) this process has used:
-// the server, the publisher and the destination together. Less sensitive
-// to other load on the machine than a wall-clock rate.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
