@@ -205,11 +205,11 @@ func fmtCPU(runs []map[string]float64) string {
 }
 
 type drainer struct {
-	t                           *testing.T
-	n                           int
-	workerURL, redisAddr        string
-	round                       int
-	pids                        map[string]int // process name → pid, for CPU accounting
+	t                    *testing.T
+	n                    int
+	workerURL, redisAddr string
+	round                int
+	pids                 map[string]int // process name → pid, for CPU accounting
 }
 
 // cpu reads each process's CPU time so far (user + system).
