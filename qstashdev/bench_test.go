@@ -1,6 +1,7 @@
 package qstashdev_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -276,6 +277,52 @@ func BenchmarkHerd(b *testing.B) {
 			b.ReportMetric(q(0.99), "p99-ms")
 			b.ReportMetric(q(1), "max-ms")
 			b.ReportMetric(float64(conns.Load())/float64(b.N), "conns/op")
+		})
+	}
+}
+
+// BenchmarkFlowDrain is the server's side of the drain of docs/benchmarks.md
+// (issue #21) in one process: b.N messages published through /v2/batch
+// under one flow-control key of parallelism 16 or 64, delivered (signed)
+// to a no-op destination. One op = one message published and delivered.
+//
+//	go test -run '^$' -bench FlowDrain -benchtime 10000x ./qstashdev/
+func BenchmarkFlowDrain(b *testing.B) {
+	for _, par := range []int{16, 64} {
+		b.Run("parallelism="+strconv.Itoa(par), func(b *testing.B) {
+			dst := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+			}))
+			defer dst.Close()
+			srv, api := benchServer(b)
+			c := benchClient()
+			key := fmt.Sprintf("drain-%d-%d", par, b.N)
+			var batches []string
+			for i := 0; i < b.N; i += 1000 {
+				var sb strings.Builder
+				sb.WriteByte('[')
+				for j := i; j < min(i+1000, b.N); j++ {
+					if j > i {
+						sb.WriteByte(',')
+					}
+					fmt.Fprintf(&sb, `{"destination":%q,"headers":{"Content-Type":"application/json","Upstash-Flow-Control-Key":%q,"Upstash-Flow-Control-Value":"parallelism=%d"},"body":"{\"name\":\"drain-%d\"}"}`,
+						dst.URL+"/jobs/demo.hello", key, par, j)
+				}
+				sb.WriteByte(']')
+				batches = append(batches, sb.String())
+			}
+			b.ResetTimer()
+			start, cpu0 := time.Now(), processCPU()
+			for _, body := range batches {
+				publishRaw(b, c, api+"/v2/batch", body, map[string]string{"Content-Type": "application/json"})
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := srv.WaitIdle(ctx); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+			b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(b.N), "cpu-µs/msg")
 		})
 	}
 }

@@ -80,7 +80,7 @@ func (s *Server) spawnCallback(m *message, cb *callbackConfig, res *attemptResul
 	}
 	now := s.cfg.Now()
 	child := &message{
-		id: randomID("msg_", 28), url: cb.url, method: cb.method, header: hdr, body: body,
+		id: fastID("msg_", 28), url: cb.url, method: cb.method, header: hdr, body: body,
 		retries: retries, retryDelay: rd, timeout: cb.timeout, callerIP: m.callerIP,
 		createdAt: now, notBefore: now.Add(cb.delay), isCallback: true, parent: m,
 	}

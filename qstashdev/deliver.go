@@ -50,6 +50,40 @@ func (r *attemptResult) errorText() string {
 	}
 }
 
+// runnerIdle is how long a delivery goroutine waits for the next attempt
+// before it exits.
+const runnerIdle = 5 * time.Second
+
+// spawn runs fn (one delivery attempt) on a delivery goroutine that is
+// waiting for work, or on a new one when none is. Reusing them spares each
+// attempt a new goroutine whose stack must grow again, step by step, to
+// what net/http needs. It never blocks, so s.mu may be held.
+func (s *Server) spawn(fn func()) {
+	select {
+	case s.idleRunners <- fn:
+	default:
+		go s.runner(fn)
+	}
+}
+
+// runner runs fn, then the attempts spawn hands it, until it has waited
+// runnerIdle for one or the server stops.
+func (s *Server) runner(fn func()) {
+	idle := time.NewTimer(runnerIdle)
+	defer idle.Stop()
+	for {
+		fn()
+		idle.Reset(runnerIdle)
+		select {
+		case fn = <-s.idleRunners:
+		case <-idle.C:
+			return
+		case <-s.stop:
+			return
+		}
+	}
+}
+
 // maxResponseBody caps how much of a destination's answer is kept for the
 // DLQ and callbacks (the rest is read and dropped so the connection can be
 // reused).
@@ -60,7 +94,7 @@ const maxResponseBody = 256 << 10
 // (docs/qstash-protocol.md §5.1). It never holds s.mu.
 func (s *Server) deliver(a attempt) *attemptResult {
 	now := s.cfg.Now()
-	tok, err := signToken(a.key, a.url, a.body, now, randomID("jwt_", 28), 0)
+	tok, err := signToken(a.key, a.url, a.body, now, fastID("jwt_", 28), 0)
 	if err != nil {
 		return &attemptResult{err: err}
 	}
@@ -74,25 +108,29 @@ func (s *Server) deliver(a attempt) *attemptResult {
 	if err != nil {
 		return &attemptResult{err: fmt.Errorf("invalid destination: %w", err)}
 	}
+	// The keys are written in canonical form, so no Set needs to
+	// canonicalize them; the message's own headers are shared, read-only.
+	h := make(http.Header, len(a.header)+8)
 	for k, vs := range a.header {
-		req.Header[k] = vs
+		h[k] = vs
 	}
-	req.Header.Set("User-Agent", "Upstash-QStash")
-	req.Header.Set("Upstash-Signature", tok)
-	req.Header.Set("Upstash-Message-Id", a.messageID)
-	req.Header.Set("Upstash-Retried", strconv.Itoa(a.retried))
+	h["User-Agent"] = []string{"Upstash-QStash"}
+	h["Upstash-Signature"] = []string{tok}
+	h["Upstash-Message-Id"] = []string{a.messageID}
+	h["Upstash-Retried"] = []string{strconv.Itoa(a.retried)}
 	if a.topic != "" {
-		req.Header.Set("Upstash-Topic-Name", a.topic)
+		h["Upstash-Topic-Name"] = []string{a.topic}
 	}
 	if a.scheduleID != "" {
-		req.Header.Set("Upstash-Schedule-Id", a.scheduleID)
+		h["Upstash-Schedule-Id"] = []string{a.scheduleID}
 	}
 	if a.callerIP != "" {
-		req.Header.Set("Upstash-Caller-Ip", a.callerIP)
+		h["Upstash-Caller-Ip"] = []string{a.callerIP}
 	}
 	if s.cfg.Region != "" {
-		req.Header.Set("Upstash-Region", s.cfg.Region)
+		h["Upstash-Region"] = []string{s.cfg.Region}
 	}
+	req.Header = h
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return &attemptResult{err: err, timedOut: errors.Is(err, context.DeadlineExceeded)}

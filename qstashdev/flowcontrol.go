@@ -222,6 +222,9 @@ func (s *Server) handleFlowAction(w http.ResponseWriter, r *http.Request, key, a
 			fk.pinnedParallelism = fk.pinnedParallelism && !unpinPar
 			fk.pinnedRate = fk.pinnedRate && !unpinRate
 		}
+		if action != "resetrate" && action != "reset" {
+			s.jFlow(fk) // pauses and pins survive a restart with DataDir
+		}
 		s.pumpFlow(fk)
 	}
 	s.mu.Unlock()

@@ -17,7 +17,8 @@ import (
 // Persistence (Config.DataDir): an append-only journal of JSON lines, one
 // record per change of what a restart must keep — pending messages (with
 // their attempt count and next attempt), dead letters, schedules, queues,
-// URL groups, Workflow runs and the signing keys. Records are appended
+// URL groups, Workflow runs, flow-control keys' pauses and pins, and the
+// signing keys. Records are appended
 // under s.mu to an in-memory buffer; an API answer is written only after
 // the buffer up to it reached the file (the answer's writer flushes first),
 // so anything a client was told is accepted is in the operating system
@@ -76,6 +77,7 @@ type record struct {
 	Step  *rawStep       `json:"step,omitempty"`
 	Keys  *[2]string     `json:"keys,omitempty"`
 	Att   *attemptRecord `json:"att,omitempty"`
+	Flow  *flowRecord    `json:"flow,omitempty"`
 }
 
 // msgRecord is a pending message. A published message is rebuilt by
@@ -145,6 +147,32 @@ type topicRecord struct {
 	Headers   http.Header `json:"headers,omitempty"`
 }
 
+// flowRecord is what the management API set on a flow-control key
+// (docs/qstash-protocol.md §10.3): paused, and the pinned settings. What
+// messages ask for is not recorded: their own records bring it back.
+type flowRecord struct {
+	Key               string `json:"key"`
+	Paused            bool   `json:"paused,omitempty"`
+	PinnedParallelism int    `json:"pinnedParallelism,omitempty"`
+	PinnedRate        int    `json:"pinnedRate,omitempty"`
+	Period            int64  `json:"period,omitempty"` // of the pinned rate, ns
+}
+
+func flowRecordOf(fk *flowKey) *flowRecord {
+	r := &flowRecord{Key: fk.key, Paused: fk.paused}
+	if fk.pinnedParallelism {
+		r.PinnedParallelism = fk.parallelism
+	}
+	if fk.pinnedRate {
+		r.PinnedRate, r.Period = fk.rate, int64(fk.period)
+	}
+	return r
+}
+
+// managed reports whether the management API left state on fk that a
+// restart must keep.
+func (fk *flowKey) managed() bool { return fk.paused || fk.pinnedParallelism || fk.pinnedRate }
+
 type runRecord struct {
 	ID        string      `json:"id"`
 	URL       string      `json:"url"`
@@ -174,6 +202,8 @@ func (r record) complete() bool {
 		return r.Att != nil
 	case "keys":
 		return r.Keys != nil
+	case "flow":
+		return r.Flow != nil
 	}
 	return true
 }
@@ -504,6 +534,14 @@ func (s *Server) jKeys() {
 	}
 }
 
+// jFlow records fk's pause and pins after the management API changed
+// them.
+func (s *Server) jFlow(fk *flowKey) {
+	if s.jr != nil {
+		s.journalAppend(record{Op: "flow", Flow: flowRecordOf(fk)})
+	}
+}
+
 func msgRecordOf(m *message) *msgRecord {
 	r := &msgRecord{ID: m.id, URL: m.url, Topic: m.topic, Endpoint: m.endpoint, Queue: m.queueName, Orig: m.origHeader,
 		Body: m.body, ScheduleID: m.scheduleID, CallerIP: m.callerIP, CreatedAt: m.createdAt, NotBefore: m.notBefore,
@@ -543,6 +581,11 @@ func (s *Server) snapshotLocked() []byte {
 	put(record{Op: "keys", Keys: &[2]string{s.curKey, s.nextKey}})
 	for _, q := range s.queues {
 		put(record{Op: "queue", Queue: &queueRecord{Name: q.name, Parallelism: q.parallelism, Paused: q.paused, CreatedAt: q.createdAt}})
+	}
+	for _, fk := range s.flows {
+		if fk.managed() {
+			put(record{Op: "flow", Flow: flowRecordOf(fk)})
+		}
 	}
 	for _, t := range s.topics {
 		put(record{Op: "topic", Topic: &topicRecord{Name: t.name, CreatedAt: t.createdAt, Endpoints: t.endpoints, Headers: t.headers}})
@@ -621,6 +664,25 @@ func (s *Server) restore(recs []record) {
 			q.parallelism, q.paused, q.createdAt = max(r.Queue.Parallelism, 1), r.Queue.Paused, r.Queue.CreatedAt
 		case "queuedel":
 			delete(s.queues, r.ID)
+		case "flow":
+			// Before any message is readmitted: getFlowKey then keeps
+			// the pins, and a paused key starts nothing.
+			f := r.Flow
+			fk := &flowKey{key: f.Key, period: time.Second, paused: f.Paused}
+			if f.PinnedParallelism > 0 {
+				fk.parallelism, fk.pinnedParallelism = f.PinnedParallelism, true
+			}
+			if f.PinnedRate > 0 {
+				fk.rate, fk.pinnedRate = f.PinnedRate, true
+				if f.Period > 0 {
+					fk.period = time.Duration(f.Period)
+				}
+			}
+			if fk.managed() {
+				s.flows[f.Key] = fk
+			} else {
+				delete(s.flows, f.Key)
+			}
 		case "topic":
 			t := r.Topic
 			s.topics[t.Name] = &topic{name: t.Name, createdAt: t.CreatedAt, updatedAt: t.CreatedAt, endpoints: t.Endpoints, headers: t.Headers}

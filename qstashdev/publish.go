@@ -150,7 +150,7 @@ func (s *Server) commit(p *preparedPublish) (any, int, error) {
 	resps := make([]pubResp, 0, len(targets))
 	for _, t := range targets {
 		m := &message{
-			id: randomID("msg_", 28), url: t.URL, topic: topicName, endpoint: t.Name, queueName: req.queueName,
+			id: fastID("msg_", 28), url: t.URL, topic: topicName, endpoint: t.Name, queueName: req.queueName,
 			method: opts.method, header: opts.header, body: req.body, retries: opts.retries, retryDelay: opts.retryDelay,
 			timeout: opts.timeout, callback: opts.callback, failure: opts.failure, flow: opts.flow, labels: opts.labels,
 			redact: opts.redact, scheduleID: req.scheduleID, callerIP: req.callerIP, createdAt: p.now, notBefore: p.notBefore,
@@ -161,7 +161,9 @@ func (s *Server) commit(p *preparedPublish) (any, int, error) {
 		}
 		s.admit(m)
 		resps = append(resps, pubResp{MessageID: m.id, URL: t.URL})
-		s.log.Debug("published", "messageId", m.id, "url", t.URL, "queue", req.queueName, "notBefore", p.notBefore)
+		if s.debug() {
+			s.log.Debug("published", "messageId", m.id, "url", t.URL, "queue", req.queueName, "notBefore", p.notBefore)
+		}
 	}
 	var resp any = resps[0]
 	if !p.isURL {

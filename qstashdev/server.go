@@ -69,8 +69,11 @@ type Server struct {
 	loopDone chan struct{}
 	stopOnce sync.Once
 
-	// deliveries counts running delivery goroutines so shutdown can wait.
+	// deliveries counts running delivery attempts so shutdown can wait.
 	deliveries sync.WaitGroup
+	// idleRunners hands an attempt to a delivery goroutine waiting for
+	// work (spawn); unbuffered, so a send succeeds only when one waits.
+	idleRunners chan func()
 	// baseCtx is the parent of every delivery; cancelled by Close.
 	baseCtx    context.Context
 	cancelBase context.CancelFunc
@@ -86,25 +89,26 @@ func New(cfg Config) (*Server, error) {
 	cfg = cfg.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		cfg:        cfg,
-		log:        cfg.Logger,
-		client:     cfg.HTTPClient,
-		curKey:     cfg.CurrentSigningKey,
-		nextKey:    cfg.NextSigningKey,
-		messages:   map[string]*message{},
-		dedup:      map[string]*dedupEntry{},
-		queues:     map[string]*queue{},
-		flows:      map[string]*flowKey{},
-		topics:     map[string]*topic{},
-		schedules:  map[string]*schedule{},
-		runs:       map[string]*workflowRun{},
-		dlq:        newDLQStore(cfg.MaxDLQMessages),
-		events:     eventLog{max: cfg.MaxEvents},
-		wake:       make(chan struct{}, 1),
-		stop:       make(chan struct{}),
-		loopDone:   make(chan struct{}),
-		baseCtx:    ctx,
-		cancelBase: cancel,
+		cfg:         cfg,
+		log:         cfg.Logger,
+		client:      cfg.HTTPClient,
+		curKey:      cfg.CurrentSigningKey,
+		nextKey:     cfg.NextSigningKey,
+		messages:    map[string]*message{},
+		dedup:       map[string]*dedupEntry{},
+		queues:      map[string]*queue{},
+		flows:       map[string]*flowKey{},
+		topics:      map[string]*topic{},
+		schedules:   map[string]*schedule{},
+		runs:        map[string]*workflowRun{},
+		dlq:         newDLQStore(cfg.MaxDLQMessages),
+		events:      eventLog{max: cfg.MaxEvents},
+		wake:        make(chan struct{}, 1),
+		idleRunners: make(chan func()),
+		stop:        make(chan struct{}),
+		loopDone:    make(chan struct{}),
+		baseCtx:     ctx,
+		cancelBase:  cancel,
 	}
 	if cfg.DataDir != "" {
 		if err := s.openJournal(cfg.DataDir); err != nil {
@@ -200,3 +204,7 @@ func (s *Server) Close() error {
 	s.closeJournal()
 	return err
 }
+
+// debug reports whether debug records are logged: the per-message ones are
+// built only then, since their arguments allocate even when dropped.
+func (s *Server) debug() bool { return s.log.Enabled(context.Background(), slog.LevelDebug) }

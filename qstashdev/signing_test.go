@@ -1,6 +1,9 @@
 package qstashdev
 
 import (
+	"bytes"
+	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 )
@@ -56,5 +59,37 @@ func TestSignTokenMatchesReferenceVectors(t *testing.T) {
 				t.Errorf("token mismatch\n got %s\nwant %s", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestAppendJSONStringMatchesEncodingJSON: the token's hand-built claims
+// quote strings exactly as encoding/json does with HTML escaping off.
+func TestAppendJSONStringMatchesEncodingJSON(t *testing.T) {
+	t.Parallel()
+	for _, v := range []string{
+		"", "https://example.com/api/webhook?tenant=a&x=1", `a"b\c`, "tab\there", "nl\n", "\x00\x1f\x7f",
+		"<script>&", "é ü 日本", "\u2028\u2029", "bad\xffutf8", "http://[::1]:8080/jobs/demo.hello",
+	} {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(v); err != nil {
+			t.Fatal(err)
+		}
+		want := strings.TrimSuffix(buf.String(), "\n")
+		if got := string(appendJSONString(nil, v)); got != want {
+			t.Errorf("appendJSONString(%q) = %s, want %s", v, got, want)
+		}
+	}
+}
+
+func BenchmarkSignToken(b *testing.B) {
+	now := time.Unix(1700000000, 0)
+	body := []byte(`{"name":"bench"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := signToken(DevCurrentSigningKey, "http://127.0.0.1:3001/jobs/demo.hello", body, now, "jwt_TestVector0000000000001", 0); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

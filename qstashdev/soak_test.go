@@ -47,8 +47,10 @@ func TestSoak(t *testing.T) {
 			t.Fatalf("QSTASHDEV_SOAK_RATE=%q: want messages per second", v)
 		}
 	}
+	cpu0 := processCPU()
 	res := runSoak(t, n, rate)
-	t.Logf("soak: %d messages (%d retried, %d flow-controlled) in %v", n, res.retried, res.flow, res.took.Round(time.Millisecond))
+	t.Logf("soak: %d messages (%d retried, %d flow-controlled) in %v; process CPU %.1f µs per message (server, publishers, destination, baseline timers)",
+		n, res.retried, res.flow, res.took.Round(time.Millisecond), float64((processCPU()-cpu0).Microseconds())/float64(n))
 	for _, k := range []string{"first", "retry", "herd", "baseline"} {
 		l := res.late[k]
 		if len(l) == 0 {

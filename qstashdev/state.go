@@ -137,13 +137,13 @@ func (s *Server) start(m *message) {
 		a.timeout = s.cfg.DeliveryTimeout
 	}
 	s.deliveries.Add(1)
-	go func() {
+	s.spawn(func() {
 		defer s.deliveries.Done()
 		res := s.deliver(a)
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.finishAttempt(m, res)
-	}()
+	})
 }
 
 // finishAttempt classifies an attempt's outcome
@@ -165,7 +165,9 @@ func (s *Server) finishAttempt(m *message, res *attemptResult) {
 		s.spawnCallback(m, m.callback, res, "")
 	}
 	if res.success() {
-		s.log.Debug("delivered", "messageId", m.id, "url", m.url, "status", res.status, "retried", m.attempts-1)
+		if s.debug() {
+			s.log.Debug("delivered", "messageId", m.id, "url", m.url, "status", res.status, "retried", m.attempts-1)
+		}
 		s.event(m, stateDelivered, res, "")
 		s.finalize(m, stateDelivered)
 		return
@@ -190,7 +192,9 @@ func (s *Server) finishAttempt(m *message, res *attemptResult) {
 	s.jAttempt(m)
 	s.event(m, stateError, res, errText)
 	s.event(m, stateRetry, res, errText)
-	s.log.Debug("retry scheduled", "messageId", m.id, "status", res.status, "retried", m.attempts, "in", wait)
+	if s.debug() {
+		s.log.Debug("retry scheduled", "messageId", m.id, "status", res.status, "retried", m.attempts, "in", wait)
+	}
 	m.timer = &timerItem{at: time.Now().Add(wait), kind: timerMessage, msg: m}
 	s.addTimer(m.timer)
 }

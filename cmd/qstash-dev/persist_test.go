@@ -153,3 +153,145 @@ func TestDataDirSurvivesKill(t *testing.T) {
 		t.Errorf("third start: %+v, want nothing pending, 5 dead, 1 schedule", st3)
 	}
 }
+
+// TestDataDirKeepsFlowControl: pauses and pins set through the flow-control
+// management API survive a SIGKILL with -data-dir. A paused key's messages
+// wait across the restart and are delivered once it is resumed; a pinned
+// parallelism stays in force over what new messages ask for; an unpinned
+// rate stays unpinned.
+func TestDataDirKeepsFlowControl(t *testing.T) {
+	t.Parallel()
+	bin := proctest.Build(t, "github.com/digis/jobworker/cmd/qstash-dev")
+	dir := t.TempDir()
+	var mu sync.Mutex
+	got := map[string]int{}
+	dst := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got[string(b)]++
+		mu.Unlock()
+	}))
+	t.Cleanup(dst.Close)
+	start := func() *proctest.Proc {
+		port := proctest.FreePort(t)
+		p := proctest.Start(t, bin, []string{"-port", strconv.Itoa(port), "-data-dir", dir, "-log-level", "warn"}, "PORT="+strconv.Itoa(port))
+		p.WaitStatus(t, "/v2/keys", http.StatusUnauthorized, 15*time.Second)
+		return p
+	}
+	call := func(p *proctest.Proc, method, path, body string, header map[string]string) []byte {
+		t.Helper()
+		req, _ := http.NewRequest(method, p.URL+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+qstashdev.DevToken)
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("%s %s: %d %s", method, path, res.StatusCode, b)
+		}
+		return b
+	}
+	type flowView struct {
+		WaitListSize        int
+		ParallelismMax      int
+		RateMax             int
+		RatePeriod          int64
+		IsPaused            bool
+		IsPinnedParallelism bool
+		IsPinnedRate        bool
+	}
+	view := func(p *proctest.Proc, key string) flowView {
+		t.Helper()
+		var v flowView
+		if err := json.Unmarshal(call(p, "GET", "/v2/flowControl/"+key, "", nil), &v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+
+	p1 := start()
+	call(p1, "POST", "/v2/flowControl/held/pause", "", nil)
+	call(p1, "POST", "/v2/flowControl/pinned/pin?parallelism=2&rate=7&period=60", "", nil)
+	call(p1, "POST", "/v2/flowControl/unpinned/pin?parallelism=3&rate=5", "", nil)
+	call(p1, "POST", "/v2/flowControl/unpinned/unpin?rate=true", "", nil)
+	want := map[string]bool{}
+	for i := range 10 {
+		body := fmt.Sprintf("held-%d", i)
+		call(p1, "POST", "/v2/publish/"+dst.URL+"/held", body, map[string]string{
+			"Upstash-Flow-Control-Key": "held", "Upstash-Flow-Control-Value": "parallelism=5"})
+		want[body] = true
+	}
+	if v := view(p1, "held"); !v.IsPaused || v.WaitListSize != 10 {
+		t.Fatalf("before the kill: %+v, want paused with 10 waiting", v)
+	}
+	if err := p1.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	p1.Wait(t, 10*time.Second)
+
+	p2 := start()
+	// The restored messages reach the key's wait list when the scheduler
+	// fires them, just after the start.
+	testwait.For(t, 10*time.Second, "10 messages waiting on the paused key", func() bool { return view(p2, "held").WaitListSize == 10 })
+	if v := view(p2, "held"); !v.IsPaused {
+		t.Errorf("paused key after the restart: %+v, want paused", v)
+	}
+	if v := view(p2, "pinned"); !v.IsPinnedParallelism || v.ParallelismMax != 2 || !v.IsPinnedRate || v.RateMax != 7 || v.RatePeriod != 60 {
+		t.Errorf("pinned key after the restart: %+v, want parallelism 2 and 7 per 60 s, both pinned", v)
+	}
+	if v := view(p2, "unpinned"); !v.IsPinnedParallelism || v.ParallelismMax != 3 || v.IsPinnedRate {
+		t.Errorf("partly unpinned key after the restart: %+v, want parallelism 3 pinned, rate not pinned", v)
+	}
+	// A pinned parallelism wins over what a new message asks for.
+	call(p2, "POST", "/v2/publish/"+dst.URL+"/pinned", "pinned-0", map[string]string{
+		"Upstash-Flow-Control-Key": "pinned", "Upstash-Flow-Control-Value": "parallelism=9"})
+	want["pinned-0"] = true
+	if v := view(p2, "pinned"); v.ParallelismMax != 2 {
+		t.Errorf("pinned parallelism after a message asking for 9: %d, want 2", v.ParallelismMax)
+	}
+	testwait.For(t, 10*time.Second, "pinned-0 delivered", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return got["pinned-0"] == 1
+	})
+	var st qstashdev.Stats
+	json.Unmarshal(call(p2, "GET", "/qstashdev/stats", "", nil), &st)
+	if st.Pending != 10 || st.Waiting != 10 {
+		t.Errorf("with the key still paused: %+v, want 10 pending and waiting", st)
+	}
+	call(p2, "POST", "/v2/flowControl/held/resume", "", nil)
+	qstashdevtest.AwaitIdleURL(t, p2.URL, qstashdev.DevToken, 30*time.Second)
+	mu.Lock()
+	for body := range want {
+		if got[body] != 1 {
+			t.Errorf("%s delivered %d times, want once", body, got[body])
+		}
+	}
+	mu.Unlock()
+	if err := p2.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	p2.Wait(t, 15*time.Second)
+
+	// Resumed before the clean stop, with nothing left waiting: the key is
+	// not kept for the third start; the pinned one is.
+	p3 := start()
+	var keys []struct {
+		FlowControlKey string
+		IsPaused       bool
+	}
+	json.Unmarshal(call(p3, "GET", "/v2/flowControl", "", nil), &keys)
+	for _, k := range keys {
+		if k.FlowControlKey == "held" && k.IsPaused {
+			t.Errorf("third start: the resumed key is paused again")
+		}
+	}
+	if v := view(p3, "pinned"); !v.IsPinnedParallelism || v.ParallelismMax != 2 {
+		t.Errorf("pinned key on the third start: %+v", v)
+	}
+}
