@@ -73,6 +73,9 @@ func startOutboxStack(t *testing.T, workerEnv ...string) *outboxStack {
 	s.runs = newWorkerRuns(t, "http://127.0.0.1:"+strconv.Itoa(workerPort))
 	common := []string{
 		"REDIS_URL=" + rs.URL(), "DATABASE_URL=" + s.db.URL, "QSTASH_URL=" + s.front.URL, "QSTASH_TOKEN=" + qstashdev.DevToken, "JOBWORKER_ENV=development",
+		// Redis is not what these tests break: generous deadlines keep a
+		// loaded machine from turning a slow answer into a 503.
+		"REDIS_TIMEOUT=2s", "RATE_LIMIT_REDIS_TIMEOUT=2s", "CACHE_REDIS_TIMEOUT=2s",
 		"WORKER_PUBLIC_URL=" + s.runs.url, "LOG_FORMAT=text", "LOG_LEVEL=warn", "SHUTDOWN_TIMEOUT=5s",
 	}
 	s.apiBin = proctest.Build(t, "github.com/digis/jobworker/cmd/api")
