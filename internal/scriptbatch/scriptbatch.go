@@ -24,6 +24,22 @@
 // A run's round trip therefore ends at the earlier of its ctx's deadline
 // and its send time plus Timeout.
 //
+// # Merged batches: one script run for many
+//
+// A pipeline saves syscalls but Redis still runs each script on its own:
+// parsing the command, setting up the Lua call, replying. A script listed
+// in Config.Merge has a batch form that decides many runs in one call, and
+// a batch of two or more of its runs then leaves as one EVALSHA of that
+// form: the runs' keys and arguments concatenated in order, its reply an
+// array of each run's reply (an element may be an error, that run's alone).
+// The batch form must give each run the answer it would get alone, run
+// after run, which a script over independent keys does by looping.
+//
+// Only where every key lives on one server: a *redis.Client (a single node,
+// or Sentinel's failover client) or a wrapper passing its Options through.
+// On a ClusterClient or Ring the keys of a batch belong to different slots,
+// so runs stay separate EVALSHA in a pipeline that go-redis splits by node.
+//
 // # Bounded queue: shed, never wait forever
 //
 // At most Config.MaxQueue runs wait for a slot. A run arriving at a full
@@ -38,6 +54,7 @@ package scriptbatch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -76,6 +93,21 @@ type Config struct {
 	// Observe, when set, is told the duration of every round trip (from
 	// send to reply) and its first error.
 	Observe func(time.Duration, error)
+	// Merge lists scripts whose batched runs leave as one run of a batch
+	// form (see "Merged batches"), on clients where every key lives on one
+	// server. Defaults to none: every run is its own EVALSHA.
+	Merge []Merge
+}
+
+// Merge is the batch form of a script. Each run of Script that passes
+// exactly Keys keys and Args arguments may be merged; others are sent as
+// they are. Batch takes the merged runs' keys (KEYS) and arguments (ARGV)
+// run after run and returns an array with one reply per run, in order; an
+// element that is an error reply fails that run only.
+type Merge struct {
+	Script     *redis.Script
+	Keys, Args int
+	Batch      *redis.Script
 }
 
 // Defaults of Config.
@@ -96,6 +128,7 @@ type Batcher struct {
 	maxQueue    int
 	timeout     time.Duration
 	observe     func(time.Duration, error)
+	merge       map[*redis.Script]Merge // nil unless every key lives on one server
 
 	mu       sync.Mutex
 	queue    []*call
@@ -146,7 +179,22 @@ func New(c Client, cfg Config) *Batcher {
 		// nothing ever waits in the queue.
 		b.maxInFlight, b.maxBatch = int(^uint(0)>>1), 1
 	}
+	if len(cfg.Merge) > 0 && b.maxBatch > 1 && OneServer(c) {
+		b.merge = make(map[*redis.Script]Merge, len(cfg.Merge))
+		for _, m := range cfg.Merge {
+			b.merge[m.Script] = m
+		}
+	}
 	return b
+}
+
+// OneServer reports whether every key c reaches lives on one server, so a
+// script may take keys of different hash slots: a *redis.Client (a single
+// node or Sentinel's failover client) or a wrapper passing its Options
+// through, not a ClusterClient or a Ring.
+func OneServer(c any) bool {
+	o, ok := c.(interface{ Options() *redis.Options })
+	return ok && o.Options() != nil
 }
 
 // Run runs script on keys with args, batched with concurrent runs, and
@@ -293,8 +341,9 @@ func (b *Batcher) drain() {
 }
 
 // send runs a batch: one EVALSHA (EVAL on NOSCRIPT) for a single call, else
-// a pipeline of EVALSHA with the NOSCRIPT replies retried as one pipeline of
-// EVAL, which also loads the script. The round trip's deadline starts now.
+// a pipeline of EVALSHA (the runs of a merged script as one, see plan) with
+// the NOSCRIPT replies retried as one pipeline of EVAL, which also loads the
+// script. The round trip's deadline starts now.
 func (b *Batcher) send(batch []*call) { b.sendAt(time.Now(), batch) }
 
 // sendAt is send for a round trip whose deadline counts from start.
@@ -316,33 +365,113 @@ func (b *Batcher) sendAt(start time.Time, batch []*call) {
 	ctx, cancel := context.WithDeadline(context.WithoutCancel(batch[0].ctx), b.deadline(start, batch))
 	defer cancel()
 	b.started(ctx, batch)
+	units := b.plan(batch)
 	pipe := b.pipe.Pipeline()
-	for _, c := range batch {
-		c.cmd = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
+	for _, u := range units {
+		u.cmd = u.script.EvalSha(ctx, pipe, u.keys, u.args...)
 	}
 	_, _ = pipe.Exec(ctx) // errors are per command
-	var retry []*call
-	for _, c := range batch {
-		if err := c.cmd.Err(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
-			retry = append(retry, c)
+	var retry []*unit
+	for _, u := range units {
+		if err := u.cmd.Err(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+			retry = append(retry, u)
 		}
 	}
 	if len(retry) > 0 {
 		pipe = b.pipe.Pipeline()
-		for _, c := range retry {
-			c.cmd = c.script.Eval(ctx, pipe, c.keys, c.args...)
+		for _, u := range retry {
+			u.cmd = u.script.Eval(ctx, pipe, u.keys, u.args...)
 		}
 		_, _ = pipe.Exec(ctx)
 	}
 	var firstErr error
-	for _, c := range batch {
+	for _, u := range units {
 		if firstErr == nil {
-			firstErr = c.cmd.Err()
+			firstErr = u.cmd.Err()
 		}
+		u.settle()
 	}
 	b.observed(start, firstErr)
 	for _, c := range batch {
 		close(c.done)
+	}
+}
+
+// unit is one command of a pipelined round trip: a single run, or runs of
+// one script merged into one run of its batch form.
+type unit struct {
+	calls  []*call
+	merged bool
+	script *redis.Script
+	keys   []string
+	args   []any
+	cmd    *redis.Cmd
+}
+
+// plan groups a batch into the commands that carry it: the runs of each
+// script with a batch form (see Config.Merge) become one merged command
+// when there are two or more of them, every other run its own command.
+// Order within a script is kept, so merged runs see each other's writes
+// in the order they were queued.
+func (b *Batcher) plan(batch []*call) []*unit {
+	units := make([]*unit, 0, len(batch))
+	var groups map[*redis.Script]*unit
+	for _, c := range batch {
+		m, ok := b.merge[c.script]
+		if !ok || len(c.keys) != m.Keys || len(c.args) != m.Args {
+			units = append(units, &unit{calls: []*call{c}, script: c.script, keys: c.keys, args: c.args})
+			continue
+		}
+		if groups == nil {
+			groups = make(map[*redis.Script]*unit, 1)
+		}
+		u := groups[c.script]
+		if u == nil {
+			n := len(batch)
+			u = &unit{merged: true, script: m.Batch, calls: make([]*call, 0, n),
+				keys: make([]string, 0, n*m.Keys), args: make([]any, 0, n*m.Args)}
+			groups[c.script] = u
+			units = append(units, u)
+		}
+		u.calls = append(u.calls, c)
+		u.keys = append(u.keys, c.keys...)
+		u.args = append(u.args, c.args...)
+	}
+	for _, u := range units {
+		if u.merged && len(u.calls) == 1 { // nothing to merge with
+			c := u.calls[0]
+			*u = unit{calls: u.calls, script: c.script, keys: c.keys, args: c.args}
+		}
+	}
+	return units
+}
+
+// settle hands each run of u its own reply.
+func (u *unit) settle() {
+	if !u.merged {
+		u.calls[0].cmd = u.cmd
+		return
+	}
+	v, err := u.cmd.Result()
+	replies, ok := v.([]any)
+	if err == nil && (!ok || len(replies) != len(u.calls)) {
+		err = fmt.Errorf("scriptbatch: merged reply %T for %d runs", v, len(u.calls))
+	}
+	for i, c := range u.calls {
+		cmd := redis.NewCmd(c.ctx)
+		switch {
+		case err != nil:
+			cmd.SetErr(err)
+		case replies[i] == nil:
+			cmd.SetErr(redis.Nil) // as a run of its own would report it
+		default:
+			if e, isErr := replies[i].(error); isErr {
+				cmd.SetErr(e)
+			} else {
+				cmd.SetVal(replies[i])
+			}
+		}
+		c.cmd = cmd
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -295,6 +296,131 @@ func TestPipelineRetriesNoScript(t *testing.T) {
 				if n, err := c.cmd.Int64(); err != nil || n != 1 {
 					t.Fatalf("call %d = %d, %v; want 1", i, n, err)
 				}
+			}
+		})
+	}
+}
+
+var (
+	incrBy      = redis.NewScript(`return redis.call('INCRBY', KEYS[1], ARGV[1])`)
+	incrByBatch = redis.NewScript(`
+local out = {}
+for i = 1, #KEYS do
+  local ok, r = pcall(redis.call, 'INCRBY', KEYS[i], ARGV[i])
+  out[i] = r
+end
+return out`)
+)
+
+// cmdHook records the scripts of every pipeline: command and key count.
+type cmdHook struct {
+	mu    sync.Mutex
+	pipes [][]string
+}
+
+func (h *cmdHook) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *cmdHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *cmdHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		var p []string
+		for _, c := range cmds {
+			if a := c.Args(); len(a) > 2 && (c.Name() == "evalsha" || c.Name() == "eval") {
+				p = append(p, fmt.Sprintf("%s/%v", c.Name(), a[2]))
+			}
+		}
+		if len(p) > 0 { // not the connection's own set-up
+			h.mu.Lock()
+			h.pipes = append(h.pipes, p)
+			h.mu.Unlock()
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestMergedRuns: a batch of runs of a script with a batch form leaves as
+// one command on a single node (one EVALSHA with every key, retried as one
+// EVAL after NOSCRIPT) while other scripts' runs go beside it; each run gets
+// its own reply, in order, a failing key fails only its own run. On a
+// cluster, where the keys live in different slots, nothing is merged and
+// the replies are the same.
+func TestMergedRuns(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		single bool
+		client func(t *testing.T) redis.UniversalClient
+	}{
+		{"single node", true, func(t *testing.T) redis.UniversalClient { return redistest.Start(t).Client(t) }},
+		{"cluster", false, func(t *testing.T) redis.UniversalClient { return redistest.StartCluster(t).Client(t) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			rdb := tc.client(t)
+			hook := &cmdHook{}
+			rdb.AddHook(hook)
+			ctx := context.Background()
+			if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := rdb.HSet(ctx, "wrong", "f", "v").Err(); err != nil {
+				t.Fatal(err)
+			}
+			b := New(rdb, Config{Merge: []Merge{{Script: incrBy, Keys: 1, Args: 1, Batch: incrByBatch}}})
+			if got := b.merge != nil; got != tc.single {
+				t.Fatalf("merging on: %v, want %v", got, tc.single)
+			}
+			type reply struct {
+				n   int64
+				err string
+			}
+			var calls []struct {
+				c *call
+				w reply
+			}
+			add := func(s *redis.Script, keys []string, w reply, args ...any) {
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				t.Cleanup(cancel)
+				calls = append(calls, struct {
+					c *call
+					w reply
+				}{&call{ctx: cctx, script: s, keys: keys, args: args, done: make(chan struct{})}, w})
+			}
+			add(incrBy, []string{"a"}, reply{1, ""}, 1)
+			add(incrBy, []string{"b"}, reply{5, ""}, 5)
+			add(incr, []string{"c"}, reply{1, ""}) // no batch form: its own command
+			add(incrBy, []string{"a"}, reply{3, ""}, 2)
+			add(incrBy, []string{"wrong"}, reply{0, "WRONGTYPE"}, 1)
+			add(incrBy, []string{"{e}1", "{e}2"}, reply{4, ""}, 4) // not the merged shape: sent alone
+			add(incrBy, []string{"d"}, reply{7, ""}, 7)
+			batch := make([]*call, len(calls))
+			for i, c := range calls {
+				batch[i] = c.c
+			}
+			b.send(batch)
+			for i, c := range calls {
+				<-c.c.done
+				n, err := c.c.cmd.Int64()
+				if c.w.err != "" {
+					if err == nil || !strings.Contains(err.Error(), c.w.err) {
+						t.Errorf("call %d: %d, %v; want an error %s", i, n, err, c.w.err)
+					}
+					continue
+				}
+				if err != nil || n != c.w.n {
+					t.Errorf("call %d: %d, %v; want %d", i, n, err, c.w.n)
+				}
+			}
+			if !tc.single {
+				return
+			}
+			// One pipeline meeting NOSCRIPT, one retrying it as EVAL: in each,
+			// the merged command with the five merged runs' keys, then the
+			// two runs that could not be merged.
+			hook.mu.Lock()
+			defer hook.mu.Unlock()
+			want := fmt.Sprint([][]string{{"evalsha/5", "evalsha/1", "evalsha/2"}, {"eval/5", "eval/1", "eval/2"}})
+			if got := fmt.Sprint(hook.pipes); got != want {
+				t.Fatalf("pipelines %s, want %s", got, want)
 			}
 		})
 	}
