@@ -16,13 +16,17 @@ import (
 // decision is atomic on its own key and gets the answer it would get alone.
 // Each round trip's deadline, cfg.Timeout, starts when it is sent.
 func newBatcher(cfg Config, observe func(d time.Duration, err error)) *scriptbatch.Batcher {
-	return scriptbatch.New(cfg.Client, scriptbatch.Config{
+	bc := scriptbatch.Config{
 		MaxInFlight: cfg.MaxInFlight,
 		MaxQueue:    cfg.MaxQueue,
 		Timeout:     cfg.Timeout,
 		Observe:     observe,
 		Merge:       []scriptbatch.Merge{{Script: window, Keys: 1, Args: 4, Batch: windowBatch}},
-	})
+	}
+	if cfg.unmerged {
+		bc.Merge = nil
+	}
+	return scriptbatch.New(cfg.Client, bc)
 }
 
 // decide runs the window script for one decision through the batcher. ctx

@@ -172,6 +172,10 @@ type Config struct {
 	// Defaults to time.Now. Windows in Redis follow the Redis server's
 	// clock only.
 	now func() time.Time
+	// unmerged sends batches as pipelines of single-decision scripts even
+	// where they could be one script run (the behaviour before merged
+	// batches); a benchmark hook.
+	unmerged bool
 }
 
 // Defaults for Config.

@@ -1,0 +1,209 @@
+package limits
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+
+	"github.com/digis/jobworker/internal/redistest"
+)
+
+// Interleaved comparisons: on a shared machine a rate measured a minute
+// after another is a different machine, so these benchmarks run every
+// variant in short slots, A B C then B C A then C A B …, and report each
+// variant's throughput as a ratio to the baseline's in the same round
+// (median and range over the rounds), with per-operation latency pooled
+// over all rounds. Run with -benchtime 1x: one invocation is the whole
+// comparison.
+var (
+	interleaveRounds = flag.Int("interleave.rounds", 8, "rounds of the interleaved benchmarks")
+	interleaveSlot   = flag.Duration("interleave.slot", 400*time.Millisecond, "time each variant runs per round")
+)
+
+// variant is one contender of an interleaved comparison: newOp builds
+// goroutine w's operation.
+type variant struct {
+	name  string
+	newOp func(w int, r *rand.Rand) func(context.Context) error
+}
+
+// slot is what one variant did in one round.
+type slot struct {
+	ops     int
+	elapsed time.Duration
+	cpu     time.Duration // this process and the benchmark's redis-servers
+	lat     []time.Duration
+}
+
+// runFor runs g goroutines of v's operation for d and measures them. The
+// pickers are seeded by goroutine and round, so every variant of a round
+// sees the same identifiers.
+func runFor(b *testing.B, v variant, g, round int, d time.Duration) slot {
+	b.Helper()
+	ops := make([]func(context.Context) error, g)
+	for w := range ops {
+		ops[w] = v.newOp(w, rand.New(rand.NewPCG(uint64(w), uint64(round))))
+	}
+	ctx := context.Background()
+	lat := make([][]time.Duration, g)
+	errs := make(chan error, g)
+	app0, redis0 := cpuNow(b)
+	start := time.Now()
+	stop := start.Add(d)
+	var wg sync.WaitGroup
+	for w := range g {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l := make([]time.Duration, 0, 4096)
+			for {
+				t0 := time.Now()
+				if !t0.Before(stop) {
+					break
+				}
+				if err := ops[w](ctx); err != nil {
+					errs <- err
+					return
+				}
+				l = append(l, time.Since(t0))
+			}
+			lat[w] = l
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	app1, redis1 := cpuNow(b)
+	select {
+	case err := <-errs:
+		b.Fatalf("%s: %v", v.name, err)
+	default:
+	}
+	all := slices.Concat(lat...)
+	return slot{ops: len(all), elapsed: elapsed, cpu: (app1 - app0) + (redis1 - redis0), lat: all}
+}
+
+// interleave runs the variants in rotating order for the configured
+// rounds, g goroutines each, and reports for each variant its median rate
+// (unit, e.g. "decisions/s"), pooled p50 and p99 per operation, CPU per
+// operation, and its rate over the first variant's (the baseline) in the
+// same round: median, min and max. The table is logged; the ratios are
+// also benchmark metrics ("<variant>/<baseline>").
+func interleave(b *testing.B, g int, unit string, variants []variant) {
+	b.Helper()
+	rounds, d := *interleaveRounds, *interleaveSlot
+	res := make([][]slot, len(variants)) // [variant][round]
+	for _, v := range variants {
+		runFor(b, v, g, -1, d/4) // warm-up: connections, scripts, leases
+	}
+	b.ResetTimer()
+	for r := range rounds {
+		for k := range variants {
+			i := (k + r) % len(variants)
+			res[i] = append(res[i], runFor(b, variants[i], g, r, d))
+		}
+	}
+	b.StopTimer()
+	rate := func(s slot) float64 { return float64(s.ops) / s.elapsed.Seconds() }
+	var out strings.Builder
+	fmt.Fprintf(&out, "\n%d rounds of %s, %d goroutines\n", rounds, d, g)
+	fmt.Fprintf(&out, "%-22s %12s %9s %9s %11s %24s\n", "variant", unit+" (med)", "p50", "p99", "CPU µs/op", "vs "+variants[0].name+" med [min–max]")
+	for i, v := range variants {
+		var rates, ratios []float64
+		var all []time.Duration
+		var ops int
+		var cpu time.Duration
+		for r, s := range res[i] {
+			rates = append(rates, rate(s))
+			ratios = append(ratios, rate(s)/rate(res[0][r]))
+			all = append(all, s.lat...)
+			ops += s.ops
+			cpu += s.cpu
+		}
+		slices.Sort(all)
+		slices.Sort(rates)
+		slices.Sort(ratios)
+		ratio := ""
+		if i > 0 {
+			ratio = fmt.Sprintf("%.2f× [%.2f–%.2f]", median(ratios), ratios[0], ratios[len(ratios)-1])
+			b.ReportMetric(median(ratios), v.name+"/"+variants[0].name)
+		}
+		fmt.Fprintf(&out, "%-22s %12.0f %9s %9s %11.1f %24s\n", v.name, median(rates),
+			all[len(all)/2].Round(time.Microsecond), all[len(all)*99/100].Round(time.Microsecond),
+			float64(cpu.Microseconds())/float64(ops), ratio)
+	}
+	b.Log(out.String())
+}
+
+func median(s []float64) float64 {
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// BenchmarkExactVsRedisRate: decisions of the exact mode (no leases: every
+// decision is made in Redis) against go-redis/redis_rate, interleaved, for
+// the uniform and zipf workloads at 16 and 64 goroutines. "limits" is the
+// default configuration (concurrent decisions merged into one script run
+// per round trip); "limits-pipelined" sends the same batches as pipelines
+// of one script run per decision, as before merging. Run:
+//
+//	go test ./limits -run '^$' -bench ExactVsRedisRate -benchtime 1x
+func BenchmarkExactVsRedisRate(b *testing.B) {
+	srv := redistest.Start(b)
+	rdb := benchClient(b, srv)
+	theirs := redis_rate.NewLimiter(rdb)
+	theirLimit := redis_rate.PerMinute(1 << 30)
+	ids := make([]string, benchKeys)
+	for i := range ids {
+		ids[i] = "user:" + strconv.Itoa(i)
+	}
+	ours := func(l *Limiter) func(ctx context.Context, id string) error {
+		return func(ctx context.Context, id string) error {
+			res, err := l.Allow(ctx, "bench", id)
+			if err == nil && !res.Allowed {
+				err = fmt.Errorf("limits refused: %+v", res)
+			}
+			return err
+		}
+	}
+	impls := []struct {
+		name   string
+		decide func(ctx context.Context, id string) error
+	}{
+		{"redis_rate", func(ctx context.Context, id string) error {
+			res, err := theirs.Allow(ctx, id, theirLimit)
+			if err == nil && res.Allowed != 1 {
+				err = fmt.Errorf("redis_rate refused: %+v", res)
+			}
+			return err
+		}},
+		{"limits", ours(benchLimiterCfg(b, Config{Client: rdb}))},
+		{"limits-pipelined", ours(benchLimiterCfg(b, Config{Client: rdb, unmerged: true}))},
+		{"limits-if1", ours(benchLimiterCfg(b, Config{Client: rdb, MaxInFlight: 1}))},
+		{"limits-if2", ours(benchLimiterCfg(b, Config{Client: rdb, MaxInFlight: 2}))},
+	}
+	for _, wl := range workloads[:2] {
+		for _, g := range []int{16, 64} {
+			b.Run(fmt.Sprintf("ids=%s/goroutines=%d", wl.name, g), func(b *testing.B) {
+				var vs []variant
+				for _, impl := range impls {
+					vs = append(vs, variant{impl.name, func(w int, r *rand.Rand) func(context.Context) error {
+						pick := wl.picker(w, g, r)
+						return func(ctx context.Context) error { return impl.decide(ctx, ids[pick()]) }
+					}})
+				}
+				interleave(b, g, "decisions/s", vs)
+			})
+		}
+	}
+}
