@@ -4,7 +4,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,6 +16,7 @@ import (
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
+	"github.com/labstack/echo/v4"
 
 	"github.com/digis/jobworker/internal/redistest"
 )
@@ -205,5 +209,100 @@ func BenchmarkExactVsRedisRate(b *testing.B) {
 				interleave(b, g, "decisions/s", vs)
 			})
 		}
+	}
+}
+
+// BenchmarkHTTPZipfInterleaved: the Echo route of BenchmarkHTTP over real
+// loopback HTTP at 16 and 64 keep-alive connections on the zipf workload,
+// interleaved: "bare" (the same route, no limiter) is the baseline; "leases"
+// is limits.Middleware with leases (Config.Leases 256: the head of the
+// distribution is admitted from memory, the tail asks Redis, batched);
+// "exact" is the middleware without leases; "get-floor" one plain Redis GET
+// per request and no limiter, the floor of anything that asks Redis on
+// every request. Loss = 1 - ratio. Run:
+//
+//	go test ./limits -run '^$' -bench HTTPZipfInterleaved -benchtime 1x
+func BenchmarkHTTPZipfInterleaved(b *testing.B) {
+	srv := redistest.Start(b)
+	rdb := benchClient(b, srv)
+	x, err := ParseIPSource("direct", "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	user := func(c echo.Context) string {
+		if v := c.Request().Header["X-User"]; len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
+	limiter := func(cfg Config) echo.MiddlewareFunc {
+		cfg.Client = rdb
+		mw, err := MiddlewareConfig{Limiter: benchLimiterCfg(b, cfg), Bucket: "bench", IPExtractor: x,
+			UserID: user}.ToMiddleware()
+		if err != nil {
+			b.Fatal(err)
+		}
+		return mw
+	}
+	type status struct {
+		Live    bool   `json:"live"`
+		Viewers int    `json:"viewers"`
+		Title   string `json:"title"`
+	}
+	handler := func(c echo.Context) error {
+		return c.JSON(http.StatusOK, status{Live: true, Viewers: 42, Title: "hello"})
+	}
+	floor := func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			_ = rdb.Get(c.Request().Context(), "floor:"+user(c)).Err()
+			return next(c)
+		}
+	}
+	users := make([]string, benchKeys)
+	for i := range users {
+		users[i] = strconv.Itoa(i)
+	}
+	leases := map[string]int{"bench": benchLease}
+	routes := []struct {
+		name string
+		mw   []echo.MiddlewareFunc
+	}{
+		{"bare", nil},
+		{"leases", []echo.MiddlewareFunc{limiter(Config{Leases: leases})}},
+		{"exact", []echo.MiddlewareFunc{limiter(Config{})}},
+		{"get-floor", []echo.MiddlewareFunc{floor}},
+	}
+	zipf := workloads[1]
+	for _, g := range []int{16, 64} {
+		b.Run(fmt.Sprintf("ids=zipf/connections=%d", g), func(b *testing.B) {
+			var vs []variant
+			for _, rt := range routes {
+				e := echo.New()
+				e.GET("/streams/status", handler, rt.mw...)
+				ts := httptest.NewServer(e)
+				b.Cleanup(ts.Close)
+				client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: g, MaxConnsPerHost: g}}
+				b.Cleanup(client.CloseIdleConnections)
+				url := ts.URL + "/streams/status"
+				vs = append(vs, variant{rt.name, func(w int, r *rand.Rand) func(context.Context) error {
+					pick := zipf.picker(w, g, r)
+					return func(ctx context.Context) error {
+						req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+						req.Header.Set("X-User", users[pick()])
+						resp, err := client.Do(req)
+						if err != nil {
+							return err
+						}
+						_, _ = io.Copy(io.Discard, resp.Body)
+						_ = resp.Body.Close()
+						if resp.StatusCode != http.StatusOK {
+							return fmt.Errorf("status %d", resp.StatusCode)
+						}
+						return nil
+					}
+				}})
+			}
+			interleave(b, g, "req/s", vs)
+		})
 	}
 }

@@ -632,6 +632,32 @@ func TestLocalCacheIsBounded(t *testing.T) {
 	}
 }
 
+// TestLocalCacheEvictsTheCheapest: a full shard makes room by dropping an
+// identifier seen once before a busy identifier's lease, and that before a
+// known-spent window.
+func TestLocalCacheEvictsTheCheapest(t *testing.T) {
+	t.Parallel()
+	c := newLocalCache(cacheShards)
+	now := newFakeClock().Now()
+	s := &c.shards[0]
+	live := now.Add(time.Minute)
+	s.m["once-a"] = localEntry{taken: 1, remaining: 50, until: live}
+	s.m["once-b"] = localEntry{taken: 1, remaining: 50, until: live}
+	s.m["busy"] = localEntry{taken: 63, tokens: 30, remaining: 20, until: live}
+	s.m["spent"] = localEntry{taken: 5, until: live}
+	for _, want := range []string{"busy once spent", "busy spent", "spent", ""} {
+		s.evict(now)
+		var got []string
+		for k := range s.m {
+			got = append(got, strings.TrimSuffix(strings.TrimSuffix(k, "-a"), "-b"))
+		}
+		slices.Sort(got)
+		if strings.Join(got, " ") != want {
+			t.Fatalf("after eviction: %v, want %s", got, want)
+		}
+	}
+}
+
 func TestConcurrentCallersAreBatchedAndExact(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
