@@ -38,6 +38,9 @@ var (
 type variant struct {
 	name  string
 	newOp func(w int, r *rand.Rand) func(context.Context) error
+	// redis, when set, counts the decisions sent to Redis so far; the
+	// table then reports them per operation.
+	redis func() int64
 }
 
 // slot is what one variant did in one round.
@@ -46,6 +49,7 @@ type slot struct {
 	elapsed time.Duration
 	cpu     time.Duration // this process and the benchmark's redis-servers
 	lat     []time.Duration
+	redis   int64 // decisions sent to Redis, when counted
 }
 
 // runFor runs g goroutines of v's operation for d and measures them. The
@@ -60,6 +64,10 @@ func runFor(b *testing.B, v variant, g, round int, d time.Duration) slot {
 	ctx := context.Background()
 	lat := make([][]time.Duration, g)
 	errs := make(chan error, g)
+	var sent0 int64
+	if v.redis != nil {
+		sent0 = v.redis()
+	}
 	app0, redis0 := cpuNow(b)
 	start := time.Now()
 	stop := start.Add(d)
@@ -92,7 +100,11 @@ func runFor(b *testing.B, v variant, g, round int, d time.Duration) slot {
 	default:
 	}
 	all := slices.Concat(lat...)
-	return slot{ops: len(all), elapsed: elapsed, cpu: (app1 - app0) + (redis1 - redis0), lat: all}
+	s := slot{ops: len(all), elapsed: elapsed, cpu: (app1 - app0) + (redis1 - redis0), lat: all}
+	if v.redis != nil {
+		s.redis = v.redis() - sent0
+	}
+	return s
 }
 
 // interleave runs the variants in rotating order for the configured
@@ -119,13 +131,15 @@ func interleave(b *testing.B, g int, unit string, variants []variant) {
 	rate := func(s slot) float64 { return float64(s.ops) / s.elapsed.Seconds() }
 	var out strings.Builder
 	fmt.Fprintf(&out, "\n%d rounds of %s, %d goroutines\n", rounds, d, g)
-	fmt.Fprintf(&out, "%-22s %12s %9s %9s %11s %24s\n", "variant", unit+" (med)", "p50", "p99", "CPU µs/op", "vs "+variants[0].name+" med [min–max]")
+	fmt.Fprintf(&out, "%-22s %12s %9s %9s %11s %10s %24s\n", "variant", unit+" (med)", "p50", "p99", "CPU µs/op", "Redis/op", "vs "+variants[0].name+" med [min–max]")
 	for i, v := range variants {
 		var rates, ratios []float64
 		var all []time.Duration
 		var ops int
 		var cpu time.Duration
+		var sent int64
 		for r, s := range res[i] {
+			sent += s.redis
 			rates = append(rates, rate(s))
 			ratios = append(ratios, rate(s)/rate(res[0][r]))
 			all = append(all, s.lat...)
@@ -140,9 +154,13 @@ func interleave(b *testing.B, g int, unit string, variants []variant) {
 			ratio = fmt.Sprintf("%.2f× [%.2f–%.2f]", median(ratios), ratios[0], ratios[len(ratios)-1])
 			b.ReportMetric(median(ratios), v.name+"/"+variants[0].name)
 		}
-		fmt.Fprintf(&out, "%-22s %12.0f %9s %9s %11.1f %24s\n", v.name, median(rates),
+		perOp := ""
+		if v.redis != nil {
+			perOp = fmt.Sprintf("%.3f", float64(sent)/float64(ops))
+		}
+		fmt.Fprintf(&out, "%-22s %12.0f %9s %9s %11.1f %10s %24s\n", v.name, median(rates),
 			all[len(all)/2].Round(time.Microsecond), all[len(all)*99/100].Round(time.Microsecond),
-			float64(cpu.Microseconds())/float64(ops), ratio)
+			float64(cpu.Microseconds())/float64(ops), perOp, ratio)
 	}
 	b.Log(out.String())
 }
@@ -158,8 +176,9 @@ func median(s []float64) float64 {
 // decision is made in Redis) against go-redis/redis_rate, interleaved, for
 // the uniform and zipf workloads at 16 and 64 goroutines. "limits" is the
 // default configuration (concurrent decisions merged into one script run
-// per round trip); "limits-pipelined" sends the same batches as pipelines
-// of one script run per decision, as before merging. Run:
+// per round trip, two round trips in flight); "limits-before" is the
+// previous default: four in flight, batches sent as pipelines of one
+// script run per decision. Run:
 //
 //	go test ./limits -run '^$' -bench ExactVsRedisRate -benchtime 1x
 func BenchmarkExactVsRedisRate(b *testing.B) {
@@ -192,16 +211,14 @@ func BenchmarkExactVsRedisRate(b *testing.B) {
 			return err
 		}},
 		{"limits", ours(benchLimiterCfg(b, Config{Client: rdb}))},
-		{"limits-pipelined", ours(benchLimiterCfg(b, Config{Client: rdb, unmerged: true}))},
-		{"limits-if1", ours(benchLimiterCfg(b, Config{Client: rdb, MaxInFlight: 1}))},
-		{"limits-if2", ours(benchLimiterCfg(b, Config{Client: rdb, MaxInFlight: 2}))},
+		{"limits-before", ours(benchLimiterCfg(b, Config{Client: rdb, MaxInFlight: 4, unmerged: true}))},
 	}
 	for _, wl := range workloads[:2] {
 		for _, g := range []int{16, 64} {
 			b.Run(fmt.Sprintf("ids=%s/goroutines=%d", wl.name, g), func(b *testing.B) {
 				var vs []variant
 				for _, impl := range impls {
-					vs = append(vs, variant{impl.name, func(w int, r *rand.Rand) func(context.Context) error {
+					vs = append(vs, variant{name: impl.name, newOp: func(w int, r *rand.Rand) func(context.Context) error {
 						pick := wl.picker(w, g, r)
 						return func(ctx context.Context) error { return impl.decide(ctx, ids[pick()]) }
 					}})
@@ -217,9 +234,14 @@ func BenchmarkExactVsRedisRate(b *testing.B) {
 // interleaved: "bare" (the same route, no limiter) is the baseline; "leases"
 // is limits.Middleware with leases (Config.Leases 256: the head of the
 // distribution is admitted from memory, the tail asks Redis, batched);
-// "exact" is the middleware without leases; "get-floor" one plain Redis GET
-// per request and no limiter, the floor of anything that asks Redis on
-// every request. Loss = 1 - ratio. Run:
+// "leases-before" the same with the previous batching (four round trips in
+// flight, pipelines of one script run per decision);
+// "exact" is the middleware without leases; "headers-only" writes the
+// middleware's five headers with fixed values and no limiter (what the
+// headers cost both sides); "get-floor" one plain Redis GET per request and
+// no limiter, the floor of anything that asks Redis on every request. The
+// limiters count the decisions they send to Redis (Redis/op). Loss = 1 -
+// ratio. Run:
 //
 //	go test ./limits -run '^$' -bench HTTPZipfInterleaved -benchtime 1x
 func BenchmarkHTTPZipfInterleaved(b *testing.B) {
@@ -235,14 +257,16 @@ func BenchmarkHTTPZipfInterleaved(b *testing.B) {
 		}
 		return ""
 	}
-	limiter := func(cfg Config) echo.MiddlewareFunc {
-		cfg.Client = rdb
+	// Each limiter counts the decisions it sends to Redis.
+	limiter := func(cfg Config) ([]echo.MiddlewareFunc, func() int64) {
+		counted := &countingClient{Client: rdb}
+		cfg.Client = counted
 		mw, err := MiddlewareConfig{Limiter: benchLimiterCfg(b, cfg), Bucket: "bench", IPExtractor: x,
 			UserID: user}.ToMiddleware()
 		if err != nil {
 			b.Fatal(err)
 		}
-		return mw
+		return []echo.MiddlewareFunc{mw}, counted.scripts.Load
 	}
 	type status struct {
 		Live    bool   `json:"live"`
@@ -258,19 +282,35 @@ func BenchmarkHTTPZipfInterleaved(b *testing.B) {
 			return next(c)
 		}
 	}
+	fixed := Result{Bucket: "bench", Allowed: true, Limit: 1 << 30, Period: time.Minute,
+		Remaining: 1<<30 - 1, Reset: time.Now().Add(time.Minute), ResetAfter: time.Minute}
+	headersOnly := func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			WriteHeaders(c.Response().Header(), fixed)
+			return next(c)
+		}
+	}
 	users := make([]string, benchKeys)
 	for i := range users {
 		users[i] = strconv.Itoa(i)
 	}
 	leases := map[string]int{"bench": benchLease}
-	routes := []struct {
-		name string
-		mw   []echo.MiddlewareFunc
-	}{
-		{"bare", nil},
-		{"leases", []echo.MiddlewareFunc{limiter(Config{Leases: leases})}},
-		{"exact", []echo.MiddlewareFunc{limiter(Config{})}},
-		{"get-floor", []echo.MiddlewareFunc{floor}},
+	type route struct {
+		name  string
+		mw    []echo.MiddlewareFunc
+		redis func() int64
+	}
+	counted := func(name string, cfg Config) route {
+		mw, n := limiter(cfg)
+		return route{name, mw, n}
+	}
+	routes := []route{
+		{"bare", nil, nil},
+		{"headers-only", []echo.MiddlewareFunc{headersOnly}, nil},
+		counted("leases", Config{Leases: leases}),
+		counted("leases-before", Config{Leases: leases, MaxInFlight: 4, unmerged: true}),
+		counted("exact", Config{}),
+		{"get-floor", []echo.MiddlewareFunc{floor}, nil},
 	}
 	zipf := workloads[1]
 	for _, g := range []int{16, 64} {
@@ -300,7 +340,7 @@ func BenchmarkHTTPZipfInterleaved(b *testing.B) {
 						}
 						return nil
 					}
-				}})
+				}, rt.redis})
 			}
 			interleave(b, g, "req/s", vs)
 		})
