@@ -26,8 +26,11 @@ import (
 // variant in short slots, A B C then B C A then C A B …, and report each
 // variant's throughput as a ratio to the baseline's in the same round
 // (median and range over the rounds), with per-operation latency pooled
-// over all rounds. Run with -benchtime 1x: one invocation is the whole
-// comparison.
+// over all rounds, and CPU per operation (this process, load generator
+// included, plus redis-server) with its ratio to the baseline's, median
+// over the rounds: on a machine busy with other work, where wall-clock
+// rates swing, it is the steadier figure of what a variant costs. Run
+// with -benchtime 1x: one invocation is the whole comparison.
 var (
 	interleaveRounds = flag.Int("interleave.rounds", 8, "rounds of the interleaved benchmarks")
 	interleaveSlot   = flag.Duration("interleave.slot", 400*time.Millisecond, "time each variant runs per round")
@@ -129,11 +132,12 @@ func interleave(b *testing.B, g int, unit string, variants []variant) {
 	}
 	b.StopTimer()
 	rate := func(s slot) float64 { return float64(s.ops) / s.elapsed.Seconds() }
+	perOp := func(s slot) float64 { return float64(s.cpu) / float64(max(s.ops, 1)) }
 	var out strings.Builder
 	fmt.Fprintf(&out, "\n%d rounds of %s, %d goroutines\n", rounds, d, g)
-	fmt.Fprintf(&out, "%-22s %12s %9s %9s %11s %10s %24s\n", "variant", unit+" (med)", "p50", "p99", "CPU µs/op", "Redis/op", "vs "+variants[0].name+" med [min–max]")
+	fmt.Fprintf(&out, "%-16s %12s %9s %9s %10s %9s %22s %10s\n", "variant", unit+" (med)", "p50", "p99", "CPU µs/op", "Redis/op", "vs "+variants[0].name+" med [min–max]", "CPU ratio")
 	for i, v := range variants {
-		var rates, ratios []float64
+		var rates, ratios, cpuRatios []float64
 		var all []time.Duration
 		var ops int
 		var cpu time.Duration
@@ -142,6 +146,7 @@ func interleave(b *testing.B, g int, unit string, variants []variant) {
 			sent += s.redis
 			rates = append(rates, rate(s))
 			ratios = append(ratios, rate(s)/rate(res[0][r]))
+			cpuRatios = append(cpuRatios, perOp(s)/perOp(res[0][r]))
 			all = append(all, s.lat...)
 			ops += s.ops
 			cpu += s.cpu
@@ -149,18 +154,20 @@ func interleave(b *testing.B, g int, unit string, variants []variant) {
 		slices.Sort(all)
 		slices.Sort(rates)
 		slices.Sort(ratios)
-		ratio := ""
+		slices.Sort(cpuRatios)
+		ratio, cpuRatio := "", ""
 		if i > 0 {
 			ratio = fmt.Sprintf("%.2f× [%.2f–%.2f]", median(ratios), ratios[0], ratios[len(ratios)-1])
+			cpuRatio = fmt.Sprintf("%.2f×", median(cpuRatios))
 			b.ReportMetric(median(ratios), v.name+"/"+variants[0].name)
 		}
-		perOp := ""
+		sentPerOp := ""
 		if v.redis != nil {
-			perOp = fmt.Sprintf("%.3f", float64(sent)/float64(ops))
+			sentPerOp = fmt.Sprintf("%.3f", float64(sent)/float64(ops))
 		}
-		fmt.Fprintf(&out, "%-22s %12.0f %9s %9s %11.1f %10s %24s\n", v.name, median(rates),
+		fmt.Fprintf(&out, "%-16s %12.0f %9s %9s %10.1f %9s %22s %10s\n", v.name, median(rates),
 			all[len(all)/2].Round(time.Microsecond), all[len(all)*99/100].Round(time.Microsecond),
-			float64(cpu.Microseconds())/float64(ops), perOp, ratio)
+			float64(cpu.Microseconds())/float64(ops), sentPerOp, ratio, cpuRatio)
 	}
 	b.Log(out.String())
 }
