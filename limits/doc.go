@@ -105,7 +105,10 @@
 // When a window is spent (a refusal, or an admission that leaves 0), the
 // limiter remembers the (bucket, identifier) until the window's end and
 // refuses further requests in memory (ReasonBlockedLocally): a repeat
-// offender costs no Redis call. The cache is bounded (Config.LocalCacheSize).
+// offender costs no Redis call. The cache is bounded (Config.LocalCacheSize);
+// when it is full, a new entry replaces the one worth least among a few
+// sampled: an identifier seen once before a busy identifier's lease, and
+// that before a spent window (expired entries always go first).
 //
 // # Leases: busy identifiers without a round trip each
 //

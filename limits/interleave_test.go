@@ -17,6 +17,7 @@ import (
 
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/labstack/echo/v4"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/digis/jobworker/internal/redistest"
 )
@@ -350,6 +351,69 @@ func BenchmarkHTTPZipfInterleaved(b *testing.B) {
 				}, rt.redis})
 			}
 			interleave(b, g, "req/s", vs)
+		})
+	}
+}
+
+// BenchmarkWindowScriptRedisCost: what a decision costs Redis itself, from
+// INFO commandstats (microseconds inside EVALSHA per decision), for the
+// single-decision script and for merged batches of 8 and 32, on 5,000 live
+// windows (GET, PTTL, INCRBY per decision). Run:
+//
+//	go test ./limits -run '^$' -bench WindowScriptRedisCost -benchtime 1x
+func BenchmarkWindowScriptRedisCost(b *testing.B) {
+	srv := redistest.Start(b)
+	rdb := benchClient(b, srv)
+	ctx := context.Background()
+	const decisions, windows = 64 * 400, 5000
+	for _, n := range []int{1, 8, 32} {
+		b.Run("batch="+strconv.Itoa(n), func(b *testing.B) {
+			send := func(round int) {
+				p := rdb.Pipeline()
+				for j := 0; j < 64/n; j++ {
+					keys := make([]string, 0, n)
+					args := make([]any, 0, 4*n)
+					for i := range n {
+						keys = append(keys, "w"+strconv.Itoa((round*64+j*n+i)%windows))
+						args = append(args, 1<<30, 60000, 1, 1)
+					}
+					if n == 1 {
+						window.EvalSha(ctx, p, keys, args...)
+					} else {
+						windowBatch.EvalSha(ctx, p, keys, args...)
+					}
+				}
+				if _, err := p.Exec(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for _, s := range []*redis.Script{window, windowBatch} {
+				if err := s.Load(ctx, rdb).Err(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for r := range windows / 64 { // open every window first
+				send(r)
+			}
+			if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for r := range decisions / 64 {
+				send(r)
+			}
+			b.StopTimer()
+			stats, err := rdb.Info(ctx, "commandstats").Result()
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, rest, _ := strings.Cut(stats, "cmdstat_evalsha:")
+			var calls, usec int64
+			if _, err := fmt.Sscanf(rest, "calls=%d,usec=%d", &calls, &usec); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(usec)/float64(decisions), "redis-µs/decision")
+			b.ReportMetric(float64(decisions)/float64(calls), "decisions/call")
 		})
 	}
 }
