@@ -55,6 +55,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -367,14 +368,15 @@ func (b *Batcher) sendAt(start time.Time, batch []*call) {
 	b.started(ctx, batch)
 	units := b.plan(batch)
 	pipe := b.pipe.Pipeline()
-	for _, u := range units {
+	for i := range units {
+		u := &units[i]
 		u.cmd = u.script.EvalSha(ctx, pipe, u.keys, u.args...)
 	}
 	_, _ = pipe.Exec(ctx) // errors are per command
 	var retry []*unit
-	for _, u := range units {
-		if err := u.cmd.Err(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
-			retry = append(retry, u)
+	for i := range units {
+		if err := units[i].cmd.Err(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+			retry = append(retry, &units[i])
 		}
 	}
 	if len(retry) > 0 {
@@ -385,11 +387,11 @@ func (b *Batcher) sendAt(start time.Time, batch []*call) {
 		_, _ = pipe.Exec(ctx)
 	}
 	var firstErr error
-	for _, u := range units {
+	for i := range units {
 		if firstErr == nil {
-			firstErr = u.cmd.Err()
+			firstErr = units[i].cmd.Err()
 		}
-		u.settle()
+		units[i].settle()
 	}
 	b.observed(start, firstErr)
 	for _, c := range batch {
@@ -400,45 +402,44 @@ func (b *Batcher) sendAt(start time.Time, batch []*call) {
 // unit is one command of a pipelined round trip: a single run, or runs of
 // one script merged into one run of its batch form.
 type unit struct {
-	calls  []*call
-	merged bool
-	script *redis.Script
-	keys   []string
-	args   []any
-	cmd    *redis.Cmd
+	calls   []*call
+	merged  bool
+	batchOf *redis.Script // of a merged command: the script whose runs it carries
+	script  *redis.Script
+	keys    []string
+	args    []any
+	cmd     *redis.Cmd
 }
 
 // plan groups a batch into the commands that carry it: the runs of each
 // script with a batch form (see Config.Merge) become one merged command
 // when there are two or more of them, every other run its own command.
-// Order within a script is kept, so merged runs see each other's writes
-// in the order they were queued.
-func (b *Batcher) plan(batch []*call) []*unit {
-	units := make([]*unit, 0, len(batch))
-	var groups map[*redis.Script]*unit
+// Order among the runs of one script is kept, so merged runs see each
+// other's writes in the order they were queued.
+func (b *Batcher) plan(batch []*call) []unit {
+	units := make([]unit, 0, len(batch))
+	var merged []int // indexes in units of the merged commands, one per script
 	for _, c := range batch {
 		m, ok := b.merge[c.script]
 		if !ok || len(c.keys) != m.Keys || len(c.args) != m.Args {
-			units = append(units, &unit{calls: []*call{c}, script: c.script, keys: c.keys, args: c.args})
+			units = append(units, unit{calls: []*call{c}, script: c.script, keys: c.keys, args: c.args})
 			continue
 		}
-		if groups == nil {
-			groups = make(map[*redis.Script]*unit, 1)
-		}
-		u := groups[c.script]
-		if u == nil {
+		i := slices.IndexFunc(merged, func(i int) bool { return units[i].batchOf == c.script })
+		if i < 0 {
 			n := len(batch)
-			u = &unit{merged: true, script: m.Batch, calls: make([]*call, 0, n),
-				keys: make([]string, 0, n*m.Keys), args: make([]any, 0, n*m.Args)}
-			groups[c.script] = u
-			units = append(units, u)
+			merged = append(merged, len(units))
+			units = append(units, unit{merged: true, batchOf: c.script, script: m.Batch, calls: make([]*call, 0, n),
+				keys: make([]string, 0, n*m.Keys), args: make([]any, 0, n*m.Args)})
+			i = len(merged) - 1
 		}
+		u := &units[merged[i]]
 		u.calls = append(u.calls, c)
 		u.keys = append(u.keys, c.keys...)
 		u.args = append(u.args, c.args...)
 	}
-	for _, u := range units {
-		if u.merged && len(u.calls) == 1 { // nothing to merge with
+	for _, i := range merged {
+		if u := &units[i]; len(u.calls) == 1 { // nothing to merge with
 			c := u.calls[0]
 			*u = unit{calls: u.calls, script: c.script, keys: c.keys, args: c.args}
 		}
