@@ -11,6 +11,8 @@ fuzz: ## a short pass of every fuzz target (go test runs one target per call)
 	go test -run='^$$' -fuzz='^FuzzQStashVerify$$' -fuzztime=10s ./webhooks
 	go test -run='^$$' -fuzz='^FuzzQStashVerifyRequest$$' -fuzztime=10s ./webhooks
 	go test -run='^$$' -fuzz='^FuzzParseQStashSignature$$' -fuzztime=10s ./webhooks
+	go test -run='^$$' -fuzz='^FuzzQStashJSON$$' -fuzztime=10s ./webhooks
+	go test -run='^$$' -fuzz='^FuzzQStashClaimsRoundTrip$$' -fuzztime=5s ./webhooks
 	go test -run='^$$' -fuzz='^FuzzStripeSignatureHeader$$' -fuzztime=10s ./webhooks
 	go test -run='^$$' -fuzz='^FuzzParsePublishHeaders$$' -fuzztime=5s ./qstashdev
 	go test -run='^$$' -fuzz='^FuzzRetryExpr$$' -fuzztime=5s ./qstashdev

@@ -16,6 +16,7 @@ import (
 	"github.com/digis/jobworker/internal/pgtest"
 	"github.com/digis/jobworker/internal/proctest"
 	"github.com/digis/jobworker/internal/redistest"
+	"github.com/digis/jobworker/internal/testwait"
 	"github.com/digis/jobworker/qstashdev"
 )
 
@@ -210,8 +211,9 @@ func TestReadyOnlyAfterMigration(t *testing.T) {
 	}
 	for i, p := range procs {
 		p.WaitStatus(t, "/readyz", 200, 10*time.Second)
-		if out := p.Output(); !strings.Contains(out, "schema is behind") {
-			t.Errorf("%s did not say why it was unready:\n%s", binaries[i].name, out)
-		}
+		// Log lines are buffered for up to 100 ms: wait for it.
+		testwait.For(t, 10*time.Second, binaries[i].name+" saying why it was unready", func() bool {
+			return strings.Contains(p.Output(), "schema is behind")
+		})
 	}
 }

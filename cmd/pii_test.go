@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -102,6 +103,14 @@ func TestNoUserIDInLogs(t *testing.T) {
 	done("stripe.event", 2)
 
 	for name, p := range map[string]*proctest.Proc{"api": api, "worker": worker} {
+		// Stopped first, so every line the process logged is out of its
+		// log buffer and in what is checked.
+		if err := p.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if code := p.Wait(t, 20*time.Second); code != 0 {
+			t.Fatalf("%s exited %d after SIGTERM", name, code)
+		}
 		out := p.Output()
 		if !strings.Contains(out, `"msg":"tip replayed"`) && name == "api" {
 			t.Fatalf("the api did not log the replay (the path under test):\n%s", out)

@@ -281,3 +281,72 @@ func TestStoreConfigErrorsNameTheField(t *testing.T) {
 		t.Fatalf("Validate = %v, want a *ConfigError for StoreConfig.LeaseTTL", err)
 	}
 }
+
+// CompleteAsync: a later Acquire through the same store finds the record
+// done at once (the write leaves in front of it); another store finds it
+// within the write's short delay; Close waits for writes on their way; and
+// a write Redis does not take is finished in the background like
+// Complete's.
+func TestStoreCompleteAsync(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	cfg := idempotency.StoreConfig{Timeout: 100 * time.Millisecond}
+	a, err := idempotency.NewStore(client(t, srv), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := idempotency.NewStore(client(t, srv), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+
+	done := make(chan error, 1)
+	mustAcquire(t, a, "same", "fp").CompleteAsync([]byte("v1"), func(err error) { done <- err })
+	if res, err := a.Acquire(ctx, "same", "fp"); err != nil || res.Outcome != idempotency.Done || string(res.Value) != "v1" {
+		t.Fatalf("Acquire right after CompleteAsync = %v %q, %v; want done v1", res.Outcome, res.Value, err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("CompleteAsync reported %v", err)
+	}
+
+	mustAcquire(t, a, "elsewhere", "fp").CompleteAsync([]byte("v2"), nil)
+	testwait.For(t, 5*time.Second, "the record seen done by another store", func() bool {
+		res, err := other.Acquire(ctx, "elsewhere", "fp")
+		return err == nil && res.Outcome == idempotency.Done && string(res.Value) == "v2"
+	})
+
+	// Lost: another owner took the key after the lease was released.
+	lost := mustAcquire(t, a, "lost", "fp")
+	if err := lost.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustAcquire(t, other, "lost", "fp")
+	lost.CompleteAsync(nil, func(err error) { done <- err })
+	if err := <-done; !errors.Is(err, idempotency.ErrLeaseLost) {
+		t.Fatalf("CompleteAsync of a lost lease reported %v, want ErrLeaseLost", err)
+	}
+
+	// Redis stalled: reported unavailable, then written once it is back.
+	l := mustAcquire(t, a, "stalled", "fp")
+	srv.Pause()
+	l.CompleteAsync([]byte("v3"), func(err error) { done <- err })
+	err = <-done
+	srv.Resume()
+	if !errors.Is(err, idempotency.ErrUnavailable) {
+		t.Fatalf("CompleteAsync on a paused Redis reported %v, want ErrUnavailable", err)
+	}
+	testwait.For(t, 5*time.Second, "the done record written in the background", func() bool {
+		res, err := other.Acquire(ctx, "stalled", "fp")
+		return err == nil && res.Outcome == idempotency.Done && string(res.Value) == "v3"
+	})
+
+	// Close sends what is still deferred and waits for it.
+	mustAcquire(t, a, "at-close", "fp").CompleteAsync([]byte("v4"), nil)
+	if n := a.Close(ctx); n != 0 {
+		t.Fatalf("Close gave up %d", n)
+	}
+	if res, err := other.Acquire(ctx, "at-close", "fp"); err != nil || res.Outcome != idempotency.Done {
+		t.Fatalf("after Close: %v, %v; want done", res.Outcome, err)
+	}
+}

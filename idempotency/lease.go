@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Lease is the right to run the work for one key. Exactly one caller holds
@@ -105,6 +107,41 @@ func (l *Lease) Complete(ctx context.Context, value []byte) error {
 		return ErrLeaseLost
 	}
 	return nil
+}
+
+// CompleteAsync is Complete without waiting for Redis: the done record is
+// written with the store's next round trip (it leaves in front of the next
+// Acquire or other call through this store, so a later Acquire of the key
+// through this store always finds it), or on its own within a couple of
+// milliseconds when no other call comes. Under load that makes finishing
+// free of a round trip of its own. done, if not nil, is called with what
+// Complete would have returned, from the goroutine that got Redis's reply;
+// a failure is retried in the background exactly as Complete's is, and
+// Store.Close waits for writes still on their way.
+//
+// Until the record lands, another store (another process) that Acquires
+// the key finds the lease and answers "in progress": use CompleteAsync
+// where that answer means "try later" (a QStash redelivery), not where a
+// caller must see the result the moment this returns.
+func (l *Lease) CompleteAsync(value []byte, done func(error)) {
+	l.stopKeepAlive()
+	value = append([]byte(nil), value...)
+	l.store.batch.Defer(completeScript, []string{l.key},
+		[]any{l.token, l.fingerprint, value, l.store.cfg.ResultTTL.Milliseconds()},
+		func(cmd *redis.Cmd) {
+			n, err := cmd.Int64()
+			switch {
+			case err != nil:
+				err = unavailable(err)
+				l.store.cleanup.add(cleanupTask{op: opComplete, key: l.key, token: l.token, fingerprint: l.fingerprint,
+					value: value, until: time.Now().Add(completeRetryFor)})
+			case n == 0:
+				err = ErrLeaseLost
+			}
+			if done != nil {
+				done(err)
+			}
+		})
 }
 
 // Release frees the key so the next attempt runs the work, and ends the

@@ -202,11 +202,15 @@ func NewStore(rdb Redis, cfg StoreConfig) (*Store, error) {
 // Config returns the store's configuration with defaults filled in.
 func (s *Store) Config() StoreConfig { return s.cfg }
 
-// Close tries the pending cleanups (releases and completions that failed
-// because Redis did not answer) once more within ctx, then stops the
-// background cleanup. The store stays usable; calls after Close schedule no
-// more background work. Close returns the number of cleanups given up.
-func (s *Store) Close(ctx context.Context) int { return s.cleanup.close(ctx) }
+// Close waits for the done records of CompleteAsync still on their way,
+// tries the pending cleanups (releases and completions that failed because
+// Redis did not answer) once more within ctx, then stops the background
+// cleanup. The store stays usable; calls after Close schedule no more
+// background work. Close returns the number of cleanups given up.
+func (s *Store) Close(ctx context.Context) int {
+	unsent := s.batch.Flush(ctx)
+	return unsent + s.cleanup.close(ctx)
+}
 
 // Outcome is what Acquire found.
 type Outcome int

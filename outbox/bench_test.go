@@ -251,15 +251,19 @@ func (a *acceptClock) PublishMessage(ctx context.Context, m jobs.Message) (jobs.
 // loopback) accepting the job, with a started relay woken by NOTIFY (the
 // sweep is an hour away). Baseline: the API's current way — publish with
 // jobs.Client.Enqueue right after the commit — timed from the same point.
-// clients is the number of concurrent enqueuers.
+// clients is the number of concurrent enqueuers (16 saturate the machine).
+// sync-commit: the relay's rounds wait for their commit's flush, as before
+// rounds committed asynchronously.
 func BenchmarkCommitToAccepted(b *testing.B) {
-	for _, clients := range []int{1, 8} {
-		for _, mode := range []string{"baseline=enqueue-after-commit", "outbox+relay"} {
+	for _, clients := range []int{1, 8, 16} {
+		for _, mode := range []string{"baseline=enqueue-after-commit", "outbox+relay", "outbox+relay/sync-commit"} {
 			b.Run(mode+"/clients="+strconv.Itoa(clients), func(b *testing.B) {
 				bd := setup(b)
 				ctx := context.Background()
 				clock := &acceptClock{Publisher: bd.client, waiters: map[string]chan time.Time{}}
-				if mode == "outbox+relay" {
+				outbox.SetSyncRounds(mode == "outbox+relay/sync-commit")
+				defer outbox.SetSyncRounds(false)
+				if mode != "baseline=enqueue-after-commit" {
 					r := bd.relay(b, func(c *outbox.Config) {
 						c.Publisher, c.SweepInterval, c.Registerer, c.Concurrency = clock, time.Hour, nil, 2
 					})
@@ -282,7 +286,7 @@ func BenchmarkCommitToAccepted(b *testing.B) {
 							id := "lat-" + strconv.Itoa(next)
 							mu.Unlock()
 							var took time.Duration
-							if mode == "outbox+relay" {
+							if mode != "baseline=enqueue-after-commit" {
 								ch := clock.wait(id)
 								tx, err := bd.pool.Begin(ctx)
 								if err == nil {
@@ -337,5 +341,95 @@ func BenchmarkCommitToAccepted(b *testing.B) {
 				b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
 			})
 		}
+	}
+}
+
+// nopPublisher accepts everything at once: the relay's database work alone.
+type nopPublisher struct{}
+
+func (nopPublisher) PublishMessages(_ context.Context, msgs []jobs.Message) ([]jobs.EnqueueResult, error) {
+	out := make([]jobs.EnqueueResult, len(msgs))
+	for i := range out {
+		out[i] = jobs.EnqueueResult{MessageID: "msg"}
+	}
+	return out, nil
+}
+
+func (p nopPublisher) PublishMessage(ctx context.Context, m jobs.Message) (jobs.EnqueueResult, error) {
+	res, _ := p.PublishMessages(ctx, []jobs.Message{m})
+	return res[0], nil
+}
+
+// BenchmarkRoundAfterSentRows: one relay round (claim, publish to a no-op
+// publisher, mark sent, commit) for one fresh row, on a table holding
+// sent=N rows that VACUUM has not seen (autovacuum is off for the table),
+// as between two autovacuum runs of a busy outbox, with statistics taken
+// while those rows were pending (a backlog). plain-scan is the relay's
+// claim; bitmap-scan lets the planner use the bitmap scan it then prefers,
+// which neither skips nor marks the dead index entries; vacuumed: the same
+// after a VACUUM (no ANALYZE). The two
+// alternate round by round; each reports its mean µs/round, and the ratio
+// is printed.
+//
+//	go test -run '^$' -bench RoundAfterSentRows -benchtime 400x ./outbox/
+func BenchmarkRoundAfterSentRows(b *testing.B) {
+	for _, c := range []struct {
+		sent     int
+		vacuumed bool
+	}{{0, false}, {10_000, false}, {30_000, false}, {30_000, true}} {
+		sent := c.sent
+		name := "sent=" + strconv.Itoa(sent)
+		if c.vacuumed {
+			name += "/vacuumed"
+		}
+		b.Run(name, func(b *testing.B) {
+			bd := setup(b)
+			ctx := context.Background()
+			if _, err := bd.pool.Exec(ctx, `ALTER TABLE jobworker_outbox SET (autovacuum_enabled = off)`); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := bd.pool.Exec(ctx, `INSERT INTO jobworker_outbox (id, kind, body)
+				SELECT gen_random_uuid(), 'outbox.test', '{}' FROM generate_series(1, $1::int)`, sent); err != nil {
+				b.Fatal(err)
+			}
+			// Statistics taken during a backlog (an outage), as an
+			// autovacuum ANALYZE may: many pending rows, so the planner
+			// expects to find some and prefers a bitmap scan.
+			if _, err := bd.pool.Exec(ctx, `ANALYZE jobworker_outbox`); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := bd.pool.Exec(ctx, `UPDATE jobworker_outbox SET state = 'sent', finished_at = now()`); err != nil {
+				b.Fatal(err)
+			}
+			if c.vacuumed {
+				// VACUUM without ANALYZE: the dead index entries go, the
+				// backlog's statistics stay.
+				if _, err := bd.pool.Exec(ctx, `VACUUM jobworker_outbox`); err != nil {
+					b.Fatal(err)
+				}
+			}
+			r := bd.relay(b, func(c *outbox.Config) { c.Publisher, c.Registerer = nopPublisher{}, nil })
+			defer outbox.SetBitmapRounds(false)
+			took := map[bool]time.Duration{}
+			b.ResetTimer()
+			for i := range b.N {
+				bitmap := i%2 == 1
+				b.StopTimer()
+				bd.enqueueCommitted(b, "r-"+strconv.Itoa(i))
+				outbox.SetBitmapRounds(bitmap)
+				b.StartTimer()
+				t0 := time.Now()
+				res, err := r.RunOnce(ctx)
+				took[bitmap] += time.Since(t0)
+				if err != nil || res.Published != 1 {
+					b.Fatalf("RunOnce = %+v, %v", res, err)
+				}
+			}
+			n := float64(max(b.N/2, 1))
+			plain, bitmap := float64(took[false].Microseconds())/n, float64(took[true].Microseconds())/n
+			b.ReportMetric(plain, "plain-scan-µs/round")
+			b.ReportMetric(bitmap, "bitmap-scan-µs/round")
+			b.ReportMetric(bitmap/plain, "bitmap/plain")
+		})
 	}
 }

@@ -14,6 +14,10 @@
 //		return err // an invalid job fails here, before commit
 //	})
 //
+// EnqueueMany writes several jobs, a row each; EnqueueBatch writes the jobs
+// that follow one change as one row, cheaper to write and to relay, whose
+// jobs are published together and each deduplicated on its own.
+//
 // A Relay publishes committed rows and marks them sent. It wakes on the
 // NOTIFY that Enqueue sends (delivered at commit), sweeps every
 // SweepInterval as a safety net, publishes in batches (POST /v2/batch) and
@@ -43,11 +47,13 @@
 // A job is published only after its transaction committed (the relay
 // cannot see uncommitted rows), and a committed job is published at least
 // once, whatever crashes or outages happen, as long as its row exists.
-// Duplicates are suppressed by QStash's deduplication: every row carries a
-// deduplication id — the job's own (WithDeduplicationID, or content-based
-// deduplication), else "outbox-<row id>" — and a relay that crashed after
-// QStash accepted a row but before recording it publishes the row again
-// under the same id. QStash drops that second publish when it arrives
+// Duplicates are suppressed by QStash's deduplication: every job carries a
+// deduplication id — its own (WithDeduplicationID, or content-based
+// deduplication), else "outbox-<row id>" ("outbox-<row id>-<index>" in an
+// EnqueueBatch row) — and a row whose outcome was not recorded (its relay
+// crashed after QStash accepted it, or the database crashed before
+// flushing the relay's commit, which does not wait for the flush) is
+// published again under the same ids. QStash drops that second publish when it arrives
 // within its 10-minute deduplication window, answering with the first
 // message's id; the row is then recorded as sent and deduplicated.
 //

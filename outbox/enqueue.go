@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -135,6 +136,75 @@ func EnqueueMany(ctx context.Context, tx Tx, reqs []jobs.EnqueueRequest) ([]stri
 		rows = rows[n:]
 	}
 	return ids, nil
+}
+
+// MaxJobsPerRow bounds the jobs EnqueueBatch writes into one row: they are
+// published in one QStash batch call.
+const MaxJobsPerRow = 100
+
+// storedJob is one job of a multi-job row (the jobs column): the row's
+// kind, body and options for that job.
+type storedJob struct {
+	Kind    string          `json:"kind"`
+	Body    string          `json:"body"`
+	Options json.RawMessage `json:"options"`
+}
+
+// EnqueueBatch writes reqs — the jobs that follow one change, such as a
+// tip's notification and counter refresh — as one outbox row inside tx, so
+// they are published if and only if tx commits, and together: the relay
+// publishes the row's jobs in one QStash batch call and marks the row sent
+// once QStash accepted all of them. It is cheaper than EnqueueMany, which
+// writes a row per job: one row to insert, claim, mark and clean up.
+//
+// Each request is prepared as Enqueue prepares its job, and nothing is
+// written when any is invalid. A job without a deduplication id of its own
+// gets DeduplicationPrefix + the row id + "-" + its index in reqs ("-0",
+// "-1"...), so each job is still deduplicated on its own when the row is
+// published again. reqs holds 1 to MaxJobsPerRow jobs (one job is written
+// as Enqueue writes it). It returns the row's id.
+//
+// A row is one unit for the relay: if QStash refuses one of its jobs for
+// good, the row is marked failed (the reason names the job), although
+// QStash may have accepted the others.
+func EnqueueBatch(ctx context.Context, tx Tx, reqs []jobs.EnqueueRequest) (string, error) {
+	switch {
+	case len(reqs) == 0:
+		return "", fmt.Errorf("%w: outbox: EnqueueBatch needs at least one job", jobs.ErrInvalidOption)
+	case len(reqs) == 1:
+		return Enqueue(ctx, tx, reqs[0].Args, reqs[0].Options...)
+	case len(reqs) > MaxJobsPerRow:
+		return "", fmt.Errorf("%w: outbox: EnqueueBatch takes at most %d jobs, got %d", jobs.ErrInvalidOption, MaxJobsPerRow, len(reqs))
+	}
+	id := newID(time.Now())
+	stored := make([]storedJob, len(reqs))
+	for i, r := range reqs {
+		m, err := jobs.PrepareMessage(ctx, r.Args, r.Options...)
+		if err != nil {
+			return "", fmt.Errorf("outbox: request %d: %w", i, err)
+		}
+		if m.Options.DeduplicationID == "" && !m.Options.ContentBasedDeduplication {
+			m.Options.DeduplicationID = DeduplicationPrefix + id + "-" + strconv.Itoa(i)
+		}
+		opts, err := json.Marshal(m.Options)
+		if err != nil {
+			return "", fmt.Errorf("outbox: encode options: %w", err)
+		}
+		stored[i] = storedJob{Kind: m.Kind, Body: m.Body, Options: opts}
+	}
+	js, err := json.Marshal(stored)
+	if err != nil {
+		return "", fmt.Errorf("outbox: encode jobs: %w", err)
+	}
+	q := `WITH ins AS (INSERT INTO jobworker_outbox (id, jobs) VALUES ($1::uuid, $2) RETURNING 1)
+		SELECT pg_notify('` + Channel + `', '') FROM ins`
+	if _, quiet := tx.(quietTx); quiet {
+		q = `INSERT INTO jobworker_outbox (id, jobs) VALUES ($1::uuid, $2)`
+	}
+	if _, err := tx.Exec(ctx, q, id, string(js)); err != nil {
+		return "", fmt.Errorf("outbox: insert: %w", err)
+	}
+	return id, nil
 }
 
 func insert(ctx context.Context, tx Tx, rows [][4]any) error {

@@ -34,6 +34,29 @@ func ExampleEnqueue() {
 	}
 }
 
+// A change's follow-up jobs go in one row: one insert in the transaction,
+// one row for the relay, published together in one QStash batch call.
+func ExampleEnqueueBatch() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, "postgres://localhost/app")
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO tips (id, amount) VALUES ($1, $2)`, 7, 100); err != nil {
+			return err
+		}
+		_, err := outbox.EnqueueBatch(ctx, tx, []jobs.EnqueueRequest{
+			{Args: testJob{ID: "tip-7-notify"}},
+			{Args: testJob{ID: "tip-7-count"}, Options: []jobs.EnqueueOption{jobs.WithDelay(time.Minute)}},
+		})
+		return err
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
 // A long-lived process runs the relay next to its server and stops it on
 // shutdown, letting the batch in flight finish.
 func ExampleRelay_Start() {

@@ -48,12 +48,21 @@ func TestDecodeDelay(t *testing.T) {
 		{name: "none", options: `{}`},
 	}
 	for _, tt := range tests {
-		rw := row{kind: "outbox.test", body: `{}`, options: []byte(tt.options), createdAt: created}
-		if err := rw.decode(); err != nil {
-			t.Fatalf("%s: %v", tt.name, err)
+		one := row{kind: "outbox.test", body: `{}`, options: []byte(tt.options), createdAt: created}
+		// A multi-job row: each job's delay counts from the same start.
+		many := row{jobs: `[{"kind":"outbox.a","body":"{}","options":` + tt.options + `},{"kind":"outbox.b","body":"[1]","options":` + tt.options + `}]`, createdAt: created}
+		for _, rw := range []*row{&one, &many} {
+			if err := rw.decode(); err != nil {
+				t.Fatalf("%s: %v", tt.name, err)
+			}
+			for _, m := range rw.msgs {
+				if !m.Options.NotBefore.Equal(tt.want) || m.Options.Delay != 0 {
+					t.Errorf("%s: %s: not-before %v, delay %s; want %v, 0", tt.name, m.Kind, m.Options.NotBefore, m.Options.Delay, tt.want)
+				}
+			}
 		}
-		if !rw.msg.Options.NotBefore.Equal(tt.want) || rw.msg.Options.Delay != 0 {
-			t.Errorf("%s: not-before %v, delay %s; want %v, 0", tt.name, rw.msg.Options.NotBefore, rw.msg.Options.Delay, tt.want)
+		if len(many.msgs) != 2 || many.msgs[1].Kind != "outbox.b" || many.msgs[1].Body != "[1]" {
+			t.Errorf("%s: multi-job row decoded as %+v", tt.name, many.msgs)
 		}
 	}
 }

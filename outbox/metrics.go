@@ -65,11 +65,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jobworker_outbox_published_total",
-			Help: "Outbox rows QStash accepted, by job and result (ok, deduplicated).",
+			Help: "Outbox jobs QStash accepted, by job and result (ok, deduplicated).",
 		}, []string{"job", "result"}),
 		gaveUp: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jobworker_outbox_gave_up_total",
-			Help: "Outbox rows marked failed (refused by QStash or invalid), by job.",
+			Help: "Outbox rows marked failed (refused by QStash or invalid), by the job refused.",
 		}, []string{"job"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jobworker_outbox_publish_errors_total",

@@ -268,12 +268,14 @@ func (r *Relay) refreshStats(ctx context.Context) error {
 
 // Result is what a RunOnce call did.
 type Result struct {
-	// Published counts rows QStash accepted, Deduplicated included.
+	// Published counts jobs QStash accepted, Deduplicated included (an
+	// EnqueueBatch row counts its jobs).
 	Published int `json:"published"`
-	// Deduplicated counts rows QStash answered as duplicates (published
+	// Deduplicated counts jobs QStash answered as duplicates (published
 	// before, e.g. by a relay that died before recording it).
 	Deduplicated int `json:"deduplicated"`
-	// Failed counts rows given up (refused by QStash or invalid).
+	// Failed counts the jobs of the rows given up (refused by QStash or
+	// invalid).
 	Failed int `json:"failed"`
 	// Rounds is the number of claim-publish-record rounds.
 	Rounds int `json:"rounds"`

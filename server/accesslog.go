@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -10,6 +12,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/digis/jobworker/internal/reqlog"
 )
 
 type httpMetrics struct {
@@ -130,7 +134,15 @@ func newHTTPMetrics(reg prometheus.Registerer, name string) (*httpMetrics, error
 // status is the one the client got. It logs the route template, never the
 // raw path, query or body: those may carry user names or payloads; and the
 // method as labelled (a client may send a kilobyte of invented method).
+//
+// What the request's handlers add with AddLogAttrs (the worker: the job,
+// message id and outcome of a delivery) goes on the same line, so a request
+// is one line. The line is built without allocating: its fields and the
+// added ones are one inlined group (slog stores up to five attributes in a
+// record and allocates for more), and the record goes to the handler
+// directly, without the source lookup Logger does and no handler here uses.
 func accessLog(log *slog.Logger, m *httpMetrics) echo.MiddlewareFunc {
+	h := log.Handler()
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			start := time.Now()
@@ -140,8 +152,13 @@ func accessLog(log *slog.Logger, m *httpMetrics) echo.MiddlewareFunc {
 				c.Error(err)
 			}
 			req, res := c.Request(), c.Response()
+			// The line requestContext put in the request's context; none
+			// when the request was refused before (a body too large).
+			ctx := req.Context()
+			line := reqlog.From(ctx)
 			route, method := m.labels(c.Path(), req.Method)
-			elapsed := time.Since(start)
+			end := time.Now()
+			elapsed := end.Sub(start)
 			ser := m.series(route, method, res.Status)
 			ser.requests.Inc()
 			ser.duration.Observe(elapsed.Seconds())
@@ -149,15 +166,61 @@ func accessLog(log *slog.Logger, m *httpMetrics) echo.MiddlewareFunc {
 			if res.Status >= 500 {
 				level = slog.LevelWarn
 			}
-			log.LogAttrs(req.Context(), level, "request",
+			if !h.Enabled(ctx, level) {
+				line.Take() // later additions are not kept for nothing
+				return nil
+			}
+			r := slog.NewRecord(end, level, "request", 0)
+			r.AddAttrs(slog.Attr{Value: line.Take(
 				slog.String("request_id", RequestIDOf(c)),
 				slog.String("method", method),
 				slog.String("route", route),
 				slog.Int("status", res.Status),
 				slog.Int64("bytes_out", res.Size),
-				slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
-			)
+				// An integer: slog's JSON handler writes a float through
+				// encoding/json, which allocates and costs a microsecond.
+				slog.Int64("duration_us", elapsed.Microseconds()),
+			)})
+			_ = h.Handle(ctx, r)
 			return nil
+		}
+	}
+}
+
+// AddLogAttrs puts attrs on the access line of the request ctx belongs to
+// (its context, or one derived from it: a job run by a delivery), so a
+// handler with something worth logging about a request that went well adds
+// it to the request's one line instead of writing a second. It reports
+// whether the line will carry them: false when ctx is not a request this
+// server serves, or its line was written already; a caller that must be
+// heard then logs a line of its own. Failures still deserve their own
+// warning or error: an operator filters on the level.
+func AddLogAttrs(ctx context.Context, attrs ...slog.Attr) bool { return reqlog.Add(ctx, attrs...) }
+
+// requestContext gives each request its deadline and its log line (see
+// reqlog; when the access line is logged at all) in one new context and one
+// copy of the request. It is the innermost shared middleware, so the
+// deadline runs from when the body guard let the request in. A handler's
+// error that is the deadline passing becomes 503, as Echo's ContextTimeout
+// answered.
+func requestContext(timeout time.Duration, log *slog.Logger) echo.MiddlewareFunc {
+	h := log.Handler()
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			ctx := c.Request().Context()
+			if h.Enabled(ctx, slog.LevelInfo) {
+				// Below info (LOG_LEVEL=warn) no line would carry what
+				// handlers add: AddLogAttrs says so and costs nothing.
+				ctx, _ = reqlog.New(ctx)
+			}
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			c.SetRequest(c.Request().WithContext(ctx))
+			err := next(c)
+			if err != nil && errors.Is(err, context.DeadlineExceeded) {
+				return echo.ErrServiceUnavailable.WithInternal(err)
+			}
+			return err
 		}
 	}
 }

@@ -1,6 +1,8 @@
 // Package server runs an HTTP service the way jobworker's binaries do: an
 // Echo instance with request ids, panic recovery, body limits, request
-// deadlines, a structured access log and Prometheus metrics; /healthz,
+// deadlines, a structured access log (one line per request, to which
+// handlers and the jobs they run add fields with AddLogAttrs) and
+// Prometheus metrics; /healthz,
 // /readyz and /metrics (on its own listener); and a graceful shutdown that
 // lets in-flight requests finish, then stops the process's parts in order.
 //

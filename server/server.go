@@ -148,7 +148,7 @@ func New(cfg Config) (*Server, error) {
 		}),
 		// The body must arrive within the request's deadline.
 		guardBody(cfg.BodyLimit, cfg.RequestTimeout),
-		middleware.ContextTimeoutWithConfig(middleware.ContextTimeoutConfig{Timeout: cfg.RequestTimeout}),
+		requestContext(cfg.RequestTimeout, s.log),
 	)
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)

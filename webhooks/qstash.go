@@ -1,16 +1,12 @@
 package webhooks
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 
@@ -159,42 +155,6 @@ var hs256 = func() jws.Verifier {
 	return v
 }()
 
-// qstashClaimSet is the claim set QStash signs. Every field is required;
-// a claim of the wrong JSON type fails the decode.
-type qstashClaimSet struct {
-	Iss  *string      `json:"iss"`
-	Sub  *string      `json:"sub"`
-	Exp  *numericDate `json:"exp"`
-	Nbf  *numericDate `json:"nbf"`
-	Iat  *numericDate `json:"iat"`
-	Jti  *string      `json:"jti"`
-	Body *string      `json:"body"`
-}
-
-// numericDate is a JWT NumericDate: a JSON number of seconds since the
-// epoch (fractions are dropped, as the checks work in whole seconds).
-// Strings and RFC 3339 dates, which some libraries accept, are refused.
-type numericDate struct{ sec int64 }
-
-func (n *numericDate) UnmarshalJSON(b []byte) error {
-	var num json.Number
-	if len(b) == 0 || b[0] == '"' {
-		return errors.New("NumericDate must be a JSON number")
-	}
-	if err := json.Unmarshal(b, &num); err != nil {
-		return err
-	}
-	whole, _, _ := strings.Cut(num.String(), ".")
-	sec, err := strconv.ParseInt(whole, 10, 64)
-	if err != nil {
-		return fmt.Errorf("NumericDate: %w", err)
-	}
-	n.sec = sec
-	return nil
-}
-
-func (n *numericDate) time() time.Time { return time.Unix(n.sec, 0) }
-
 // Verify checks signature (the Upstash-Signature header value) against url,
 // the exact public URL QStash was asked to call (scheme, host, port, path
 // and query; see VerifyQStashConfig for building it behind proxies), and
@@ -249,26 +209,27 @@ func (v *QStashVerifier) verifyToken(signature, url string) (QStashClaims, error
 		key = "next"
 	}
 
-	var c qstashClaimSet
-	dec := json.NewDecoder(bytes.NewReader(tok.Payload))
-	if err := dec.Decode(&c); err != nil || dec.More() {
+	// A small strict decoder (qstash_json.go), not encoding/json: every
+	// claim required, of its JSON type, at most once.
+	c, err := decodeQStashClaims(tok.Payload)
+	if err != nil {
 		return fail(CheckClaims, err)
 	}
-	if c.Iss == nil || c.Sub == nil || c.Exp == nil || c.Nbf == nil || c.Iat == nil || c.Jti == nil || c.Body == nil {
+	if c.have != claimAll {
 		return fail(CheckClaims, nil)
 	}
 	// A zero exp or iat would disable those checks in most JWT libraries;
 	// QStash never sends one (nbf 0 is normal and allowed).
-	if c.Exp.sec <= 0 || c.Iat.sec <= 0 || c.Nbf.sec < 0 {
+	if c.Exp <= 0 || c.Iat <= 0 || c.Nbf < 0 {
 		return fail(CheckClaims, nil)
 	}
 
-	if *c.Iss != QStashIssuer {
+	if c.Iss != QStashIssuer {
 		return fail(CheckIssuer, nil)
 	}
 	// Exact string match: a trailing slash, another scheme or host, or a
 	// different query string is another endpoint.
-	if url == "" || *c.Sub != url {
+	if url == "" || c.Sub != url {
 		return fail(CheckSubject, nil)
 	}
 
@@ -276,21 +237,22 @@ func (v *QStashVerifier) verifyToken(signature, url string) (QStashClaims, error
 	// several fail (QStash's nbf equals iat or is 0). Whole seconds, as
 	// NumericDate is.
 	now := v.now().Truncate(time.Second)
+	exp, iat := time.Unix(c.Exp, 0), time.Unix(c.Iat, 0)
 	switch {
-	case !now.Before(c.Exp.time().Add(v.skew)):
+	case !now.Before(exp.Add(v.skew)):
 		return fail(CheckExpired, nil)
-	case c.Nbf.sec != 0 && now.Before(c.Nbf.time().Add(-v.skew)):
+	case c.Nbf != 0 && now.Before(time.Unix(c.Nbf, 0).Add(-v.skew)):
 		return fail(CheckNotYetValid, nil)
-	case now.Before(c.Iat.time().Add(-v.skew)):
+	case now.Before(iat.Add(-v.skew)):
 		return fail(CheckIssuedInFuture, nil)
 	}
 
 	return QStashClaims{
-		Subject:  *c.Sub,
-		ID:       *c.Jti,
-		IssuedAt: c.Iat.time(),
-		Expires:  c.Exp.time(),
-		BodyHash: *c.Body, // as signed; checkBodyHash compares and normalises it
+		Subject:  c.Sub,
+		ID:       c.Jti,
+		IssuedAt: iat,
+		Expires:  exp,
+		BodyHash: c.Body, // as signed; checkBodyHash compares and normalises it
 		Key:      key,
 	}, nil
 }

@@ -2,7 +2,6 @@ package webhooks
 
 import (
 	"encoding/base64"
-	"encoding/json"
 	"strings"
 )
 
@@ -62,35 +61,30 @@ func parseQStashSignature(s string) (qstashToken, error) {
 	if t.Signature, err = b64.DecodeString(sig); err != nil {
 		return t, newVerificationError(sourceQStash, CheckMalformed, err)
 	}
-	var hdr struct {
-		Alg  *string         `json:"alg"`
-		Typ  *string         `json:"typ"`
-		Crit json.RawMessage `json:"crit"`
-		B64  json.RawMessage `json:"b64"`
-	}
 	if len(hb) == 0 || hb[0] != '{' {
 		return t, newVerificationError(sourceQStash, CheckMalformed, nil)
 	}
-	if err := json.Unmarshal(hb, &hdr); err != nil {
+	hdr, err := decodeQStashHeader(hb)
+	if err != nil {
 		return t, newVerificationError(sourceQStash, CheckMalformed, err)
 	}
 	// crit and b64 change how the token must be processed; QStash uses
 	// neither, and accepting them would let jwx and this check disagree.
-	if hdr.Crit != nil || hdr.B64 != nil {
+	if hdr.hasExt {
 		return t, newVerificationError(sourceQStash, CheckMalformed, nil)
 	}
-	if hdr.Typ != nil {
-		if !strings.EqualFold(*hdr.Typ, "JWT") {
+	if hdr.hasTyp {
+		if !strings.EqualFold(hdr.Typ, "JWT") {
 			return t, newVerificationError(sourceQStash, CheckMalformed, nil)
 		}
-		t.Typ = *hdr.Typ
+		t.Typ = hdr.Typ
 	}
 	// Pinned: jwx verifies with the algorithm we give it and ignores the
 	// header's, so a token claiming none/HS512/RS256 is refused here.
-	if hdr.Alg == nil || *hdr.Alg != "HS256" {
+	if !hdr.hasAlg || hdr.Alg != "HS256" {
 		return t, newVerificationError(sourceQStash, CheckAlg, nil)
 	}
-	t.Alg = *hdr.Alg
+	t.Alg = hdr.Alg
 	if len(t.Signature) != 32 { // HMAC-SHA256; also refuses an empty signature
 		return t, newVerificationError(sourceQStash, CheckMalformed, nil)
 	}

@@ -44,7 +44,11 @@
 //     captured request replayed with another message id is refused (401),
 //     and a token for one job can never touch another job's messages.
 //  4. The job runs under a renewed lease. Success stores a done marker for
-//     DedupeTTL; failure releases the claim so QStash's retry runs it.
+//     DedupeTTL; failure releases the claim so QStash's retry runs it. The
+//     200 does not wait for the marker: it leaves with the next delivery's
+//     claim (one Redis round trip per delivery under load) or on its own
+//     within milliseconds, while the lease still holds the message, so a
+//     duplicate in between gets 409 and finds the marker when it returns.
 //
 // Delivery is at-least-once and the worker makes each message's effect
 // happen once while its done marker lives. What remains for handlers: a

@@ -84,8 +84,10 @@ type Config struct {
 	Draining func() bool
 
 	// Logger receives one line per failed, retried, duplicate or replayed
-	// delivery (job, message id, attempt, outcome; never the body).
-	// Defaults to discarding.
+	// delivery (job, message id, attempt, outcome; never the body). Served
+	// by package server, every delivery's job, message id, attempt and
+	// outcome go on the request's access line instead, and only failures
+	// and refusals get a line here. Defaults to discarding.
 	Logger *slog.Logger
 	// Registerer receives jobworker_deliveries_total{job,outcome},
 	// jobworker_delivery_duration_seconds{job},

@@ -210,7 +210,7 @@ Development tokens (HS256, 24 h); paste these two lines into your shell:
   export CREATOR=%[8]s  # %[7]s, owns the live stream
 
 Try:
-  # enqueue a demo job through QStash; the worker logs "hello from a job"
+  # enqueue a demo job through QStash; the worker logs its delivery (job=demo.hello outcome=done)
   curl -X POST '%[3]s/v2/publish/%[2]s/jobs/demo.hello' -H 'Authorization: Bearer %[4]s' \
        -H 'Content-Type: application/json' -d '{"name":"world"}'
 

@@ -62,7 +62,7 @@ func TestLocalStack(t *testing.T) {
 	if res.StatusCode != 200 || !strings.Contains(string(body), "messageId") {
 		t.Fatalf("publish: %d %s", res.StatusCode, body)
 	}
-	waitFor(t, p, "hello from a job")
+	testwait.For(t, 30*time.Second, "the demo job's delivery logged in:\n"+p.Output(), func() bool { return helloRuns(p.Output()) == 1 })
 
 	res, err = http.Get("http://" + apiAddr + "/api/streams/status?username=democreator")
 	if err != nil {
@@ -99,6 +99,18 @@ func TestLocalStack(t *testing.T) {
 	if !strings.Contains(p.Output(), "local stack stopped") {
 		t.Fatalf("no clean stop:\n%s", p.Output())
 	}
+}
+
+// helloRuns counts the demo jobs that ran: the access lines of their
+// deliveries, which name the job and its outcome.
+func helloRuns(out string) int {
+	n := 0
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "msg=request ") && strings.Contains(l, " job=demo.hello ") && strings.Contains(l, " outcome=done") {
+			n++
+		}
+	}
+	return n
 }
 
 func waitFor(t *testing.T, p *proctest.Proc, text string) {

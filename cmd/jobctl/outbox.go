@@ -59,7 +59,7 @@ func (a *app) outboxStatus(ctx context.Context, args []string) error {
 		out.OldestPending = time.Duration(*oldest * float64(time.Second)).Round(time.Millisecond)
 	}
 	rows, err := pool.Query(ctx, `
-		SELECT id::text, kind, attempts, coalesce(last_error, ''), finished_at FROM jobworker_outbox
+		SELECT id::text, coalesce(kind, jobs::jsonb->0->>'kind', ''), attempts, coalesce(last_error, ''), finished_at FROM jobworker_outbox
 		WHERE state = 'failed' ORDER BY finished_at DESC LIMIT 10`)
 	if err != nil {
 		return fmt.Errorf("outbox: %w", err)

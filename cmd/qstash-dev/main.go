@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/digis/jobworker/internal/logwriter"
 	"github.com/digis/jobworker/qstashdev"
 )
 
@@ -156,7 +157,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if opts.healthcheck {
 		return probe(ctx, opts.addr, opts.cfg.Token)
 	}
-	opts.cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: opts.logLevel}))
+	// Buffered (see internal/logwriter): a delivery's lines cost a copy,
+	// not a write each. Closed when run returns, after the server drained,
+	// so the shutdown's lines are all out before the process exits.
+	var log *slog.Logger
+	logs := logwriter.New(stderr, logwriter.Config{OnDrop: func(lines uint64) {
+		log.Warn("log lines dropped: stderr did not take them fast enough", "lines", lines)
+	}})
+	defer logs.Close()
+	log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: opts.logLevel}))
+	opts.cfg.Logger = log
 	srv, err := qstashdev.New(opts.cfg)
 	if err != nil {
 		return err

@@ -126,6 +126,7 @@ func run() error {
 	}
 	if cfg.SchedulesSync {
 		if err := syncAtStart(p, cfg); err != nil {
+			p.Abort() // the stop functions, the logs' flush among them
 			return err
 		}
 	}

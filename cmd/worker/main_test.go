@@ -10,6 +10,7 @@ import (
 
 	"github.com/digis/jobworker/internal/proctest"
 	"github.com/digis/jobworker/internal/redistest"
+	"github.com/digis/jobworker/internal/testwait"
 	"github.com/digis/jobworker/jobs/control"
 	"github.com/digis/jobworker/qstashdev"
 	"github.com/digis/jobworker/qstashdev/qstashdevtest"
@@ -104,7 +105,6 @@ func TestSyncSchedulesAtStart(t *testing.T) {
 	if s, ok := schedules(t, c)["tipsapp.tips.refresh-counts"]; !ok || !s.Owned {
 		t.Fatalf("no schedule after the start:\n%s", p.Output())
 	}
-	if !strings.Contains(p.Output(), "schedules synced") {
-		t.Errorf("no start-up line:\n%s", p.Output())
-	}
+	// Log lines are buffered for up to 100 ms: wait for it.
+	testwait.For(t, 10*time.Second, "the start-up line schedules synced", func() bool { return strings.Contains(p.Output(), "schedules synced") })
 }

@@ -75,19 +75,31 @@ type app struct {
 	// committed wakes the relays after a change whose follow-ups were
 	// written (process.OutboxCommitted).
 	committed func()
+	// variant: the benchmark's alternative wirings.
+	variant
+}
+
+// variant is how the benchmark's alternative wirings differ from Build's.
+type variant struct {
 	// notifyInTx writes the jobs with the NOTIFY in the transaction (the
 	// outbox's default), for the benchmark that shows its cost.
 	notifyInTx bool
+	// rowPerJob writes a tip's two jobs as two outbox rows (EnqueueMany),
+	// the layout before multi-job rows.
+	rowPerJob bool
+	// relayConcurrency is the in-process relay's Concurrency (0: the
+	// default).
+	relayConcurrency int
 }
 
 // Build creates the API process: the shared server with the reference
 // routes, rate limits, idempotency, cache, auth and the jobs client. The
 // caller runs it (p.Run, or p.Server.Serve in tests) and closes the store.
 func Build(cfg Config, deps Deps) (*process.Process, error) {
-	return build(cfg, deps, false)
+	return build(cfg, deps, variant{})
 }
 
-func build(cfg Config, deps Deps, notifyInTx bool) (*process.Process, error) {
+func build(cfg Config, deps Deps, v variant) (*process.Process, error) {
 	if deps.Store == nil {
 		return nil, errors.New("apiapp: Deps.Store is required")
 	}
@@ -98,14 +110,14 @@ func build(cfg Config, deps Deps, notifyInTx bool) (*process.Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := wire(p, cfg, deps, notifyInTx); err != nil {
+	if err := wire(p, cfg, deps, v); err != nil {
 		p.Abort()
 		return nil, err
 	}
 	return p, nil
 }
 
-func wire(p *process.Process, cfg Config, deps Deps, notifyInTx bool) error {
+func wire(p *process.Process, cfg Config, deps Deps, v variant) error {
 	e := p.Server.Echo
 	// c.RealIP() anywhere in the app sees what the limiter sees.
 	e.IPExtractor = cfg.RateLimit.IPExtractor.EchoIPExtractor()
@@ -205,7 +217,7 @@ func wire(p *process.Process, cfg Config, deps Deps, notifyInTx bool) error {
 	a := &app{
 		log: p.Log, store: deps.Store, cache: c, jobs: jc,
 		failureURL: cfg.WorkerPublicURL + jobs.FailureCallbackPath,
-		statusTTL:  statusTTL, tipMax: cfg.TipMaxAmount, notifyInTx: notifyInTx,
+		statusTTL:  statusTTL, tipMax: cfg.TipMaxAmount, variant: v,
 	}
 	if a.tipMax <= 0 {
 		a.tipMax = store.DefaultMaxTipAmount
@@ -217,7 +229,7 @@ func wire(p *process.Process, cfg Config, deps Deps, notifyInTx bool) error {
 		if cfg.OutboxRelay {
 			// Registered last, so stopped first: after the last request's
 			// transaction, before the caller closes the pool.
-			if local, err = p.Relay(outbox.Config{Pool: pg.Pool(), Publisher: jc}, true); err != nil {
+			if local, err = p.Relay(outbox.Config{Pool: pg.Pool(), Publisher: jc, Concurrency: v.relayConcurrency}, true); err != nil {
 				return err
 			}
 		}

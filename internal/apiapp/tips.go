@@ -90,11 +90,17 @@ func (a *app) tipJobs(tip store.Tip) []jobs.EnqueueRequest {
 // writeTipJobs is the store's FollowUps.Tip: the follow-ups are written to
 // the outbox in the tip's own transaction, so they are published if and only
 // if the money moved, whatever happens to this process or to QStash after
-// the commit. A replay writes nothing: the original transaction did. No
+// the commit. Both jobs go in one row (outbox.EnqueueBatch): one insert in
+// the tip's transaction, one row for the relay to claim, mark and clean up,
+// one QStash batch call. A replay writes nothing: the original transaction did. No
 // NOTIFY in the transaction (it would serialise every tip's commit, see
 // outbox.WithoutNotify): the handler wakes the relays once it committed.
 func (a *app) writeTipJobs(ctx context.Context, tx pgx.Tx, tip store.Tip) error {
-	_, err := outbox.EnqueueMany(ctx, a.outboxTx(tx), a.tipJobs(tip))
+	if a.rowPerJob {
+		_, err := outbox.EnqueueMany(ctx, a.outboxTx(tx), a.tipJobs(tip))
+		return err
+	}
+	_, err := outbox.EnqueueBatch(ctx, a.outboxTx(tx), a.tipJobs(tip))
 	return err
 }
 

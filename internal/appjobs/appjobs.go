@@ -12,12 +12,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/digis/jobworker/cache"
+	"github.com/digis/jobworker/internal/reqlog"
 	"github.com/digis/jobworker/internal/store"
 	"github.com/digis/jobworker/jobs"
 )
 
 // Hello is the demo job the local stack's curl line enqueues: the worker
-// logs a greeting. It shows the whole path (publish → signed delivery →
+// logs its delivery (job=demo.hello outcome=done, with the name's length). It shows the whole path (publish → signed delivery →
 // verify → dedupe → run) with nothing else involved.
 type Hello struct {
 	Name string `json:"name"`
@@ -49,10 +50,22 @@ type Deps struct {
 func Register(reg *jobs.Registry, d Deps) error {
 	return errors.Join(
 		jobs.Register(reg, func(ctx context.Context, j *jobs.Job[Hello]) error {
-			d.Log.InfoContext(ctx, "hello from a job", "job", j.Args.Kind(), "message_id", j.MessageID, "name_len", len(j.Args.Name))
+			d.done(ctx, j.Args.Kind(), j.MessageID, "hello from a job", slog.Int("name_len", len(j.Args.Name)))
 			return nil
 		}),
 		registerStripe(reg, d),
 		registerStreamsAndTips(reg, d),
 	)
+}
+
+// done records what a job that went well has to say. Run by the worker, it
+// goes on the delivery's one log line (the access line, which names the job,
+// message id and outcome); run anywhere else, it is a line of its own. A
+// job that fails says so in its own warning instead.
+func (d Deps) done(ctx context.Context, job, messageID, msg string, attrs ...slog.Attr) {
+	if reqlog.Add(ctx, attrs...) {
+		return
+	}
+	d.Log.LogAttrs(ctx, slog.LevelInfo, msg,
+		append([]slog.Attr{slog.String("job", job), slog.String("message_id", messageID)}, attrs...)...)
 }

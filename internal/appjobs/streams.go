@@ -73,9 +73,8 @@ func (d Deps) streamStatusChanged(ctx context.Context, j *jobs.Job[StreamStatusC
 	if err := d.Cache.Invalidate(ctx, StatusCacheKey(a.Username)); err != nil {
 		return err // transient: QStash retries
 	}
-	d.Log.InfoContext(ctx, "notifying followers",
-		"job", a.Kind(), "message_id", j.MessageID,
-		"stream_id", a.StreamID, "live", a.Live)
+	d.done(ctx, a.Kind(), j.MessageID, "notifying followers",
+		slog.Int64("stream_id", a.StreamID), slog.Bool("live", a.Live))
 	return nil
 }
 

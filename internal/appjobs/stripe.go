@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strconv"
 	"strings"
@@ -242,7 +243,11 @@ func registerStripe(reg *jobs.Registry, d Deps) error {
 		case operatorResults[out.result]:
 			d.Log.WarnContext(ctx, "stripe event recorded for an operator (see refund_exceptions)", attrs...)
 		default:
-			d.Log.InfoContext(ctx, "stripe event handled", attrs...)
+			as := []slog.Attr{slog.String("event_id", ev.EventID), slog.String("type", ev.Type), slog.String("result", out.result)}
+			if out.reversed != 0 || out.shortfall != 0 {
+				as = append(as, slog.Int64("tokens_reversed", out.reversed), slog.Int64("tokens_shortfall", out.shortfall))
+			}
+			d.done(ctx, ev.Kind(), j.MessageID, "stripe event handled", as...)
 		}
 		return err
 	})

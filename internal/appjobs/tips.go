@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -85,9 +86,8 @@ func (a RefreshTipCount) EnqueueDefaults() []jobs.EnqueueOption {
 
 func (d Deps) tipCreated(ctx context.Context, j *jobs.Job[TipCreated]) error {
 	a := j.Args
-	d.Log.InfoContext(ctx, "notifying creator of a tip",
-		"job", a.Kind(), "message_id", j.MessageID,
-		"tip_id", a.TipID, "stream_id", a.StreamID, "amount", a.Amount)
+	d.done(ctx, a.Kind(), j.MessageID, "notifying creator of a tip",
+		slog.Int64("tip_id", a.TipID), slog.Int64("stream_id", a.StreamID), slog.Int64("amount", a.Amount))
 	return nil
 }
 
@@ -172,8 +172,8 @@ func (d Deps) refreshTipCounts(ctx context.Context, j *jobs.Job[RefreshTipCounts
 			return ctx.Err()
 		}
 	}
-	d.Log.InfoContext(ctx, "tip counts refreshed", "job", j.Args.Kind(), "message_id", j.MessageID,
-		"creators", len(ids), "failed", failed)
+	d.done(ctx, j.Args.Kind(), j.MessageID, "tip counts refreshed",
+		slog.Int("creators", len(ids)), slog.Int("failed", failed))
 	if failed > 0 {
 		// Not retried (EnqueueDefaults): the next run is minutes away; the
 		// DLQ entry tells an operator.

@@ -1,8 +1,17 @@
 // Package process sets up what every jobworker binary shares before adding
 // its routes: the logger, the metrics registry, the Redis client and the
-// server, with Redis registered as the first stop function so it closes
-// last, after everything that uses it, and the flush of the process's
-// counters to the fleet-wide numbers (package opsstats).
+// server, with Redis registered among the first stop functions so it
+// closes after everything that uses it (only the logs' flush runs later),
+// and the flush of the process's counters to the fleet-wide numbers
+// (package opsstats).
+//
+// The logger writes to stderr through a buffered writer (package
+// logwriter): lines go out every 100 ms or 64 KiB, by one goroutine, and a
+// stalled stderr drops lines past 4 MiB instead of stalling requests,
+// counting them (jobworker_log_lines_dropped_total, and a warning with the
+// count once stderr takes lines again). Its flush is the very last stop
+// function, after the server drained and every part stopped; what is logged
+// after it is written straight through.
 package process
 
 import (
@@ -18,6 +27,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/digis/jobworker/internal/env"
+	"github.com/digis/jobworker/internal/logwriter"
 	"github.com/digis/jobworker/internal/opsstats"
 	"github.com/digis/jobworker/internal/redisconn"
 	"github.com/digis/jobworker/outbox"
@@ -34,12 +44,21 @@ type Process struct {
 
 // New wires the shared parts for the binary called name.
 func New(name string, c env.Common) (*Process, error) {
-	log := server.NewLogger(os.Stderr, c.LogFormat, c.LogLevel).With("service", name)
+	var log *slog.Logger
+	logs := logwriter.New(os.Stderr, logwriter.Config{OnDrop: func(lines uint64) {
+		log.Warn("log lines dropped: stderr did not take them fast enough", "lines", lines)
+	}})
+	log = server.NewLogger(logs, c.LogFormat, c.LogLevel).With("service", name)
 	rdb, err := redisconn.Open(c.Redis)
 	if err != nil {
+		_ = logs.Close()
 		return nil, fmt.Errorf("redis: %w", err)
 	}
 	reg := server.NewRegistry()
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "jobworker_log_lines_dropped_total",
+		Help: "Log lines dropped because stderr did not take them as fast as they came (see internal/logwriter).",
+	}, func() float64 { return float64(logs.Dropped()) }))
 	srv, err := server.New(server.Config{
 		Name:            name,
 		Addr:            ":" + strconv.Itoa(c.Port),
@@ -55,9 +74,13 @@ func New(name string, c env.Common) (*Process, error) {
 	})
 	if err != nil {
 		_ = rdb.Close()
+		_ = logs.Close()
 		return nil, err
 	}
-	// First registered, last to run: every part that talks to Redis has
+	// First registered, last to run: every line of the shutdown is in
+	// the buffer by then.
+	srv.OnStop("logs", func(ctx context.Context) error { return closeLogs(ctx, logs) })
+	// Next, so it runs just before: every part that talks to Redis has
 	// stopped by then.
 	srv.OnStop("redis", func(context.Context) error { return rdb.Close() })
 	p := &Process{Log: log, Registry: reg, Redis: rdb, Server: srv}
@@ -75,6 +98,19 @@ func New(name string, c env.Common) (*Process, error) {
 		srv.OnStop("ops stats", f.Stop)
 	}
 	return p, nil
+}
+
+// closeLogs flushes the buffered log lines and stops the writer, waiting
+// for a stalled stderr no longer than the shutdown's remaining time.
+func closeLogs(ctx context.Context, logs *logwriter.Writer) error {
+	done := make(chan error, 1)
+	go func() { done <- logs.Close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("stderr did not take the last log lines: %w", ctx.Err())
+	}
 }
 
 // OnStop is Server.OnStop: fn runs at shutdown, before the parts registered

@@ -49,6 +49,18 @@
 // run means (the rate limiter refuses the request, the idempotency store
 // reports itself unavailable). With the defaults the queue drains in about
 // two round trips of full pipelines (1024 runs, 4 slots of 128).
+//
+// # Deferred runs: no caller waiting
+//
+// Defer queues a run whose caller does not wait for it (a write whose
+// answer only matters if it failed, like a done marker). It leaves at the
+// front of the next round trip this Batcher sends for a waiting caller, so
+// under load it costs no round trip of its own, or on its own once
+// Config.DeferFor has passed. Being first in that pipeline, it runs in Redis
+// before every run sent with it or later (until the Batcher has seen its
+// script run, it is sent with the script's text, so a NOSCRIPT retry
+// cannot reorder it). Flush sends what is deferred and
+// waits for the replies (at shutdown).
 package scriptbatch
 
 import (
@@ -94,6 +106,9 @@ type Config struct {
 	// Observe, when set, is told the duration of every round trip (from
 	// send to reply) and its first error.
 	Observe func(time.Duration, error)
+	// DeferFor bounds how long a deferred run (Defer) waits for a round
+	// trip to share before it is sent on its own. Defaults to 2ms.
+	DeferFor time.Duration
 	// Merge lists scripts whose batched runs leave as one run of a batch
 	// form (see "Merged batches"), on clients where every key lives on one
 	// server. Defaults to none: every run is its own EVALSHA.
@@ -117,6 +132,7 @@ const (
 	DefaultMaxBatch    = 128
 	DefaultMaxQueue    = 1024
 	DefaultTimeout     = time.Second
+	DefaultDeferFor    = 2 * time.Millisecond
 )
 
 // Batcher queues script runs and sends them. It is safe for concurrent use.
@@ -129,11 +145,21 @@ type Batcher struct {
 	maxQueue    int
 	timeout     time.Duration
 	observe     func(time.Duration, error)
+	deferFor    time.Duration
+	loaded      sync.Map                // *redis.Script → bool: Redis has it (see sendAt)
 	merge       map[*redis.Script]Merge // nil unless every key lives on one server
 
 	mu       sync.Mutex
 	queue    []*call
 	inFlight int
+
+	// Deferred runs (Defer), guarded by mu.
+	deferred []*call
+	overdue  bool          // the oldest deferred run waited DeferFor: send even without a waiting caller
+	armed    bool          // timer is set to mark them overdue
+	timer    *time.Timer   // created with the first Defer
+	unsent   int           // deferred runs not yet answered
+	flushed  chan struct{} // closed when unsent drops to 0 (nil: nobody waits)
 }
 
 // call is one queued script run.
@@ -149,6 +175,8 @@ type call struct {
 	// the caller can leave at the round trip's deadline by itself.
 	sent     chan struct{}
 	deadline time.Time
+	// then receives a deferred run's reply; nil for a waiting caller's run.
+	then func(*redis.Cmd)
 }
 
 // New returns a Batcher sending through c.
@@ -173,6 +201,10 @@ func New(c Client, cfg Config) *Batcher {
 	}
 	if b.timeout <= 0 {
 		b.timeout = DefaultTimeout
+	}
+	b.deferFor = cfg.DeferFor
+	if b.deferFor <= 0 {
+		b.deferFor = DefaultDeferFor
 	}
 	b.pipe, _ = c.(pipeliner)
 	if b.maxInFlight < 0 || b.pipe == nil {
@@ -275,6 +307,9 @@ func (b *Batcher) take() []*call {
 	for {
 		n := min(len(b.queue), b.maxBatch)
 		if n == 0 {
+			if b.overdue && len(b.deferred) > 0 {
+				return b.takeDeferred(nil)
+			}
 			b.inFlight--
 			return nil
 		}
@@ -291,9 +326,132 @@ func (b *Batcher) take() []*call {
 		}
 		b.queue = append([]*call(nil), b.queue[n:]...)
 		if len(batch) > 0 {
-			return batch
+			return b.takeDeferred(batch)
 		}
 	}
+}
+
+// takeDeferred puts deferred runs at the front of batch, as many as fit in
+// maxBatch, and returns it; an empty batch gets at least one. Called with mu
+// held.
+func (b *Batcher) takeDeferred(batch []*call) []*call {
+	room := b.maxBatch - len(batch)
+	if len(batch) == 0 {
+		room = max(room, 1)
+	}
+	if len(b.deferred) == 0 || room <= 0 {
+		return batch
+	}
+	k := min(len(b.deferred), room)
+	out := make([]*call, 0, k+len(batch))
+	out = append(out, b.deferred[:k]...)
+	out = append(out, batch...)
+	b.deferred = append([]*call(nil), b.deferred[k:]...)
+	if len(b.deferred) == 0 {
+		b.overdue = false
+	}
+	return out
+}
+
+// Defer queues a run no caller waits for: it is sent first in the next
+// round trip, or on its own once DeferFor has passed (see the package doc),
+// and then is called with its reply from the goroutine that received it.
+// Its round trip is bounded by Timeout. A run that finds MaxQueue deferred
+// runs already waiting is not queued: then gets ErrOverloaded at once.
+func (b *Batcher) Defer(script *redis.Script, keys []string, args []any, then func(*redis.Cmd)) {
+	ctx := context.Background()
+	c := &call{ctx: ctx, script: script, keys: keys, args: args, done: make(chan struct{}), then: then}
+	b.mu.Lock()
+	if len(b.deferred) >= b.maxQueue {
+		b.mu.Unlock()
+		then(failed(ctx, ErrOverloaded))
+		return
+	}
+	b.deferred = append(b.deferred, c)
+	b.unsent++
+	if !b.armed && !b.overdue {
+		b.armed = true
+		if b.timer == nil {
+			b.timer = time.AfterFunc(b.deferFor, b.deferredDue)
+		} else {
+			b.timer.Reset(b.deferFor)
+		}
+	}
+	b.mu.Unlock()
+}
+
+// deferredDue runs when the oldest deferred run has waited DeferFor: it
+// marks the deferred runs overdue and sends them when a slot is free
+// (otherwise the round trip in flight takes them when it ends).
+func (b *Batcher) deferredDue() {
+	b.mu.Lock()
+	b.armed = false
+	if len(b.deferred) == 0 {
+		b.mu.Unlock()
+		return
+	}
+	b.overdue = true
+	lead := b.inFlight < b.maxInFlight
+	if lead {
+		b.inFlight++
+	}
+	b.mu.Unlock()
+	if lead {
+		b.drain()
+	}
+}
+
+// Flush sends the deferred runs now and waits until every deferred run
+// has been answered, or ctx ends. It returns how many were still
+// unanswered then (0 when all were).
+func (b *Batcher) Flush(ctx context.Context) int {
+	b.mu.Lock()
+	if b.unsent == 0 {
+		b.mu.Unlock()
+		return 0
+	}
+	if b.flushed == nil {
+		b.flushed = make(chan struct{})
+	}
+	wait := b.flushed
+	b.overdue = len(b.deferred) > 0
+	lead := b.overdue && b.inFlight < b.maxInFlight
+	if lead {
+		b.inFlight++
+	}
+	b.mu.Unlock()
+	if lead {
+		go b.drain()
+	}
+	select {
+	case <-wait:
+		return 0
+	case <-ctx.Done():
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.unsent
+	}
+}
+
+// answered hands deferred runs their replies and counts them off.
+func (b *Batcher) answered(batch []*call) {
+	n := 0
+	for _, c := range batch {
+		if c.then != nil {
+			c.then(c.cmd)
+			n++
+		}
+	}
+	if n == 0 {
+		return
+	}
+	b.mu.Lock()
+	b.unsent -= n
+	if b.unsent == 0 && b.flushed != nil {
+		close(b.flushed)
+		b.flushed = nil
+	}
+	b.mu.Unlock()
 }
 
 // sendOnce sends one batch from the calling goroutine, then hands any
@@ -305,7 +463,7 @@ func (b *Batcher) sendOnce() {
 	}
 	b.send(batch)
 	b.mu.Lock()
-	more := len(b.queue) > 0
+	more := len(b.queue) > 0 || (b.overdue && len(b.deferred) > 0)
 	if !more {
 		b.inFlight--
 	}
@@ -351,13 +509,22 @@ func (b *Batcher) send(batch []*call) { b.sendAt(time.Now(), batch) }
 func (b *Batcher) sendAt(start time.Time, batch []*call) {
 	if len(batch) == 1 {
 		c := batch[0]
-		// c.ctx's own deadline, if earlier, still applies.
-		ctx, cancel := context.WithDeadline(c.ctx, start.Add(b.timeout))
+		// c.ctx's own deadline, if earlier, still applies; when it is, it
+		// is the round trip's deadline and no second context is needed.
+		ctx := c.ctx
+		if d, ok := ctx.Deadline(); !ok || d.After(start.Add(b.timeout)) {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(c.ctx, start.Add(b.timeout))
+			defer cancel()
+		}
 		b.started(ctx, batch)
 		c.cmd = c.script.Run(ctx, b.client, c.keys, c.args...)
-		cancel()
+		if c.cmd.Err() == nil {
+			b.setLoaded(c.script, true)
+		}
 		b.observed(start, c.cmd.Err())
 		close(c.done)
+		b.answered(batch)
 		return
 	}
 	// The round trip serves every caller in it: one caller's cancellation
@@ -370,13 +537,25 @@ func (b *Batcher) sendAt(start time.Time, batch []*call) {
 	pipe := b.pipe.Pipeline()
 	for i := range units {
 		u := &units[i]
+		if u.deferred() && !b.isLoaded(u.script) {
+			// A deferred run must run before those sent behind it, which a
+			// NOSCRIPT retry would reverse: until Redis is known to have
+			// its script, it carries the script itself.
+			u.cmd = u.script.Eval(ctx, pipe, u.keys, u.args...)
+			continue
+		}
 		u.cmd = u.script.EvalSha(ctx, pipe, u.keys, u.args...)
 	}
 	_, _ = pipe.Exec(ctx) // errors are per command
 	var retry []*unit
 	for i := range units {
-		if err := units[i].cmd.Err(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
-			retry = append(retry, &units[i])
+		u := &units[i]
+		err := u.cmd.Err()
+		if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+			b.setLoaded(u.script, false)
+			retry = append(retry, u)
+		} else if err == nil {
+			b.setLoaded(u.script, true)
 		}
 	}
 	if len(retry) > 0 {
@@ -397,6 +576,20 @@ func (b *Batcher) sendAt(start time.Time, batch []*call) {
 	for _, c := range batch {
 		close(c.done)
 	}
+	b.answered(batch)
+}
+
+// isLoaded reports whether script last ran in Redis without NOSCRIPT.
+func (b *Batcher) isLoaded(script *redis.Script) bool {
+	v, _ := b.loaded.Load(script)
+	ok, _ := v.(bool)
+	return ok
+}
+
+func (b *Batcher) setLoaded(script *redis.Script, ok bool) {
+	if b.isLoaded(script) != ok {
+		b.loaded.Store(script, ok)
+	}
 }
 
 // unit is one command of a pipelined round trip: a single run, or runs of
@@ -413,7 +606,8 @@ type unit struct {
 
 // plan groups a batch into the commands that carry it: the runs of each
 // script with a batch form (see Config.Merge) become one merged command
-// when there are two or more of them, every other run its own command.
+// when there are two or more of them, every other run (deferred ones
+// included) its own command.
 // Order among the runs of one script is kept, so merged runs see each
 // other's writes in the order they were queued.
 func (b *Batcher) plan(batch []*call) []unit {
@@ -421,7 +615,7 @@ func (b *Batcher) plan(batch []*call) []unit {
 	var merged []int // indexes in units of the merged commands, one per script
 	for _, c := range batch {
 		m, ok := b.merge[c.script]
-		if !ok || len(c.keys) != m.Keys || len(c.args) != m.Args {
+		if !ok || len(c.keys) != m.Keys || len(c.args) != m.Args || c.then != nil {
 			units = append(units, unit{calls: []*call{c}, script: c.script, keys: c.keys, args: c.args})
 			continue
 		}
@@ -446,6 +640,9 @@ func (b *Batcher) plan(batch []*call) []unit {
 	}
 	return units
 }
+
+// deferred reports whether u is a deferred run (see Defer), never merged.
+func (u *unit) deferred() bool { return !u.merged && u.calls[0].then != nil }
 
 // settle hands each run of u its own reply.
 func (u *unit) settle() {

@@ -425,3 +425,101 @@ func TestMergedRuns(t *testing.T) {
 		})
 	}
 }
+
+var (
+	appendScript = redis.NewScript(`return redis.call('RPUSH', KEYS[1], ARGV[1])`)
+	appendEager  = redis.NewScript(`return redis.call('RPUSH', KEYS[1], ARGV[1]) -- eager`)
+)
+
+// A deferred run rides in front of the next run sent for a waiting caller
+// (one round trip, and Redis runs it first), even when Redis has the
+// eager run's script but not the deferred one's (a NOSCRIPT retry would
+// reorder them).
+func TestDeferredRunLeavesFirstWithTheNextRun(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	hook := &pipeHook{}
+	rdb.AddHook(hook)
+	// Long enough that only the next Run can have sent it.
+	b := New(rdb, Config{DeferFor: time.Hour, Timeout: 5 * time.Second})
+	ctx := context.Background()
+	if err := appendEager.Load(ctx, rdb).Err(); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	b.Defer(appendScript, []string{"log"}, []any{"deferred"}, func(c *redis.Cmd) { got <- c.Err() })
+	if err := b.Run(ctx, appendEager, []string{"log"}, "eager").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("deferred run: %v", err)
+	}
+	if order, _ := rdb.LRange(ctx, "log", 0, -1).Result(); fmt.Sprint(order) != "[deferred eager]" {
+		t.Fatalf("order in Redis = %v, want the deferred run first", order)
+	}
+	if n := hook.n.Load(); n != 1 {
+		t.Fatalf("pipelines = %d, want both runs in one", n)
+	}
+}
+
+// With no other run coming, a deferred run is sent on its own after
+// DeferFor; Flush sends at once and waits for the replies.
+func TestDeferredRunIsSentAloneAndFlushed(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx := context.Background()
+
+	alone := New(rdb, Config{DeferFor: time.Millisecond})
+	got := make(chan error, 1)
+	alone.Defer(incr, []string{"alone"}, nil, func(c *redis.Cmd) { got <- c.Err() })
+	if err := <-got; err != nil {
+		t.Fatalf("deferred run: %v", err)
+	}
+
+	flushed := New(rdb, Config{DeferFor: time.Hour})
+	var answered atomic.Int64
+	for range 10 {
+		flushed.Defer(incr, []string{"flushed"}, nil, func(c *redis.Cmd) {
+			if c.Err() == nil {
+				answered.Add(1)
+			}
+		})
+	}
+	if left := flushed.Flush(ctx); left != 0 || answered.Load() != 10 {
+		t.Fatalf("Flush left %d, answered %d; want 0 and 10", left, answered.Load())
+	}
+	if n, _ := rdb.Get(ctx, "flushed").Int(); n != 10 {
+		t.Fatalf("counter = %d, want 10", n)
+	}
+	if left := flushed.Flush(ctx); left != 0 {
+		t.Fatalf("Flush with nothing deferred left %d", left)
+	}
+}
+
+// Deferred runs are bounded like the queue: past MaxQueue, the run is
+// refused at once with ErrOverloaded and never sent.
+func TestDeferredRunsAreBounded(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	b := New(rdb, Config{DeferFor: time.Hour, MaxQueue: 2})
+	for range 2 {
+		b.Defer(incr, []string{"bounded"}, nil, func(*redis.Cmd) {})
+	}
+	var err error
+	b.Defer(incr, []string{"bounded"}, nil, func(c *redis.Cmd) { err = c.Err() })
+	if !errors.Is(err, ErrOverloaded) {
+		t.Fatalf("third deferred run = %v, want ErrOverloaded", err)
+	}
+	if left := b.Flush(context.Background()); left != 0 {
+		t.Fatalf("Flush left %d", left)
+	}
+	if n, _ := rdb.Get(context.Background(), "bounded").Int(); n != 2 {
+		t.Fatalf("counter = %d, want 2", n)
+	}
+}
