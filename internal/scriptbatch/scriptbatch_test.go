@@ -523,3 +523,38 @@ func TestDeferredRunsAreBounded(t *testing.T) {
 		t.Fatalf("counter = %d, want 2", n)
 	}
 }
+
+// TestDeferredRunsAreNotMerged: a deferred run of a script with a batch
+// form keeps its own command at the front (carrying the script until Redis
+// has it), and the waiting runs behind it merge: Redis runs it first.
+func TestDeferredRunsAreNotMerged(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client(t)
+	hook := &cmdHook{}
+	rdb.AddHook(hook)
+	ctx := context.Background()
+	b := New(rdb, Config{Merge: []Merge{{Script: incrBy, Keys: 1, Args: 1, Batch: incrByBatch}}})
+	var deferred atomic.Int64
+	b.mu.Lock()
+	b.unsent = 1
+	b.mu.Unlock()
+	first := &call{ctx: ctx, script: incrBy, keys: []string{"a"}, args: []any{1}, done: make(chan struct{}),
+		then: func(c *redis.Cmd) { n, _ := c.Int64(); deferred.Store(n) }}
+	second := &call{ctx: ctx, script: incrBy, keys: []string{"a"}, args: []any{10}, done: make(chan struct{})}
+	third := &call{ctx: ctx, script: incrBy, keys: []string{"b"}, args: []any{5}, done: make(chan struct{})}
+	b.send([]*call{first, second, third})
+	if got := deferred.Load(); got != 1 {
+		t.Fatalf("deferred run = %d, want 1 (run first)", got)
+	}
+	if n, err := second.cmd.Int64(); err != nil || n != 11 {
+		t.Fatalf("second = %d, %v; want 11", n, err)
+	}
+	if n, err := third.cmd.Int64(); err != nil || n != 5 {
+		t.Fatalf("third = %d, %v; want 5", n, err)
+	}
+	hook.mu.Lock()
+	defer hook.mu.Unlock()
+	if got := fmt.Sprint(hook.pipes[0]); got != "[eval/1 evalsha/2]" {
+		t.Fatalf("first pipeline %s, want the deferred run alone in front of the merged two", got)
+	}
+}
