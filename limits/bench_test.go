@@ -43,17 +43,21 @@ const benchLease = 256
 // leases for the bench bucket.
 func benchLimiter(b *testing.B, c Client, maxInFlight, lease int) *Limiter {
 	b.Helper()
-	cfg := Config{
-		Client:      c,
-		HashKey:     testHashKey,
-		Tiers:       map[string]Quota{"bench": {Limit: 1 << 30, Period: time.Minute}},
-		Buckets:     map[string]string{"bench": "bench"},
-		Timeout:     time.Second,
-		MaxInFlight: maxInFlight,
-	}
+	cfg := Config{Client: c, MaxInFlight: maxInFlight}
 	if lease > 0 {
 		cfg.Leases = map[string]int{"bench": lease}
 	}
+	return benchLimiterCfg(b, cfg)
+}
+
+// benchLimiterCfg is benchLimiter with more of cfg: the bench bucket, the
+// hash key and the deadline are filled in.
+func benchLimiterCfg(b *testing.B, cfg Config) *Limiter {
+	b.Helper()
+	cfg.HashKey = testHashKey
+	cfg.Tiers = map[string]Quota{"bench": {Limit: 1 << 30, Period: time.Minute}}
+	cfg.Buckets = map[string]string{"bench": "bench"}
+	cfg.Timeout = time.Second
 	l, err := New(cfg)
 	if err != nil {
 		b.Fatal(err)

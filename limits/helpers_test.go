@@ -18,35 +18,42 @@ import (
 // countingClient counts the Redis round trips the limiter makes.
 type countingClient struct {
 	Client
-	scripts atomic.Int64 // EVAL + EVALSHA
+	// scripts counts the decisions sent to Redis: the keys of EVAL and
+	// EVALSHA (every key of a window script is one decision, and a merged
+	// batch carries several).
+	scripts atomic.Int64
+	merged  atomic.Int64 // merged batches sent (one script run, ≥ 2 decisions)
 	dels    atomic.Int64
 	pipes   atomic.Int64 // pipelines created (batches of ≥ 2 decisions)
 }
 
 func (c *countingClient) Eval(ctx context.Context, script string, keys []string, args ...interface{}) *redis.Cmd {
-	c.scripts.Add(1)
+	c.scripts.Add(int64(len(keys)))
 	return c.Client.Eval(ctx, script, keys, args...)
 }
 
 func (c *countingClient) EvalSha(ctx context.Context, sha1 string, keys []string, args ...interface{}) *redis.Cmd {
-	c.scripts.Add(1)
+	c.scripts.Add(int64(len(keys)))
 	return c.Client.EvalSha(ctx, sha1, keys, args...)
 }
 
 func (c *countingClient) Pipeline() redis.Pipeliner {
 	c.pipes.Add(1)
-	return &countingPipe{Pipeliner: c.Client.Pipeline(), n: &c.scripts}
+	return &countingPipe{Pipeliner: c.Client.Pipeline(), c: c}
 }
 
-// countingPipe counts scripts queued in a pipeline: each is one decision
-// sent to Redis (batched, but still Redis work).
+// countingPipe counts the decisions queued in a pipeline (batched, but
+// still Redis work).
 type countingPipe struct {
 	redis.Pipeliner
-	n *atomic.Int64
+	c *countingClient
 }
 
 func (p *countingPipe) EvalSha(ctx context.Context, sha1 string, keys []string, args ...interface{}) *redis.Cmd {
-	p.n.Add(1)
+	p.c.scripts.Add(int64(len(keys)))
+	if len(keys) > 1 {
+		p.c.merged.Add(1)
+	}
 	return p.Pipeliner.EvalSha(ctx, sha1, keys, args...)
 }
 

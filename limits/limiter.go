@@ -150,10 +150,11 @@ type Config struct {
 	// an outage is refused. Defaults to 10000.
 	DegradedCacheSize int
 	// MaxInFlight bounds the decision round trips outstanding at once per
-	// Limiter; decisions arriving while all are busy are sent together as one
-	// pipeline when one returns (a lone caller is never delayed). Batching
-	// cuts syscalls, the main cost under load. Defaults to 4; a negative
-	// value sends every decision on its own.
+	// Limiter; decisions arriving while all are busy are sent together when
+	// one returns, as one script run on a single-server client (a lone
+	// caller is never delayed). Batching cuts syscalls and Redis's per-call
+	// work, the main cost under load; fewer slots make larger batches.
+	// Defaults to 2; a negative value sends every decision on its own.
 	MaxInFlight int
 	// MaxQueue bounds the decisions waiting for a round trip; one arriving
 	// when it is full is refused as ReasonOverloaded (503) without asking
@@ -172,6 +173,10 @@ type Config struct {
 	// Defaults to time.Now. Windows in Redis follow the Redis server's
 	// clock only.
 	now func() time.Time
+	// unmerged sends batches as pipelines of single-decision scripts even
+	// where they could be one script run (the behaviour before merged
+	// batches); a benchmark hook.
+	unmerged bool
 }
 
 // Defaults for Config.
@@ -181,7 +186,7 @@ const (
 	DefaultLocalCacheSize     = 10000
 	DefaultDegradedCacheSize  = 10000
 	DefaultLogEvery           = 10 * time.Second
-	DefaultMaxInFlight        = 4
+	DefaultMaxInFlight        = 2
 	DefaultMaxQueue           = 1024
 	// MinHashKeyLen is the shortest HashKey accepted.
 	MinHashKeyLen = 16

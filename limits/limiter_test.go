@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -631,6 +632,32 @@ func TestLocalCacheIsBounded(t *testing.T) {
 	}
 }
 
+// TestLocalCacheEvictsTheCheapest: a full shard makes room by dropping an
+// identifier seen once before a busy identifier's lease, and that before a
+// known-spent window.
+func TestLocalCacheEvictsTheCheapest(t *testing.T) {
+	t.Parallel()
+	c := newLocalCache(cacheShards)
+	now := newFakeClock().Now()
+	s := &c.shards[0]
+	live := now.Add(time.Minute)
+	s.m["once-a"] = localEntry{taken: 1, remaining: 50, until: live}
+	s.m["once-b"] = localEntry{taken: 1, remaining: 50, until: live}
+	s.m["busy"] = localEntry{taken: 63, tokens: 30, remaining: 20, until: live}
+	s.m["spent"] = localEntry{taken: 5, until: live}
+	for _, want := range []string{"busy once spent", "busy spent", "spent", ""} {
+		s.evict(now)
+		var got []string
+		for k := range s.m {
+			got = append(got, strings.TrimSuffix(strings.TrimSuffix(k, "-a"), "-b"))
+		}
+		slices.Sort(got)
+		if strings.Join(got, " ") != want {
+			t.Fatalf("after eviction: %v, want %s", got, want)
+		}
+	}
+}
+
 func TestConcurrentCallersAreBatchedAndExact(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -689,11 +716,103 @@ func TestConcurrentCallersAreBatchedAndExact(t *testing.T) {
 			if allowed != 100 || denied != g*each-100 {
 				t.Fatalf("allowed %d denied %d, want exactly 100 admitted", allowed, denied)
 			}
-			if counted.pipes.Load() == 0 {
-				t.Fatal("no batch was formed under 64 concurrent callers")
+			if counted.pipes.Load() == 0 || counted.merged.Load() == 0 {
+				t.Fatalf("%d pipelines, %d merged batches under 64 concurrent callers, want both", counted.pipes.Load(), counted.merged.Load())
 			}
 			if n := counted.scripts.Load(); n < g*each {
 				t.Fatalf("%d script runs for %d decisions", n, g*each)
+			}
+		})
+	}
+}
+
+// TestMergedBatchesAcrossInstancesAreExact: three instances on one Redis,
+// one round trip at a time each, so concurrent decisions leave as merged
+// batches mixing identifiers and buckets of different limits (and the same
+// identifier several times). Without leases (and without the local cache)
+// every identifier gets exactly its limit across the instances, and the
+// admitted requests report every Remaining from limit-1 down to 0 once:
+// each decision got its own reply, which saw the counter exactly as it
+// stood after the one before it. With leases the limit is still never
+// passed, in admissions or in Redis.
+func TestMergedBatchesAcrossInstancesAreExact(t *testing.T) {
+	t.Parallel()
+	for _, lease := range []int{0, 3} {
+		t.Run("lease="+strconv.Itoa(lease), func(t *testing.T) {
+			t.Parallel()
+			srv := redistest.Start(t)
+			limits := map[string]int{"a": 7, "b": 13}
+			var instances []*testBundle
+			for range 3 {
+				instances = append(instances, setupOn(t, srv, func(c *Config) {
+					c.MaxInFlight = 1
+					c.Tiers = map[string]Quota{"a": {Limit: 7, Period: time.Minute}, "b": {Limit: 13, Period: time.Minute}}
+					c.Buckets = map[string]string{"a": "a", "b": "b"}
+					if lease > 0 {
+						c.Leases = map[string]int{"a": lease, "b": lease}
+					} else {
+						// Each Remaining then comes from its own reply alone, not
+						// merged with what the instance learnt from others.
+						c.LocalCacheSize = -1
+					}
+				}))
+			}
+			const ids, g, each = 8, 48, 20
+			type window struct{ bucket, id string }
+			var mu sync.Mutex
+			admitted := map[window][]int{} // Remaining of each admission
+			var wg sync.WaitGroup
+			release := make(chan struct{})
+			for i := range g {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-release
+					l := instances[i%len(instances)].l
+					for j := range each {
+						w := window{[]string{"a", "b"}[(i+j)%2], "user:" + strconv.Itoa((i*5+j/2)%ids)}
+						res, err := l.Allow(context.Background(), w.bucket, w.id)
+						if err != nil || res.Reason.Degraded() || res.Reason == ReasonOverloaded {
+							t.Errorf("decision failed: %+v %v", res, err)
+							return
+						}
+						if res.Allowed {
+							mu.Lock()
+							admitted[w] = append(admitted[w], res.Remaining)
+							mu.Unlock()
+						}
+					}
+				}()
+			}
+			close(release)
+			wg.Wait()
+			var merged int64
+			for _, b := range instances {
+				merged += b.calls.merged.Load()
+			}
+			if merged == 0 {
+				t.Fatal("no merged batch was sent")
+			}
+			for bucket, limit := range limits {
+				for id := range ids {
+					w := window{bucket, "user:" + strconv.Itoa(id)}
+					got := admitted[w]
+					key := instances[0].l.key(instances[0].l.buckets[bucket], w.id)
+					used, err := instances[0].rdb.Get(context.Background(), key).Int()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(got) > limit || used > limit || len(got) > used {
+						t.Fatalf("%v: %d admitted, counter %d, limit %d", w, len(got), used, limit)
+					}
+					if lease > 0 {
+						continue
+					}
+					slices.Sort(got)
+					if len(got) != limit || used != limit || got[0] != 0 || got[limit-1] != limit-1 || len(slices.Compact(got)) != limit {
+						t.Fatalf("%v: admitted with Remaining %v, counter %d, want each of 0..%d once", w, got, used, limit-1)
+					}
+				}
 			}
 		})
 	}

@@ -2,6 +2,7 @@ package limits
 
 import (
 	"hash/maphash"
+	"math"
 	"sync"
 	"time"
 )
@@ -19,8 +20,9 @@ import (
 // was sent, which is never later than the server's window end.
 //
 // Size is bounded: an insert into a full shard drops the expired entries
-// among a few it samples, or else an arbitrary one (an evicted lease is quota
-// this instance gives up).
+// among a few it samples, or else the one of them worth least, preferring
+// identifiers seen once to busy ones and to spent windows (an evicted lease
+// is quota this instance gives up).
 type localCache struct {
 	seed   maphash.Seed
 	shards [cacheShards]cacheShard
@@ -190,17 +192,23 @@ func (c *localCache) settle(key string, fresh localEntry, extra int, keep bool, 
 const evictSample = 8
 
 // evict makes room for one entry: it drops the expired entries among a
-// sample (map order is random) or, when none has expired, the first entry
-// sampled, an arbitrary victim.
+// sample (map order is random) or, when none has expired, the sampled entry
+// worth least. A known-spent window is worth most (dropping it costs a
+// Redis call per request until it is learnt again); otherwise an entry is
+// worth what this instance has taken of its window: an identifier seen once
+// (most of a long tail) is cheap to forget, while a busy identifier's entry
+// holds its lease, which would be lost, and how far it has doubled, which
+// would start again from one request per round trip.
 func (s *cacheShard) evict(now time.Time) {
 	var victim string
+	worth := -1
 	seen, dropped := 0, false
 	for k, e := range s.m {
 		if !now.Before(e.until) {
 			delete(s.m, k)
 			dropped = true
-		} else if seen == 0 {
-			victim = k
+		} else if w := e.worth(); worth < 0 || w < worth {
+			victim, worth = k, w
 		}
 		if seen++; seen == evictSample {
 			break
@@ -209,6 +217,14 @@ func (s *cacheShard) evict(now time.Time) {
 	if !dropped {
 		delete(s.m, victim)
 	}
+}
+
+// worth ranks live entries for eviction (see evict).
+func (e localEntry) worth() int {
+	if e.tokens+e.remaining == 0 {
+		return math.MaxInt
+	}
+	return e.taken + e.tokens
 }
 
 func (c *localCache) remove(key string) {

@@ -45,42 +45,96 @@ import (
 //   - All numbers are converted with tonumber: comparing a number with an
 //     unconverted ARGV string is always false in Lua, the bug that left
 //     another library's keys without a TTL.
-const windowScript = `
-local limit = tonumber(ARGV[1])
-local period = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local want = tonumber(ARGV[4])
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-local ttl = period
-if used > 0 then
-  ttl = redis.call('PTTL', KEYS[1])
-  if ttl == 0 then
-    used = 0
-    ttl = period
-  elseif ttl < 0 then
-    ttl = period
-    redis.call('PEXPIRE', KEYS[1], period)
-  end
-end
-local allowed = 0
-local take = 0
-if used + cost <= limit then
-  allowed = 1
-  take = math.min(want, limit - used)
-  if take > 0 then
-    if used == 0 then
-      redis.call('SET', KEYS[1], take, 'PX', period)
-      used = take
-    else
-      used = redis.call('INCRBY', KEYS[1], take)
-    end
-  end
-end
+const windowScript = windowDecide + `
+local r = decide(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]))
 local t = redis.call('TIME')
-return {allowed, used, ttl, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), take}
+r[4] = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return r
 `
 
-var window = redis.NewScript(windowScript)
+// windowDecide is the decision both window scripts run per key, as a Lua
+// function: decide(key, limit, period, cost, want) returns the five-integer
+// reply of windowScript with [4] (the clock) left 0 for the caller to fill.
+const windowDecide = `
+local function decide(key, limit, period, cost, want)
+  local used = tonumber(redis.call('GET', key) or '0')
+  local ttl = period
+  if used > 0 then
+    ttl = redis.call('PTTL', key)
+    if ttl == 0 then
+      used = 0
+      ttl = period
+    elseif ttl < 0 then
+      ttl = period
+      redis.call('PEXPIRE', key, period)
+    end
+  end
+  local allowed = 0
+  local take = 0
+  if used + cost <= limit then
+    allowed = 1
+    take = math.min(want, limit - used)
+    if take > 0 then
+      if used == 0 then
+        redis.call('SET', key, take, 'PX', period)
+        used = take
+      else
+        used = redis.call('INCRBY', key, take)
+      end
+    end
+  end
+  return {allowed, used, ttl, 0, take}
+end
+`
+
+// windowBatchScript decides many requests in one script run: the batch
+// form of windowScript (see scriptbatch's Merge), used when concurrent
+// decisions leave together on a client whose keys all live on one server.
+//
+// KEYS[i]        the counter key of decision i (any hash slots: one server only)
+// ARGV[4i-3..4i] limit, period, cost and want of decision i, as windowScript's
+//
+// Returns an array with one element per key, in order: windowScript's reply
+// for that decision, or an error reply when a command on that key failed
+// (the other decisions stand).
+//
+// Why it is shaped like this:
+//   - Keys are decided in the order given, so two decisions on one key in
+//     a batch see each other exactly as two round trips in a row would:
+//     each decision is still atomic and the counter never passes limit.
+//   - One run instead of one per decision: Redis parses one command, sets
+//     up Lua once and writes one reply, which is most of what a decision
+//     costs it.
+//   - pcall keeps one key's failure (a wrong type written by hand) to that
+//     decision instead of failing the batch.
+//   - TIME is read once, after every write (see windowScript), and is the
+//     same instant for the whole batch.
+const windowBatchScript = windowDecide + `
+local out = {}
+for i = 1, #KEYS do
+  local a = (i - 1) * 4
+  local ok, r = pcall(decide, KEYS[i], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]))
+  if not ok then
+    if type(r) ~= 'table' or r.err == nil then
+      r = {err = tostring(r)}
+    end
+  end
+  out[i] = r
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, #out do
+  if out[i].err == nil then
+    out[i][4] = now
+  end
+end
+return out
+`
+
+var (
+	window      = redis.NewScript(windowScript)
+	windowBatch = redis.NewScript(windowBatchScript)
+)
 
 // Client is the part of a go-redis client the limiter uses. *redis.Client,
 // *redis.ClusterClient, *redis.Ring and redis.UniversalClient all satisfy it.

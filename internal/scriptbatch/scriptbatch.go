@@ -24,6 +24,22 @@
 // A run's round trip therefore ends at the earlier of its ctx's deadline
 // and its send time plus Timeout.
 //
+// # Merged batches: one script run for many
+//
+// A pipeline saves syscalls but Redis still runs each script on its own:
+// parsing the command, setting up the Lua call, replying. A script listed
+// in Config.Merge has a batch form that decides many runs in one call, and
+// a batch of two or more of its runs then leaves as one EVALSHA of that
+// form: the runs' keys and arguments concatenated in order, its reply an
+// array of each run's reply (an element may be an error, that run's alone).
+// The batch form must give each run the answer it would get alone, run
+// after run, which a script over independent keys does by looping.
+//
+// Only where every key lives on one server: a *redis.Client (a single node,
+// or Sentinel's failover client) or a wrapper passing its Options through.
+// On a ClusterClient or Ring the keys of a batch belong to different slots,
+// so runs stay separate EVALSHA in a pipeline that go-redis splits by node.
+//
 // # Bounded queue: shed, never wait forever
 //
 // At most Config.MaxQueue runs wait for a slot. A run arriving at a full
@@ -50,6 +66,8 @@ package scriptbatch
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -91,6 +109,21 @@ type Config struct {
 	// DeferFor bounds how long a deferred run (Defer) waits for a round
 	// trip to share before it is sent on its own. Defaults to 2ms.
 	DeferFor time.Duration
+	// Merge lists scripts whose batched runs leave as one run of a batch
+	// form (see "Merged batches"), on clients where every key lives on one
+	// server. Defaults to none: every run is its own EVALSHA.
+	Merge []Merge
+}
+
+// Merge is the batch form of a script. Each run of Script that passes
+// exactly Keys keys and Args arguments may be merged; others are sent as
+// they are. Batch takes the merged runs' keys (KEYS) and arguments (ARGV)
+// run after run and returns an array with one reply per run, in order; an
+// element that is an error reply fails that run only.
+type Merge struct {
+	Script     *redis.Script
+	Keys, Args int
+	Batch      *redis.Script
 }
 
 // Defaults of Config.
@@ -113,7 +146,8 @@ type Batcher struct {
 	timeout     time.Duration
 	observe     func(time.Duration, error)
 	deferFor    time.Duration
-	loaded      sync.Map // *redis.Script → bool: Redis has it (see sendAt)
+	loaded      sync.Map                // *redis.Script → bool: Redis has it (see sendAt)
+	merge       map[*redis.Script]Merge // nil unless every key lives on one server
 
 	mu       sync.Mutex
 	queue    []*call
@@ -178,7 +212,22 @@ func New(c Client, cfg Config) *Batcher {
 		// nothing ever waits in the queue.
 		b.maxInFlight, b.maxBatch = int(^uint(0)>>1), 1
 	}
+	if len(cfg.Merge) > 0 && b.maxBatch > 1 && OneServer(c) {
+		b.merge = make(map[*redis.Script]Merge, len(cfg.Merge))
+		for _, m := range cfg.Merge {
+			b.merge[m.Script] = m
+		}
+	}
 	return b
+}
+
+// OneServer reports whether every key c reaches lives on one server, so a
+// script may take keys of different hash slots: a *redis.Client (a single
+// node or Sentinel's failover client) or a wrapper passing its Options
+// through, not a ClusterClient or a Ring.
+func OneServer(c any) bool {
+	o, ok := c.(interface{ Options() *redis.Options })
+	return ok && o.Options() != nil
 }
 
 // Run runs script on keys with args, batched with concurrent runs, and
@@ -451,8 +500,9 @@ func (b *Batcher) drain() {
 }
 
 // send runs a batch: one EVALSHA (EVAL on NOSCRIPT) for a single call, else
-// a pipeline of EVALSHA with the NOSCRIPT replies retried as one pipeline of
-// EVAL, which also loads the script. The round trip's deadline starts now.
+// a pipeline of EVALSHA (the runs of a merged script as one, see plan) with
+// the NOSCRIPT replies retried as one pipeline of EVAL, which also loads the
+// script. The round trip's deadline starts now.
 func (b *Batcher) send(batch []*call) { b.sendAt(time.Now(), batch) }
 
 // sendAt is send for a round trip whose deadline counts from start.
@@ -483,40 +533,44 @@ func (b *Batcher) sendAt(start time.Time, batch []*call) {
 	ctx, cancel := context.WithDeadline(context.WithoutCancel(batch[0].ctx), b.deadline(start, batch))
 	defer cancel()
 	b.started(ctx, batch)
+	units := b.plan(batch)
 	pipe := b.pipe.Pipeline()
-	for _, c := range batch {
-		if c.then != nil && !b.isLoaded(c.script) {
+	for i := range units {
+		u := &units[i]
+		if u.deferred() && !b.isLoaded(u.script) {
 			// A deferred run must run before those sent behind it, which a
 			// NOSCRIPT retry would reverse: until Redis is known to have
 			// its script, it carries the script itself.
-			c.cmd = c.script.Eval(ctx, pipe, c.keys, c.args...)
+			u.cmd = u.script.Eval(ctx, pipe, u.keys, u.args...)
 			continue
 		}
-		c.cmd = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
+		u.cmd = u.script.EvalSha(ctx, pipe, u.keys, u.args...)
 	}
 	_, _ = pipe.Exec(ctx) // errors are per command
-	var retry []*call
-	for _, c := range batch {
-		err := c.cmd.Err()
+	var retry []*unit
+	for i := range units {
+		u := &units[i]
+		err := u.cmd.Err()
 		if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
-			b.setLoaded(c.script, false)
-			retry = append(retry, c)
+			b.setLoaded(u.script, false)
+			retry = append(retry, u)
 		} else if err == nil {
-			b.setLoaded(c.script, true)
+			b.setLoaded(u.script, true)
 		}
 	}
 	if len(retry) > 0 {
 		pipe = b.pipe.Pipeline()
-		for _, c := range retry {
-			c.cmd = c.script.Eval(ctx, pipe, c.keys, c.args...)
+		for _, u := range retry {
+			u.cmd = u.script.Eval(ctx, pipe, u.keys, u.args...)
 		}
 		_, _ = pipe.Exec(ctx)
 	}
 	var firstErr error
-	for _, c := range batch {
+	for i := range units {
 		if firstErr == nil {
-			firstErr = c.cmd.Err()
+			firstErr = units[i].cmd.Err()
 		}
+		units[i].settle()
 	}
 	b.observed(start, firstErr)
 	for _, c := range batch {
@@ -535,6 +589,87 @@ func (b *Batcher) isLoaded(script *redis.Script) bool {
 func (b *Batcher) setLoaded(script *redis.Script, ok bool) {
 	if b.isLoaded(script) != ok {
 		b.loaded.Store(script, ok)
+	}
+}
+
+// unit is one command of a pipelined round trip: a single run, or runs of
+// one script merged into one run of its batch form.
+type unit struct {
+	calls   []*call
+	merged  bool
+	batchOf *redis.Script // of a merged command: the script whose runs it carries
+	script  *redis.Script
+	keys    []string
+	args    []any
+	cmd     *redis.Cmd
+}
+
+// plan groups a batch into the commands that carry it: the runs of each
+// script with a batch form (see Config.Merge) become one merged command
+// when there are two or more of them, every other run (deferred ones
+// included) its own command.
+// Order among the runs of one script is kept, so merged runs see each
+// other's writes in the order they were queued.
+func (b *Batcher) plan(batch []*call) []unit {
+	units := make([]unit, 0, len(batch))
+	var merged []int // indexes in units of the merged commands, one per script
+	for _, c := range batch {
+		m, ok := b.merge[c.script]
+		if !ok || len(c.keys) != m.Keys || len(c.args) != m.Args || c.then != nil {
+			units = append(units, unit{calls: []*call{c}, script: c.script, keys: c.keys, args: c.args})
+			continue
+		}
+		i := slices.IndexFunc(merged, func(i int) bool { return units[i].batchOf == c.script })
+		if i < 0 {
+			n := len(batch)
+			merged = append(merged, len(units))
+			units = append(units, unit{merged: true, batchOf: c.script, script: m.Batch, calls: make([]*call, 0, n),
+				keys: make([]string, 0, n*m.Keys), args: make([]any, 0, n*m.Args)})
+			i = len(merged) - 1
+		}
+		u := &units[merged[i]]
+		u.calls = append(u.calls, c)
+		u.keys = append(u.keys, c.keys...)
+		u.args = append(u.args, c.args...)
+	}
+	for _, i := range merged {
+		if u := &units[i]; len(u.calls) == 1 { // nothing to merge with
+			c := u.calls[0]
+			*u = unit{calls: u.calls, script: c.script, keys: c.keys, args: c.args}
+		}
+	}
+	return units
+}
+
+// deferred reports whether u is a deferred run (see Defer), never merged.
+func (u *unit) deferred() bool { return !u.merged && u.calls[0].then != nil }
+
+// settle hands each run of u its own reply.
+func (u *unit) settle() {
+	if !u.merged {
+		u.calls[0].cmd = u.cmd
+		return
+	}
+	v, err := u.cmd.Result()
+	replies, ok := v.([]any)
+	if err == nil && (!ok || len(replies) != len(u.calls)) {
+		err = fmt.Errorf("scriptbatch: merged reply %T for %d runs", v, len(u.calls))
+	}
+	for i, c := range u.calls {
+		cmd := redis.NewCmd(c.ctx)
+		switch {
+		case err != nil:
+			cmd.SetErr(err)
+		case replies[i] == nil:
+			cmd.SetErr(redis.Nil) // as a run of its own would report it
+		default:
+			if e, isErr := replies[i].(error); isErr {
+				cmd.SetErr(e)
+			} else {
+				cmd.SetVal(replies[i])
+			}
+		}
+		c.cmd = cmd
 	}
 }
 

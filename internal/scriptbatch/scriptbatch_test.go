@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -301,6 +302,131 @@ func TestPipelineRetriesNoScript(t *testing.T) {
 }
 
 var (
+	incrBy      = redis.NewScript(`return redis.call('INCRBY', KEYS[1], ARGV[1])`)
+	incrByBatch = redis.NewScript(`
+local out = {}
+for i = 1, #KEYS do
+  local ok, r = pcall(redis.call, 'INCRBY', KEYS[i], ARGV[i])
+  out[i] = r
+end
+return out`)
+)
+
+// cmdHook records the scripts of every pipeline: command and key count.
+type cmdHook struct {
+	mu    sync.Mutex
+	pipes [][]string
+}
+
+func (h *cmdHook) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *cmdHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *cmdHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		var p []string
+		for _, c := range cmds {
+			if a := c.Args(); len(a) > 2 && (c.Name() == "evalsha" || c.Name() == "eval") {
+				p = append(p, fmt.Sprintf("%s/%v", c.Name(), a[2]))
+			}
+		}
+		if len(p) > 0 { // not the connection's own set-up
+			h.mu.Lock()
+			h.pipes = append(h.pipes, p)
+			h.mu.Unlock()
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestMergedRuns: a batch of runs of a script with a batch form leaves as
+// one command on a single node (one EVALSHA with every key, retried as one
+// EVAL after NOSCRIPT) while other scripts' runs go beside it; each run gets
+// its own reply, in order, a failing key fails only its own run. On a
+// cluster, where the keys live in different slots, nothing is merged and
+// the replies are the same.
+func TestMergedRuns(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		single bool
+		client func(t *testing.T) redis.UniversalClient
+	}{
+		{"single node", true, func(t *testing.T) redis.UniversalClient { return redistest.Start(t).Client(t) }},
+		{"cluster", false, func(t *testing.T) redis.UniversalClient { return redistest.StartCluster(t).Client(t) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			rdb := tc.client(t)
+			hook := &cmdHook{}
+			rdb.AddHook(hook)
+			ctx := context.Background()
+			if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := rdb.HSet(ctx, "wrong", "f", "v").Err(); err != nil {
+				t.Fatal(err)
+			}
+			b := New(rdb, Config{Merge: []Merge{{Script: incrBy, Keys: 1, Args: 1, Batch: incrByBatch}}})
+			if got := b.merge != nil; got != tc.single {
+				t.Fatalf("merging on: %v, want %v", got, tc.single)
+			}
+			type reply struct {
+				n   int64
+				err string
+			}
+			var calls []struct {
+				c *call
+				w reply
+			}
+			add := func(s *redis.Script, keys []string, w reply, args ...any) {
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				t.Cleanup(cancel)
+				calls = append(calls, struct {
+					c *call
+					w reply
+				}{&call{ctx: cctx, script: s, keys: keys, args: args, done: make(chan struct{})}, w})
+			}
+			add(incrBy, []string{"a"}, reply{1, ""}, 1)
+			add(incrBy, []string{"b"}, reply{5, ""}, 5)
+			add(incr, []string{"c"}, reply{1, ""}) // no batch form: its own command
+			add(incrBy, []string{"a"}, reply{3, ""}, 2)
+			add(incrBy, []string{"wrong"}, reply{0, "WRONGTYPE"}, 1)
+			add(incrBy, []string{"{e}1", "{e}2"}, reply{4, ""}, 4) // not the merged shape: sent alone
+			add(incrBy, []string{"d"}, reply{7, ""}, 7)
+			batch := make([]*call, len(calls))
+			for i, c := range calls {
+				batch[i] = c.c
+			}
+			b.send(batch)
+			for i, c := range calls {
+				<-c.c.done
+				n, err := c.c.cmd.Int64()
+				if c.w.err != "" {
+					if err == nil || !strings.Contains(err.Error(), c.w.err) {
+						t.Errorf("call %d: %d, %v; want an error %s", i, n, err, c.w.err)
+					}
+					continue
+				}
+				if err != nil || n != c.w.n {
+					t.Errorf("call %d: %d, %v; want %d", i, n, err, c.w.n)
+				}
+			}
+			if !tc.single {
+				return
+			}
+			// One pipeline meeting NOSCRIPT, one retrying it as EVAL: in each,
+			// the merged command with the five merged runs' keys, then the
+			// two runs that could not be merged.
+			hook.mu.Lock()
+			defer hook.mu.Unlock()
+			want := fmt.Sprint([][]string{{"evalsha/5", "evalsha/1", "evalsha/2"}, {"eval/5", "eval/1", "eval/2"}})
+			if got := fmt.Sprint(hook.pipes); got != want {
+				t.Fatalf("pipelines %s, want %s", got, want)
+			}
+		})
+	}
+}
+
+var (
 	appendScript = redis.NewScript(`return redis.call('RPUSH', KEYS[1], ARGV[1])`)
 	appendEager  = redis.NewScript(`return redis.call('RPUSH', KEYS[1], ARGV[1]) -- eager`)
 )
@@ -395,5 +521,40 @@ func TestDeferredRunsAreBounded(t *testing.T) {
 	}
 	if n, _ := rdb.Get(context.Background(), "bounded").Int(); n != 2 {
 		t.Fatalf("counter = %d, want 2", n)
+	}
+}
+
+// TestDeferredRunsAreNotMerged: a deferred run of a script with a batch
+// form keeps its own command at the front (carrying the script until Redis
+// has it), and the waiting runs behind it merge: Redis runs it first.
+func TestDeferredRunsAreNotMerged(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client(t)
+	hook := &cmdHook{}
+	rdb.AddHook(hook)
+	ctx := context.Background()
+	b := New(rdb, Config{Merge: []Merge{{Script: incrBy, Keys: 1, Args: 1, Batch: incrByBatch}}})
+	var deferred atomic.Int64
+	b.mu.Lock()
+	b.unsent = 1
+	b.mu.Unlock()
+	first := &call{ctx: ctx, script: incrBy, keys: []string{"a"}, args: []any{1}, done: make(chan struct{}),
+		then: func(c *redis.Cmd) { n, _ := c.Int64(); deferred.Store(n) }}
+	second := &call{ctx: ctx, script: incrBy, keys: []string{"a"}, args: []any{10}, done: make(chan struct{})}
+	third := &call{ctx: ctx, script: incrBy, keys: []string{"b"}, args: []any{5}, done: make(chan struct{})}
+	b.send([]*call{first, second, third})
+	if got := deferred.Load(); got != 1 {
+		t.Fatalf("deferred run = %d, want 1 (run first)", got)
+	}
+	if n, err := second.cmd.Int64(); err != nil || n != 11 {
+		t.Fatalf("second = %d, %v; want 11", n, err)
+	}
+	if n, err := third.cmd.Int64(); err != nil || n != 5 {
+		t.Fatalf("third = %d, %v; want 5", n, err)
+	}
+	hook.mu.Lock()
+	defer hook.mu.Unlock()
+	if got := fmt.Sprint(hook.pipes[0]); got != "[eval/1 evalsha/2]" {
+		t.Fatalf("first pipeline %s, want the deferred run alone in front of the merged two", got)
 	}
 }
