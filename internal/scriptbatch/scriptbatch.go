@@ -39,6 +39,10 @@
 // or Sentinel's failover client) or a wrapper passing its Options through.
 // On a ClusterClient or Ring the keys of a batch belong to different slots,
 // so runs stay separate EVALSHA in a pipeline that go-redis splits by node.
+// A single endpoint may still front several shards (a sharding proxy, a
+// managed service): the first merged run it refuses with CROSSSLOT turns
+// merging off for the Batcher, and that run's runs are sent again on their
+// own in the same round trip's follow-up.
 //
 // # Bounded queue: shed, never wait forever
 //
@@ -69,6 +73,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"sync"
 	"time"
 
@@ -148,6 +153,9 @@ type Batcher struct {
 	deferFor    time.Duration
 	loaded      sync.Map                // *redis.Script → bool: Redis has it (see sendAt)
 	merge       map[*redis.Script]Merge // nil unless every key lives on one server
+	// unmerged is set once Redis refused a merged run with CROSSSLOT: a
+	// proxy in front of several shards looks like one server to go-redis.
+	unmerged atomic.Bool
 
 	mu       sync.Mutex
 	queue    []*call
@@ -565,6 +573,7 @@ func (b *Batcher) sendAt(start time.Time, batch []*call) {
 		}
 		_, _ = pipe.Exec(ctx)
 	}
+	units = b.unmergeCrossSlot(ctx, units)
 	var firstErr error
 	for i := range units {
 		if firstErr == nil {
@@ -577,6 +586,36 @@ func (b *Batcher) sendAt(start time.Time, batch []*call) {
 		close(c.done)
 	}
 	b.answered(batch)
+}
+
+// unmergeCrossSlot handles merged runs Redis refused with CROSSSLOT: the
+// client reaches one endpoint, but the keys live on several shards behind
+// it (a proxy, a managed service). Merging stops for good on this Batcher
+// and those runs are sent again, each on its own, in one pipeline (EVAL,
+// which also loads the script). The other units keep their replies.
+func (b *Batcher) unmergeCrossSlot(ctx context.Context, units []unit) []unit {
+	var again []unit
+	keep := units[:0:0]
+	for i := range units {
+		u := units[i]
+		if err := u.cmd.Err(); u.merged && err != nil && strings.HasPrefix(err.Error(), "CROSSSLOT") {
+			for _, c := range u.calls {
+				again = append(again, unit{calls: []*call{c}, script: c.script, keys: c.keys, args: c.args})
+			}
+			continue
+		}
+		keep = append(keep, u)
+	}
+	if len(again) == 0 {
+		return units
+	}
+	b.unmerged.Store(true)
+	pipe := b.pipe.Pipeline()
+	for i := range again {
+		again[i].cmd = again[i].script.Eval(ctx, pipe, again[i].keys, again[i].args...)
+	}
+	_, _ = pipe.Exec(ctx)
+	return append(keep, again...)
 }
 
 // isLoaded reports whether script last ran in Redis without NOSCRIPT.
@@ -615,7 +654,7 @@ func (b *Batcher) plan(batch []*call) []unit {
 	var merged []int // indexes in units of the merged commands, one per script
 	for _, c := range batch {
 		m, ok := b.merge[c.script]
-		if !ok || len(c.keys) != m.Keys || len(c.args) != m.Args || c.then != nil {
+		if !ok || b.unmerged.Load() || len(c.keys) != m.Keys || len(c.args) != m.Args || c.then != nil {
 			units = append(units, unit{calls: []*call{c}, script: c.script, keys: c.keys, args: c.args})
 			continue
 		}

@@ -558,3 +558,62 @@ func TestDeferredRunsAreNotMerged(t *testing.T) {
 		t.Fatalf("first pipeline %s, want the deferred run alone in front of the merged two", got)
 	}
 }
+
+// crossSlotHook refuses every run of one script with CROSSSLOT, as Redis
+// behind a sharding proxy answers a script whose keys span shards.
+type crossSlotHook struct {
+	script  *redis.Script
+	refused atomic.Int64
+}
+
+func (h *crossSlotHook) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *crossSlotHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *crossSlotHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		pass := cmds[:0:0]
+		for _, c := range cmds {
+			if a := c.Args(); len(a) > 1 && (a[1] == h.script.Hash() || (c.Name() == "eval" && strings.Contains(fmt.Sprint(a[1]), "for i"))) {
+				c.SetErr(errors.New("CROSSSLOT Keys in request don't hash to the same slot"))
+				h.refused.Add(1)
+				continue
+			}
+			pass = append(pass, c)
+		}
+		if len(pass) == 0 {
+			return nil
+		}
+		return next(ctx, pass)
+	}
+}
+
+// TestMergedRunsRefusedCrossSlotRunAlone: a client that looks like one
+// server but fronts several shards refuses a merged run; its runs are sent
+// again each on its own, get their own replies, and merging stops.
+func TestMergedRunsRefusedCrossSlotRunAlone(t *testing.T) {
+	t.Parallel()
+	rdb := redistest.Start(t).Client(t)
+	hook := &crossSlotHook{script: incrByBatch}
+	rdb.AddHook(hook)
+	ctx := context.Background()
+	b := New(rdb, Config{Merge: []Merge{{Script: incrBy, Keys: 1, Args: 1, Batch: incrByBatch}}})
+	for round := range 2 {
+		var batch []*call
+		for i, k := range []string{"a", "b", "a"} {
+			batch = append(batch, &call{ctx: ctx, script: incrBy, keys: []string{k}, args: []any{i + 1}, done: make(chan struct{})})
+		}
+		b.send(batch)
+		want := []int64{1, 2, 4}
+		if round == 1 {
+			want = []int64{5, 4, 8}
+		}
+		for i, c := range batch {
+			<-c.done
+			if n, err := c.cmd.Int64(); err != nil || n != want[i] {
+				t.Fatalf("round %d, run %d: %d, %v; want %d", round, i, n, err, want[i])
+			}
+		}
+	}
+	if n := hook.refused.Load(); n != 1 {
+		t.Fatalf("merged runs refused %d times, want once (merging stops after the first)", n)
+	}
+}
