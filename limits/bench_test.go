@@ -65,6 +65,40 @@ func benchLimiterCfg(b *testing.B, cfg Config) *Limiter {
 	return l
 }
 
+// benchIDs is the identifier pool the decision benchmarks draw from.
+func benchIDs() []string {
+	ids := make([]string, benchKeys)
+	for i := range ids {
+		ids[i] = "user:" + strconv.Itoa(i)
+	}
+	return ids
+}
+
+// decideWith is one decision of l, a refusal an error: every benchmark
+// limit is far above what it can send.
+func decideWith(l *Limiter) func(ctx context.Context, id string) error {
+	return func(ctx context.Context, id string) error {
+		res, err := l.Allow(ctx, "bench", id)
+		if err == nil && !res.Allowed {
+			err = fmt.Errorf("limits refused: %+v", res)
+		}
+		return err
+	}
+}
+
+// decideRedisRate is decideWith for redis_rate, the baseline.
+func decideRedisRate(rdb *redis.Client) func(ctx context.Context, id string) error {
+	theirs := redis_rate.NewLimiter(rdb)
+	limit := redis_rate.PerMinute(1 << 30)
+	return func(ctx context.Context, id string) error {
+		res, err := theirs.Allow(ctx, id, limit)
+		if err == nil && res.Allowed != 1 {
+			err = fmt.Errorf("redis_rate refused: %+v", res)
+		}
+		return err
+	}
+}
+
 func benchClient(b *testing.B, srv *redistest.Server) *redis.Client {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 128, ContextTimeoutEnabled: true})
 	b.Cleanup(func() { _ = rdb.Close() })
@@ -108,34 +142,14 @@ func BenchmarkDecision(b *testing.B) {
 	rdb := benchClient(b, srv)
 	exact := benchLimiter(b, rdb, 0, 0)
 	leased := benchLimiter(b, rdb, 0, benchLease)
-	theirs := redis_rate.NewLimiter(rdb)
-	theirLimit := redis_rate.PerMinute(1 << 30)
-	ids := make([]string, benchKeys)
-	for i := range ids {
-		ids[i] = "user:" + strconv.Itoa(i)
-	}
-	ours := func(l *Limiter) func(ctx context.Context, id string) error {
-		return func(ctx context.Context, id string) error {
-			res, err := l.Allow(ctx, "bench", id)
-			if err == nil && !res.Allowed {
-				err = fmt.Errorf("limits refused: %+v", res)
-			}
-			return err
-		}
-	}
+	ids := benchIDs()
 	impls := []struct {
 		name   string
 		decide func(ctx context.Context, id string) error
 	}{
-		{"redis_rate", func(ctx context.Context, id string) error {
-			res, err := theirs.Allow(ctx, id, theirLimit)
-			if err == nil && res.Allowed != 1 {
-				err = fmt.Errorf("redis_rate refused: %+v", res)
-			}
-			return err
-		}},
-		{"limits", ours(exact)},
-		{"limits-leased", ours(leased)},
+		{"redis_rate", decideRedisRate(rdb)},
+		{"limits", decideWith(exact)},
+		{"limits-leased", decideWith(leased)},
 	}
 	for _, wl := range workloads {
 		for _, g := range []int{1, 16, 64} {

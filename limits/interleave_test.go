@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-redis/redis_rate/v10"
 	"github.com/labstack/echo/v4"
 	"github.com/redis/go-redis/v9"
 
@@ -192,34 +191,14 @@ func median(s []float64) float64 {
 func BenchmarkExactVsRedisRate(b *testing.B) {
 	srv := redistest.Start(b)
 	rdb := benchClient(b, srv)
-	theirs := redis_rate.NewLimiter(rdb)
-	theirLimit := redis_rate.PerMinute(1 << 30)
-	ids := make([]string, benchKeys)
-	for i := range ids {
-		ids[i] = "user:" + strconv.Itoa(i)
-	}
-	ours := func(l *Limiter) func(ctx context.Context, id string) error {
-		return func(ctx context.Context, id string) error {
-			res, err := l.Allow(ctx, "bench", id)
-			if err == nil && !res.Allowed {
-				err = fmt.Errorf("limits refused: %+v", res)
-			}
-			return err
-		}
-	}
+	ids := benchIDs()
 	impls := []struct {
 		name   string
 		decide func(ctx context.Context, id string) error
 	}{
-		{"redis_rate", func(ctx context.Context, id string) error {
-			res, err := theirs.Allow(ctx, id, theirLimit)
-			if err == nil && res.Allowed != 1 {
-				err = fmt.Errorf("redis_rate refused: %+v", res)
-			}
-			return err
-		}},
-		{"limits", ours(benchLimiterCfg(b, Config{Client: rdb}))},
-		{"limits-before", ours(benchLimiterCfg(b, Config{Client: rdb, MaxInFlight: 4, unmerged: true}))},
+		{"redis_rate", decideRedisRate(rdb)},
+		{"limits", decideWith(benchLimiterCfg(b, Config{Client: rdb}))},
+		{"limits-before", decideWith(benchLimiterCfg(b, Config{Client: rdb, MaxInFlight: 4, unmerged: true}))},
 	}
 	for _, wl := range workloads[:2] {
 		for _, g := range []int{16, 64} {
