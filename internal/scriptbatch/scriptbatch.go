@@ -63,8 +63,12 @@
 // Config.DeferFor has passed. Being first in that pipeline, it runs in Redis
 // before every run sent with it or later (until the Batcher has seen its
 // script run, it is sent with the script's text, so a NOSCRIPT retry
-// cannot reorder it). Flush sends what is deferred and
-// waits for the replies (at shutdown).
+// cannot reorder it). Round trips on two connections can reach Redis in
+// either order, so a run on the key of a deferred run (its first key) is
+// never sent ahead of it: queued deferred runs on the key go in front of
+// it, and a round trip carrying one that is already on its way is waited
+// for (up to Timeout). Runs on other keys wait for nothing. Flush sends
+// what is deferred and waits for the replies (at shutdown).
 package scriptbatch
 
 import (
@@ -168,6 +172,11 @@ type Batcher struct {
 	timer    *time.Timer   // created with the first Defer
 	unsent   int           // deferred runs not yet answered
 	flushed  chan struct{} // closed when unsent drops to 0 (nil: nobody waits)
+	// flying maps the first key of each deferred run in flight to a channel
+	// closed when its round trip is answered: a later run on that key waits
+	// for it (see take), since two round trips on two connections may reach
+	// Redis in either order.
+	flying map[string]chan struct{}
 }
 
 // call is one queued script run.
@@ -185,6 +194,8 @@ type call struct {
 	deadline time.Time
 	// then receives a deferred run's reply; nil for a waiting caller's run.
 	then func(*redis.Cmd)
+	// landed is closed when a deferred run's round trip is answered.
+	landed chan struct{}
 }
 
 // New returns a Batcher sending through c.
@@ -309,7 +320,12 @@ func failed(ctx context.Context, err error) *redis.Cmd {
 // take removes up to maxBatch queued calls whose callers still wait; on an
 // empty queue it gives up the in-flight slot (under the same lock, so no
 // queued call is stranded).
-func (b *Batcher) take() []*call {
+//
+// after lists the round trips in flight that carry deferred runs on a key
+// of the batch: the batch is sent once they are answered (or Timeout has
+// passed), so a run never overtakes the deferred write it must see. Queued
+// deferred runs on a key of the batch always go with it, ahead of it.
+func (b *Batcher) take() (batch []*call, after []chan struct{}) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for {
@@ -319,7 +335,7 @@ func (b *Batcher) take() []*call {
 				return b.takeDeferred(nil)
 			}
 			b.inFlight--
-			return nil
+			return nil, nil
 		}
 		batch := make([]*call, 0, n)
 		for _, c := range b.queue[:n] {
@@ -340,25 +356,85 @@ func (b *Batcher) take() []*call {
 }
 
 // takeDeferred puts deferred runs at the front of batch, as many as fit in
-// maxBatch, and returns it; an empty batch gets at least one. Called with mu
-// held.
-func (b *Batcher) takeDeferred(batch []*call) []*call {
+// maxBatch and every one on a key of the batch, and returns it with the
+// round trips it must wait for (see take); an empty batch gets at least
+// one. Called with mu held.
+func (b *Batcher) takeDeferred(batch []*call) ([]*call, []chan struct{}) {
+	if len(b.deferred) == 0 && len(b.flying) == 0 {
+		return batch, nil
+	}
+	var after []chan struct{}
+	var keys map[string]bool
+	for _, c := range batch {
+		if firstKey(c) == "" {
+			continue
+		}
+		if ch, ok := b.flying[firstKey(c)]; ok && !slices.Contains(after, ch) {
+			after = append(after, ch)
+		}
+		if len(b.deferred) > 0 {
+			if keys == nil {
+				keys = make(map[string]bool, len(batch))
+			}
+			keys[firstKey(c)] = true
+		}
+	}
 	room := b.maxBatch - len(batch)
 	if len(batch) == 0 {
 		room = max(room, 1)
 	}
-	if len(b.deferred) == 0 || room <= 0 {
-		return batch
+	var taken, left []*call
+	for _, d := range b.deferred {
+		if len(taken) < room || (firstKey(d) != "" && keys[firstKey(d)]) {
+			taken = append(taken, d)
+		} else {
+			left = append(left, d)
+		}
 	}
-	k := min(len(b.deferred), room)
-	out := make([]*call, 0, k+len(batch))
-	out = append(out, b.deferred[:k]...)
-	out = append(out, batch...)
-	b.deferred = append([]*call(nil), b.deferred[k:]...)
+	if len(taken) == 0 {
+		return batch, after
+	}
+	b.deferred = left
 	if len(b.deferred) == 0 {
 		b.overdue = false
 	}
-	return out
+	landed := make(chan struct{})
+	if b.flying == nil {
+		b.flying = make(map[string]chan struct{})
+	}
+	for _, d := range taken {
+		d.landed = landed
+		if k := firstKey(d); k != "" {
+			b.flying[k] = landed
+		}
+	}
+	return append(taken, batch...), after
+}
+
+// firstKey is the key a run is ordered by: its first, the record key of
+// every script batched here.
+func firstKey(c *call) string {
+	if len(c.keys) == 0 {
+		return ""
+	}
+	return c.keys[0]
+}
+
+// await holds a batch until the round trips it must follow are answered,
+// or Timeout has passed (their Redis is then failing them anyway).
+func (b *Batcher) await(after []chan struct{}) {
+	if len(after) == 0 {
+		return
+	}
+	t := time.NewTimer(b.timeout)
+	defer t.Stop()
+	for _, ch := range after {
+		select {
+		case <-ch:
+		case <-t.C:
+			return
+		}
+	}
 }
 
 // Defer queues a run no caller waits for: it is sent first in the next
@@ -444,16 +520,26 @@ func (b *Batcher) Flush(ctx context.Context) int {
 // answered hands deferred runs their replies and counts them off.
 func (b *Batcher) answered(batch []*call) {
 	n := 0
+	var landed chan struct{}
 	for _, c := range batch {
 		if c.then != nil {
 			c.then(c.cmd)
 			n++
+			landed = c.landed
 		}
 	}
 	if n == 0 {
 		return
 	}
 	b.mu.Lock()
+	for _, c := range batch {
+		if k := firstKey(c); c.then != nil && k != "" && b.flying[k] == c.landed {
+			delete(b.flying, k)
+		}
+	}
+	if landed != nil {
+		close(landed)
+	}
 	b.unsent -= n
 	if b.unsent == 0 && b.flushed != nil {
 		close(b.flushed)
@@ -465,10 +551,11 @@ func (b *Batcher) answered(batch []*call) {
 // sendOnce sends one batch from the calling goroutine, then hands any
 // remaining queue to a background drain so the caller returns promptly.
 func (b *Batcher) sendOnce() {
-	batch := b.take()
+	batch, after := b.take()
 	if batch == nil {
 		return
 	}
+	b.await(after)
 	b.send(batch)
 	b.mu.Lock()
 	more := len(b.queue) > 0 || (b.overdue && len(b.deferred) > 0)
@@ -483,10 +570,11 @@ func (b *Batcher) sendOnce() {
 
 func (b *Batcher) drain() {
 	for {
-		batch := b.take()
+		batch, after := b.take()
 		if batch == nil {
 			return
 		}
+		b.await(after)
 		if b.inline {
 			b.send(batch)
 			continue

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -615,5 +616,96 @@ func TestMergedRunsRefusedCrossSlotRunAlone(t *testing.T) {
 	}
 	if n := hook.refused.Load(); n != 1 {
 		t.Fatalf("merged runs refused %d times, want once (merging stops after the first)", n)
+	}
+}
+
+// slowHook holds every command of one script for a while, and says when
+// the first is on its way: a slow round trip, the scenario itself.
+type slowHook struct {
+	script  *redis.Script
+	hold    time.Duration
+	sending chan struct{}
+	once    sync.Once
+}
+
+func (h *slowHook) carries(cmds []redis.Cmder) bool {
+	for _, c := range cmds {
+		if a := c.Args(); len(a) > 1 && (a[1] == h.script.Hash() || (c.Name() == "eval" && strings.Contains(fmt.Sprint(a[1]), "-- slow"))) {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *slowHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *slowHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if h.carries([]redis.Cmder{cmd}) {
+			h.once.Do(func() { close(h.sending) })
+			time.Sleep(h.hold) // the slow round trip under test
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *slowHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if h.carries(cmds) {
+			h.once.Do(func() { close(h.sending) })
+			time.Sleep(h.hold) // the slow round trip under test
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestRunWaitsForADeferredRunInFlightOnItsKey: a deferred run already on
+// its way (alone, after DeferFor) and slow; a run on the same key, sent on
+// another connection meanwhile, must still find its write, and a run on
+// another key does not wait for it.
+func TestRunWaitsForADeferredRunInFlightOnItsKey(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	slowSet := redis.NewScript(`return redis.call('SET', KEYS[1], ARGV[1]) -- slow`)
+	get := redis.NewScript(`return redis.call('GET', KEYS[1]) or ''`)
+	hook := &slowHook{script: slowSet, hold: 300 * time.Millisecond, sending: make(chan struct{})}
+	rdb.AddHook(hook)
+	b := New(rdb, Config{DeferFor: time.Millisecond, MaxInFlight: 2, Timeout: 5 * time.Second})
+	ctx := context.Background()
+	landed := make(chan error, 1)
+	b.Defer(slowSet, []string{"rec"}, []any{"done"}, func(c *redis.Cmd) { landed <- c.Err() })
+	<-hook.sending
+	if v, err := b.Run(ctx, get, []string{"other"}).Text(); err != nil || v != "" {
+		t.Fatalf("run on another key: %q, %v", v, err)
+	}
+	select {
+	case <-landed:
+		t.Fatal("the run on another key waited for the deferred one")
+	default:
+	}
+	if v, err := b.Run(ctx, get, []string{"rec"}).Text(); err != nil || v != "done" {
+		t.Fatalf("run on the deferred run's key = %q, %v; want its write", v, err)
+	}
+	if err := <-landed; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestQueuedDeferredRunsOnTheKeyGoAlong: deferred runs beyond a batch's
+// room still leave with it when they are on one of its keys.
+func TestQueuedDeferredRunsOnTheKeyGoAlong(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	set := redis.NewScript(`return redis.call('SET', KEYS[1], ARGV[1])`)
+	get := redis.NewScript(`return redis.call('GET', KEYS[1]) or ''`)
+	b := New(rdb, Config{DeferFor: time.Hour, MaxBatch: 2, Timeout: 5 * time.Second})
+	ctx := context.Background()
+	for i := range 3 {
+		b.Defer(set, []string{"k" + strconv.Itoa(i)}, []any{"v"}, func(*redis.Cmd) {})
+	}
+	if v, err := b.Run(ctx, get, []string{"k2"}).Text(); err != nil || v != "v" {
+		t.Fatalf("run on the third deferred run's key = %q, %v; want its write", v, err)
 	}
 }
