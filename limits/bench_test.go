@@ -279,36 +279,7 @@ func BenchmarkHTTP(b *testing.B) {
 		}
 		return mw
 	}
-	type status struct {
-		Live    bool   `json:"live"`
-		Viewers int    `json:"viewers"`
-		Title   string `json:"title"`
-	}
-	handler := func(c echo.Context) error {
-		return c.JSON(http.StatusOK, status{Live: true, Viewers: 42, Title: "hello"})
-	}
-	// The floor of any limiter that asks Redis on every request: one plain
-	// GET round trip and nothing else.
-	floor := func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) error {
-			_ = rdb.Get(c.Request().Context(), "floor:"+user(c)).Err()
-			return next(c)
-		}
-	}
-	// What the rate-limit headers alone cost (both sides parse and write
-	// them): the same five headers with fixed values, no limiter.
-	fixed := Result{Bucket: "bench", Allowed: true, Limit: 1 << 30, Period: time.Minute,
-		Remaining: 1<<30 - 1, Reset: time.Now().Add(time.Minute), ResetAfter: time.Minute}
-	headersOnly := func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) error {
-			WriteHeaders(c.Response().Header(), fixed)
-			return next(c)
-		}
-	}
-	users := make([]string, benchKeys)
-	for i := range users {
-		users[i] = strconv.Itoa(i)
-	}
+	handler, floor, headersOnly, users := benchHTTPParts(rdb, user)
 	const g = 16
 	for _, wl := range workloads {
 		for _, variant := range []string{"without", "with", "with-leases", "headers-only", "redis-get-floor"} {
@@ -380,4 +351,39 @@ func BenchmarkBlockedOffender(b *testing.B) {
 	})
 	b.StopTimer()
 	b.ReportMetric(float64(counted.scripts.Load()-before)/float64(b.N), "redis-calls/op")
+}
+
+// benchHTTPParts are what the HTTP benchmarks share: the route's handler
+// (a small JSON answer, like the stream status), the floor of any limiter
+// that asks Redis on every request (one plain GET round trip and nothing
+// else), what the rate-limit headers alone cost (the same five headers
+// with fixed values, no limiter), and the user ids.
+func benchHTTPParts(rdb *redis.Client, user func(echo.Context) string) (handler echo.HandlerFunc, floor, headersOnly echo.MiddlewareFunc, users []string) {
+	type status struct {
+		Live    bool   `json:"live"`
+		Viewers int    `json:"viewers"`
+		Title   string `json:"title"`
+	}
+	handler = func(c echo.Context) error {
+		return c.JSON(http.StatusOK, status{Live: true, Viewers: 42, Title: "hello"})
+	}
+	floor = func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			_ = rdb.Get(c.Request().Context(), "floor:"+user(c)).Err()
+			return next(c)
+		}
+	}
+	fixed := Result{Bucket: "bench", Allowed: true, Limit: 1 << 30, Period: time.Minute,
+		Remaining: 1<<30 - 1, Reset: time.Now().Add(time.Minute), ResetAfter: time.Minute}
+	headersOnly = func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			WriteHeaders(c.Response().Header(), fixed)
+			return next(c)
+		}
+	}
+	users = make([]string, benchKeys)
+	for i := range users {
+		users[i] = strconv.Itoa(i)
+	}
+	return handler, floor, headersOnly, users
 }

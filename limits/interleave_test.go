@@ -255,32 +255,7 @@ func BenchmarkHTTPZipfInterleaved(b *testing.B) {
 		}
 		return []echo.MiddlewareFunc{mw}, counted.scripts.Load
 	}
-	type status struct {
-		Live    bool   `json:"live"`
-		Viewers int    `json:"viewers"`
-		Title   string `json:"title"`
-	}
-	handler := func(c echo.Context) error {
-		return c.JSON(http.StatusOK, status{Live: true, Viewers: 42, Title: "hello"})
-	}
-	floor := func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) error {
-			_ = rdb.Get(c.Request().Context(), "floor:"+user(c)).Err()
-			return next(c)
-		}
-	}
-	fixed := Result{Bucket: "bench", Allowed: true, Limit: 1 << 30, Period: time.Minute,
-		Remaining: 1<<30 - 1, Reset: time.Now().Add(time.Minute), ResetAfter: time.Minute}
-	headersOnly := func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) error {
-			WriteHeaders(c.Response().Header(), fixed)
-			return next(c)
-		}
-	}
-	users := make([]string, benchKeys)
-	for i := range users {
-		users[i] = strconv.Itoa(i)
-	}
+	handler, floor, headersOnly, users := benchHTTPParts(rdb, user)
 	leases := map[string]int{"bench": benchLease}
 	type route struct {
 		name  string
