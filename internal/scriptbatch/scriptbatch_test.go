@@ -668,7 +668,7 @@ func TestRunWaitsForADeferredRunInFlightOnItsKey(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	slowSet := redis.NewScript(`return redis.call('SET', KEYS[1], ARGV[1]) -- slow`)
 	get := redis.NewScript(`return redis.call('GET', KEYS[1]) or ''`)
-	hook := &slowHook{script: slowSet, hold: 300 * time.Millisecond, sending: make(chan struct{})}
+	hook := &slowHook{script: slowSet, hold: time.Second, sending: make(chan struct{})}
 	rdb.AddHook(hook)
 	b := New(rdb, Config{DeferFor: time.Millisecond, MaxInFlight: 2, Timeout: 5 * time.Second})
 	ctx := context.Background()
