@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -288,20 +287,7 @@ func BenchmarkHTTPZipfInterleaved(b *testing.B) {
 				url := ts.URL + "/streams/status"
 				vs = append(vs, variant{rt.name, func(w int, r *rand.Rand) func(context.Context) error {
 					pick := zipf.picker(w, g, r)
-					return func(ctx context.Context) error {
-						req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-						req.Header.Set("X-User", users[pick()])
-						resp, err := client.Do(req)
-						if err != nil {
-							return err
-						}
-						_, _ = io.Copy(io.Discard, resp.Body)
-						_ = resp.Body.Close()
-						if resp.StatusCode != http.StatusOK {
-							return fmt.Errorf("status %d", resp.StatusCode)
-						}
-						return nil
-					}
+					return func(ctx context.Context) error { return getStatus(ctx, client, url, users[pick()]) }
 				}, rt.redis})
 			}
 			interleave(b, g, "req/s", vs)

@@ -83,27 +83,9 @@ func BenchmarkDeliveriesOpsStats(b *testing.B) {
 	// the default 250 ms turns queueing into 503s, which would end the run.
 	offURL := startBenchWorker(b, rs.URL(), "OPS_STATS_INTERVAL", "0", "REDIS_TIMEOUT", "2s")
 	onURL := startBenchWorker(b, rs.URL(), "OPS_STATS_INTERVAL", "100ms", "REDIS_TIMEOUT", "2s")
-	body := []byte(`{"n":1}`)
 	for _, senders := range []int{16, 64} {
 		b.Run("senders="+strconv.Itoa(senders), func(b *testing.B) {
-			offReqs := signedRequests(b, offURL, body, b.N, "off"+strconv.Itoa(senders))
-			onReqs := signedRequests(b, onURL, body, b.N, "on"+strconv.Itoa(senders))
-			b.ResetTimer()
-			var off, on loadResult
-			const rounds = 6
-			for r := 0; r < rounds; r++ {
-				lo, hi := r*len(offReqs)/rounds, (r+1)*len(offReqs)/rounds
-				// Alternate which side goes first, too.
-				if r%2 == 0 {
-					off = off.add(load(b, offReqs[lo:hi], senders))
-					on = on.add(load(b, onReqs[lo:hi], senders))
-				} else {
-					on = on.add(load(b, onReqs[lo:hi], senders))
-					off = off.add(load(b, offReqs[lo:hi], senders))
-				}
-			}
-			off, on = off.done(), on.done()
-			b.StopTimer()
+			off, on := alternateLoads(b, offURL, onURL, "off", "on", senders)
 			b.ReportMetric(on.perSecond, "flush-deliveries/s")
 			b.ReportMetric(off.perSecond, "noflush-deliveries/s")
 			b.ReportMetric(on.perSecond/off.perSecond, "ratio")
@@ -285,4 +267,28 @@ func startBaseline(b *testing.B, rs *redistest.Server) string {
 	go func() { _ = hs.Serve(ln) }()
 	b.Cleanup(func() { _ = hs.Close(); _ = rdb.Close() })
 	return "http://" + ln.Addr().String()
+}
+
+// alternateLoads sends b.N signed deliveries to each of two workers from
+// senders goroutines, in six rounds that alternate which side goes first,
+// so machine noise hits both alike.
+func alternateLoads(b *testing.B, urlA, urlB, nameA, nameB string, senders int) (a, c loadResult) {
+	body := []byte(`{"n":1}`)
+	reqsA := signedRequests(b, urlA, body, b.N, nameA+strconv.Itoa(senders))
+	reqsB := signedRequests(b, urlB, body, b.N, nameB+strconv.Itoa(senders))
+	b.ResetTimer()
+	const rounds = 6
+	for r := 0; r < rounds; r++ {
+		lo, hi := r*len(reqsA)/rounds, (r+1)*len(reqsA)/rounds
+		if r%2 == 0 {
+			a = a.add(load(b, reqsA[lo:hi], senders))
+			c = c.add(load(b, reqsB[lo:hi], senders))
+		} else {
+			c = c.add(load(b, reqsB[lo:hi], senders))
+			a = a.add(load(b, reqsA[lo:hi], senders))
+		}
+	}
+	a, c = a.done(), c.done()
+	b.StopTimer()
+	return a, c
 }

@@ -18,26 +18,9 @@ func BenchmarkDeliveriesLogLevel(b *testing.B) {
 	rs := redistest.Start(b)
 	infoURL := startBenchWorker(b, rs.URL(), "LOG_LEVEL", "info", "REDIS_TIMEOUT", "2s")
 	warnURL := startBenchWorker(b, rs.URL(), "LOG_LEVEL", "warn", "REDIS_TIMEOUT", "2s")
-	body := []byte(`{"n":1}`)
 	for _, senders := range []int{16, 64} {
 		b.Run("senders="+strconv.Itoa(senders), func(b *testing.B) {
-			infoReqs := signedRequests(b, infoURL, body, b.N, "info"+strconv.Itoa(senders))
-			warnReqs := signedRequests(b, warnURL, body, b.N, "warn"+strconv.Itoa(senders))
-			b.ResetTimer()
-			var info, warn loadResult
-			const rounds = 6
-			for r := 0; r < rounds; r++ {
-				lo, hi := r*len(infoReqs)/rounds, (r+1)*len(infoReqs)/rounds
-				if r%2 == 0 {
-					info = info.add(load(b, infoReqs[lo:hi], senders))
-					warn = warn.add(load(b, warnReqs[lo:hi], senders))
-				} else {
-					warn = warn.add(load(b, warnReqs[lo:hi], senders))
-					info = info.add(load(b, infoReqs[lo:hi], senders))
-				}
-			}
-			info, warn = info.done(), warn.done()
-			b.StopTimer()
+			info, warn := alternateLoads(b, infoURL, warnURL, "info", "warn", senders)
 			b.ReportMetric(info.perSecond, "info-deliveries/s")
 			b.ReportMetric(warn.perSecond, "warn-deliveries/s")
 			b.ReportMetric(info.perSecond/warn.perSecond, "ratio")
