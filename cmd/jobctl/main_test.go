@@ -231,16 +231,30 @@ func TestDLQCommands(t *testing.T) {
 	if del.Deleted != 1 {
 		t.Errorf("dlq delete = %+v", del)
 	}
+	// By filter: a status nothing has deletes nothing; retry by job runs
+	// the last entry, once.
+	s.ctl.json(t, &del, "dlq", "delete", "-status", "500")
+	if del.Deleted != 0 {
+		t.Errorf("dlq delete -status 500 = %+v", del)
+	}
+	var retried struct {
+		Messages []string `json:"messageIds"`
+	}
+	s.ctl.json(t, &retried, "dlq", "retry", "-job", "test.ping")
+	if len(retried.Messages) != 1 {
+		t.Errorf("dlq retry -job = %+v", retried)
+	}
+	testwait.For(t, 10*time.Second, "the job retried by filter ran", func() bool { return s.ran("test.ping") == 2 })
 	s.ctl.json(t, &del, "dlq", "delete", "-all")
-	if del.Deleted != 1 {
-		t.Errorf("dlq delete -all = %+v", del)
+	if del.Deleted != 0 {
+		t.Errorf("dlq delete -all of an empty DLQ = %+v", del)
 	}
 	s.ctl.json(t, &rows, "dlq", "list")
 	if len(rows) != 0 {
 		t.Errorf("DLQ left: %+v", rows)
 	}
-	if n := s.ran("test.ping"); n != 1 {
-		t.Errorf("test.ping ran %d times, want 1", n)
+	if n := s.ran("test.ping"); n != 2 {
+		t.Errorf("test.ping ran %d times, want 2 (each retried entry once)", n)
 	}
 }
 
