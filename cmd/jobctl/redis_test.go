@@ -39,7 +39,7 @@ func TestKeys(t *testing.T) {
 	fillKeys(t, rdb, "other:%d", 10, 0)
 	c := (&ctl{}).set("REDIS_URL", srv.URL(), "REDIS_KEY_PREFIX", "jw:")
 	var rep keyscan.Report
-	c.json(t, &rep, "keys", "-count", "50", "*")
+	c.json(t, &rep, "keys", "-count", "50", "-pause", "0", "*")
 	if rep.Keys != 350 || len(rep.Prefixes) != 2 || rep.Prefixes[1].Prefix != "jw:rl:strict:tips:quick:" || rep.Prefixes[1].Keys != 300 || rep.Prefixes[1].NoTTL != 0 {
 		t.Fatalf("keys report = %+v", rep)
 	}
@@ -55,6 +55,7 @@ func TestKeys(t *testing.T) {
 		t.Errorf("keys -reveal:\n%s", out)
 	}
 	c.want(t, exitUsage, "keys", "-reveal", "*")
+	c.want(t, exitUsage, "keys", "-pause", "-1s", "*")
 }
 
 func TestKeysCluster(t *testing.T) {

@@ -64,11 +64,23 @@ type Options struct {
 	Progress func(Progress)
 	// Timeout bounds each round trip. Defaults to 5 seconds.
 	Timeout time.Duration
+	// Pause is a wait after every SCAN round trip and the work on its
+	// keys, as redis-cli's --scan -i: a scan with no pause keeps one core
+	// busy between the scanner and Redis, and on a small machine other
+	// clients then wait for the scheduler rather than for Redis. A pause
+	// about as long as a round trip (DefaultPause) halves that share for
+	// a scan about twice as long. Zero scans back to back.
+	Pause time.Duration
 }
 
+// DefaultPause is what jobctl keys waits between round trips unless told
+// otherwise: about one round trip of COUNT 500 with its describe
+// pipeline on a loopback server (docs/benchmarks.md, internal/keyscan).
+const DefaultPause = 2 * time.Millisecond
+
 func (o *Options) defaults() error {
-	if o.Count < 0 || o.Timeout < 0 || o.MaxKeys < -1 {
-		return fmt.Errorf("%w: negative Count, MaxKeys or Timeout", ErrInvalidOptions)
+	if o.Count < 0 || o.Timeout < 0 || o.MaxKeys < -1 || o.Pause < 0 {
+		return fmt.Errorf("%w: negative Count, MaxKeys, Timeout or Pause", ErrInvalidOptions)
 	}
 	if o.Reveal && !o.Values {
 		return fmt.Errorf("%w: Reveal needs Values", ErrInvalidOptions)
@@ -177,25 +189,23 @@ func countMasters(ctx context.Context, c redis.UniversalClient) (int, error) {
 	return 1, nil
 }
 
-// Each walks every key matching pattern with SCAN … MATCH pattern COUNT
-// count on every master and calls fn with each batch SCAN returned, with
-// the node that holds them (so per-key work can be pipelined on it). A
-// key may be passed twice (SCAN's guarantee); every key present for the
-// whole walk is passed at least once. calls counts round trips. fn runs
-// concurrently for different masters of a cluster.
-func Each(ctx context.Context, c redis.UniversalClient, pattern string, count int, timeout time.Duration,
+// Each walks every key matching opts.Pattern with SCAN … MATCH COUNT on
+// every master and calls fn with each batch SCAN returned, with the node
+// that holds them (so per-key work can be pipelined on it), then waits
+// opts.Pause. Only Pattern, Count, Timeout and Pause are used. A key may
+// be passed twice (SCAN's guarantee); every key present for the whole walk
+// is passed at least once. fn runs concurrently for different masters of a
+// cluster.
+func Each(ctx context.Context, c redis.UniversalClient, opts Options,
 	fn func(ctx context.Context, node *redis.Client, keys []string) error) error {
-	if count <= 0 {
-		count = DefaultCount
-	}
-	if timeout <= 0 {
-		timeout = 5 * time.Second
+	if err := opts.defaults(); err != nil {
+		return err
 	}
 	return Masters(ctx, c, func(ctx context.Context, node *redis.Client) error {
 		var cursor uint64
 		for {
-			cctx, cancel := context.WithTimeout(ctx, timeout)
-			keys, next, err := node.Scan(cctx, cursor, pattern, int64(count)).Result()
+			cctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+			keys, next, err := node.Scan(cctx, cursor, opts.Pattern, int64(opts.Count)).Result()
 			cancel()
 			if err != nil {
 				return fmt.Errorf("keyscan: scan %s: %w", node.Options().Addr, err)
@@ -209,8 +219,26 @@ func Each(ctx context.Context, c redis.UniversalClient, pattern string, count in
 				return nil
 			}
 			cursor = next
+			if opts.Pause > 0 {
+				if err := pause(ctx, opts.Pause); err != nil {
+					return fmt.Errorf("keyscan: %w", err)
+				}
+			}
 		}
 	})
+}
+
+// pause waits d or until ctx ends; a variable so tests can count the
+// pauses without waiting for them.
+var pause = func(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Scan counts and lists the keys matching opts.Pattern on every master.
@@ -239,7 +267,7 @@ func Scan(ctx context.Context, c redis.UniversalClient, opts Options) (Report, e
 	)
 	err = Masters(ctx, c, func(ctx context.Context, node *redis.Client) error {
 		defer func() { done.Add(1); progress() }()
-		return Each(ctx, node, opts.Pattern, opts.Count, opts.Timeout, func(ctx context.Context, node *redis.Client, keys []string) error {
+		return Each(ctx, node, opts, func(ctx context.Context, node *redis.Client, keys []string) error {
 			calls.Add(1)
 			scanned.Add(int64(len(keys)))
 			// Drop the keys already counted before asking about them.

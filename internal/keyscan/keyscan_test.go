@@ -2,6 +2,7 @@ package keyscan_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -135,5 +136,55 @@ func TestScanCluster(t *testing.T) {
 	defer mu.Unlock()
 	if last.Done != 3 {
 		t.Errorf("progress = %+v, want 3 nodes done", last)
+	}
+}
+
+// TestPause: Pause is waited between round trips (never after the last),
+// and a context that ends during a pause ends the walk with its error.
+// Not parallel: it swaps the package's wait.
+func TestPause(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	fill(t, rdb, "k:", 1000, 8, 0)
+	var waits []time.Duration
+	restore := keyscan.SetPause(func(_ context.Context, d time.Duration) error {
+		waits = append(waits, d)
+		return nil
+	})
+	defer restore()
+	var calls int64
+	rep, err := keyscan.Scan(context.Background(), rdb, keyscan.Options{Count: 100, MaxKeys: -1, Pause: 3 * time.Millisecond,
+		Progress: func(p keyscan.Progress) { calls = max(calls, p.Calls) }})
+	if err != nil || rep.Keys != 1000 {
+		t.Fatalf("Scan = %d keys, %v", rep.Keys, err)
+	}
+	if calls < 5 || int64(len(waits)) != calls-1 {
+		t.Errorf("%d pauses for %d round trips, want one between each", len(waits), calls)
+	}
+	for _, d := range waits {
+		if d != 3*time.Millisecond {
+			t.Fatalf("paused %v, want 3ms", d)
+		}
+	}
+
+	waits = nil
+	if _, err := keyscan.Scan(context.Background(), rdb, keyscan.Options{Count: 100}); err != nil || len(waits) != 0 {
+		t.Errorf("no Pause: %d pauses, %v", len(waits), err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n := 0
+	keyscan.SetPause(func(ctx context.Context, _ time.Duration) error {
+		if n++; n == 3 {
+			cancel()
+		}
+		return ctx.Err()
+	})
+	if _, err := keyscan.Scan(ctx, rdb, keyscan.Options{Count: 100, Pause: time.Second}); !errors.Is(err, context.Canceled) || n != 3 {
+		t.Errorf("cancelled during the third pause: %v after %d pauses", err, n)
+	}
+	if _, err := keyscan.Scan(ctx, rdb, keyscan.Options{Pause: -time.Second}); !errors.Is(err, keyscan.ErrInvalidOptions) {
+		t.Errorf("negative Pause: %v", err)
 	}
 }

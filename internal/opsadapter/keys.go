@@ -46,7 +46,7 @@ func (k *Keys) Sample(ctx context.Context, limit int) (opsconsole.KeyReport, err
 		rep      = opsconsole.KeyReport{Complete: true, Prefixes: []opsconsole.KeyPrefix{}, TopLimited: []opsconsole.LimitedIdentity{}}
 		byPrefix = map[string]*opsconsole.KeyPrefix{}
 	)
-	err := keyscan.Each(ctx, k.rdb, globEscape(k.prefix)+"*", keyscan.DefaultCount, k.timeout,
+	err := keyscan.Each(ctx, k.rdb, keyscan.Options{Pattern: globEscape(k.prefix) + "*", Timeout: k.timeout},
 		func(ctx context.Context, node *redis.Client, keys []string) error {
 			ctx, cancel := context.WithTimeout(ctx, k.timeout)
 			defer cancel()
