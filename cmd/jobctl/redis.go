@@ -45,7 +45,7 @@ func (a *app) keys(ctx context.Context, args []string) error {
 	var progress bool
 	fs, err := flags("keys", args, func(fs *flag.FlagSet) {
 		fs.IntVar(&opts.Count, "count", keyscan.DefaultCount, "SCAN COUNT hint per round trip")
-		fs.DurationVar(&opts.Pause, "pause", keyscan.DefaultPause, "wait between round trips, leaving the server's CPU to other clients (0: none)")
+		fs.DurationVar(&opts.Pause, "pause", keyscan.DefaultPause, "wait after every SCAN call and its batches, leaving the server's CPU to other clients (0: none)")
 		fs.IntVar(&opts.MaxKeys, "max", 20, "list at most this many keys (-1: none)")
 		fs.BoolVar(&opts.Values, "values", false, "show values (redacted unless -reveal)")
 		fs.BoolVar(&opts.Reveal, "reveal", false, "show values as stored (with -values)")

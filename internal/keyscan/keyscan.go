@@ -73,9 +73,10 @@ type Options struct {
 	Pause time.Duration
 }
 
-// DefaultPause is what jobctl keys waits between round trips unless told
-// otherwise: about one round trip of COUNT 500 with its describe
-// pipeline on a loopback server (docs/benchmarks.md, internal/keyscan).
+// DefaultPause is what jobctl keys waits between SCAN calls unless told
+// otherwise: about one SCAN COUNT 500 with its describe pipeline on a
+// loopback server. Measured in docs/benchmarks.md: with it, no PING from
+// another client above 10 ms over 500k keys; without it, one in 18 walks.
 const DefaultPause = 2 * time.Millisecond
 
 func (o *Options) defaults() error {
