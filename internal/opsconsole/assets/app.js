@@ -70,9 +70,11 @@
       }
     }
     const legend = names.map((k) => `<span>${swatch(colors[k] || "#607d8b")}${esc(k)}</span>`).join("");
-    return `<svg class="chart" viewBox="0 0 ${w} ${h}" preserveAspectRatio="none" role="img" data-total="${total}" aria-label="${esc(names.join(", "))}">` +
-      `<line x1="${pad}" y1="${h - pad}" x2="${w}" y2="${h - pad}" stroke="#cbd5e1"/>` +
-      `<text x="0" y="10" font-size="10" fill="#667085">${opts.top || fmt(max)}</text>${bars}</svg><div class="legend">${legend}</div>`;
+    // The scale is HTML: text inside a stretched SVG (preserveAspectRatio
+    // none) would be squeezed on a narrow screen.
+    return `<div class="chart-top">${esc(String(opts.top || fmt(max)))}</div>` +
+      `<svg class="chart" viewBox="0 0 ${w} ${h}" preserveAspectRatio="none" role="img" data-total="${total}" aria-label="${esc(names.join(", "))}">` +
+      `<line x1="${pad}" y1="${h - pad}" x2="${w}" y2="${h - pad}" stroke="#cbd5e1"/>${bars}</svg><div class="legend">${legend}</div>`;
   }
   // rateBars draws a 0..1 rate per minute as bars on a 0–100 % scale;
   // minutes without reads (negative) stay empty.
