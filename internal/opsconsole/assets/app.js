@@ -108,7 +108,7 @@
         tile("t-failed", fmt(d.failed), "failed deliveries", d.failed ? "bad" : "ok") +
         tile("t-error-rate", pct(rate), "delivery error rate", rate > 0.05 ? "bad" : "ok") +
         tile("t-dlq", dlq instanceof Error ? "–" : fmt(dlq.length), "in the DLQ", !(dlq instanceof Error) && dlq.length ? "bad" : "ok") +
-        tile("t-dead", fmt(dead), "jobs dead-lettered") +
+        tile("t-dead", fmt(dead), "dead-lettered in the window (failure callbacks)") +
         tile("t-instances", fmt(inst), "instances reporting") +
         tile("t-degraded", fmt(degraded.reduce((a, [, v]) => a + v, 0)), "degraded decisions", degraded.length ? "warn" : "ok") +
         `</div><h2>Throughput</h2><div class="card" id="c-deliveries"><h3>Deliveries per minute</h3>${chart(d.perMinute, ["ok", "failed", "deferred"])}</div>` +
