@@ -68,8 +68,9 @@ type Options struct {
 	// keys, as redis-cli's --scan -i: a scan with no pause keeps one core
 	// busy between the scanner and Redis, and on a small machine other
 	// clients then wait for the scheduler rather than for Redis. A pause
-	// about as long as a round trip (DefaultPause) halves that share for
-	// a scan about twice as long. Zero scans back to back.
+	// about as long as a round trip (DefaultPause) roughly halves that
+	// share; 500k keys then take 5.5 s instead of 3.4. Zero scans back to
+	// back.
 	Pause time.Duration
 }
 
