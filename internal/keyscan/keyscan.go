@@ -204,30 +204,36 @@ func Each(ctx context.Context, c redis.UniversalClient, opts Options,
 		return err
 	}
 	return Masters(ctx, c, func(ctx context.Context, node *redis.Client) error {
-		var cursor uint64
-		for {
-			cctx, cancel := context.WithTimeout(ctx, opts.Timeout)
-			keys, next, err := node.Scan(cctx, cursor, opts.Pattern, int64(opts.Count)).Result()
-			cancel()
-			if err != nil {
-				return fmt.Errorf("keyscan: scan %s: %w", node.Options().Addr, err)
-			}
-			if len(keys) > 0 {
-				if err := fn(ctx, node, keys); err != nil {
-					return err
-				}
-			}
-			if next == 0 {
-				return nil
-			}
-			cursor = next
-			if opts.Pause > 0 {
-				if err := pause(ctx, opts.Pause); err != nil {
-					return fmt.Errorf("keyscan: %w", err)
-				}
+		return walk(ctx, node, opts, fn)
+	})
+}
+
+// walk is Each on one node, with opts already defaulted.
+func walk(ctx context.Context, node *redis.Client, opts Options,
+	fn func(ctx context.Context, node *redis.Client, keys []string) error) error {
+	var cursor uint64
+	for {
+		cctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+		keys, next, err := node.Scan(cctx, cursor, opts.Pattern, int64(opts.Count)).Result()
+		cancel()
+		if err != nil {
+			return fmt.Errorf("keyscan: scan %s: %w", node.Options().Addr, err)
+		}
+		if len(keys) > 0 {
+			if err := fn(ctx, node, keys); err != nil {
+				return err
 			}
 		}
-	})
+		if next == 0 {
+			return nil
+		}
+		cursor = next
+		if opts.Pause > 0 {
+			if err := pause(ctx, opts.Pause); err != nil {
+				return fmt.Errorf("keyscan: %w", err)
+			}
+		}
+	}
 }
 
 // pause waits d or until ctx ends; a variable so tests can count the
@@ -269,7 +275,7 @@ func Scan(ctx context.Context, c redis.UniversalClient, opts Options) (Report, e
 	)
 	err = Masters(ctx, c, func(ctx context.Context, node *redis.Client) error {
 		defer func() { done.Add(1); progress() }()
-		return Each(ctx, node, opts, func(ctx context.Context, node *redis.Client, keys []string) error {
+		return walk(ctx, node, opts, func(ctx context.Context, node *redis.Client, keys []string) error {
 			calls.Add(1)
 			scanned.Add(int64(len(keys)))
 			// Drop the keys already counted before asking about them.

@@ -67,8 +67,8 @@ func pinger(addr string, every time.Duration) int {
 }
 
 // pingLoop starts the PING loop process against addr, a PING every
-// interval (0: back to back); the function it
-// returns stops it and returns the round-trip times, sorted.
+// interval (0: back to back); the function it returns stops it and
+// returns the round-trip times, sorted.
 func pingLoop(t testing.TB, addr string, every time.Duration) func() []time.Duration {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
