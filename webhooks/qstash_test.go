@@ -261,6 +261,10 @@ func TestQStashVerify(t *testing.T) {
 		{name: "short signature", given: given{token: strings.Join(strings.Split(vecV1, ".")[:2], ".") + ".AAAA"}, wantCheck: webhooks.CheckMalformed},
 		{name: "bad base64 char", given: given{token: "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9!" + vecV1[36:]}, wantCheck: webhooks.CheckMalformed},
 		{name: "padded segment", given: given{token: vecV1 + "="}, wantCheck: webhooks.CheckMalformed},
+		// Go's base64 decoders skip CR and LF, even strict ones: without the
+		// alphabet check these were the genuine token under another spelling.
+		{name: "newline in signature", given: given{token: vecV1[:len(vecV1)-4] + "\n" + vecV1[len(vecV1)-4:]}, wantCheck: webhooks.CheckMalformed},
+		{name: "CRLF in payload", given: given{token: vecV1[:40] + "\r\n" + vecV1[40:]}, wantCheck: webhooks.CheckMalformed},
 		{name: "std alphabet segment", given: given{token: strings.ReplaceAll(strings.ReplaceAll(vecV1, "-", "+"), "_", "/")}, wantCheck: webhooks.CheckMalformed},
 		{name: "non-canonical trailing bits", given: given{token: vecV1[:len(vecV1)-1] + "5"}, wantCheck: webhooks.CheckMalformed},
 		{name: "header not JSON", given: given{token: b64("alg=HS256") + "." + strings.SplitN(vecV1, ".", 2)[1]}, wantCheck: webhooks.CheckMalformed},

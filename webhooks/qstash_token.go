@@ -25,8 +25,22 @@ type qstashToken struct {
 }
 
 // b64 is strict: unpadded base64url with zero trailing bits, so there is one
-// encoding per token (no malleable twins of a signed token).
+// encoding per token (no malleable twins of a signed token). Even a strict
+// decoder skips CR and LF, so parseQStashSignature first refuses any byte
+// outside the alphabet (see compactJWSBytes).
 var b64 = base64.RawURLEncoding.Strict()
+
+// compactJWSBytes reports whether s holds only base64url letters and dots.
+func compactJWSBytes(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // parseQStashSignature checks the shape of an Upstash-Signature value: a
 // compact JWS of exactly three canonical base64url segments, at most
@@ -40,7 +54,7 @@ func parseQStashSignature(s string) (qstashToken, error) {
 	if s == "" {
 		return t, newVerificationError(sourceQStash, CheckMissing, nil)
 	}
-	if len(s) > MaxQStashSignatureBytes {
+	if len(s) > MaxQStashSignatureBytes || !compactJWSBytes(s) {
 		return t, newVerificationError(sourceQStash, CheckMalformed, nil)
 	}
 	h, rest, ok := strings.Cut(s, ".")
