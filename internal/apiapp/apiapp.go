@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
 
 	"github.com/digis/jobworker/cache"
@@ -278,7 +277,7 @@ func wire(p *process.Process, cfg Config, deps Deps, v variant) error {
 
 // outboxTx is what the follow-ups write through: the transaction without
 // its NOTIFY, since the handlers wake the relays after the commit.
-func (a *app) outboxTx(tx pgx.Tx) outbox.Tx {
+func (a *app) outboxTx(tx outbox.Tx) outbox.Tx {
 	if a.notifyInTx {
 		return tx
 	}

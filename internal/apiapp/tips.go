@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
 
 	"github.com/digis/jobworker/idempotency"
@@ -95,7 +94,7 @@ func (a *app) tipJobs(tip store.Tip) []jobs.EnqueueRequest {
 // one QStash batch call. A replay writes nothing: the original transaction did. No
 // NOTIFY in the transaction (it would serialise every tip's commit, see
 // outbox.WithoutNotify): the handler wakes the relays once it committed.
-func (a *app) writeTipJobs(ctx context.Context, tx pgx.Tx, tip store.Tip) error {
+func (a *app) writeTipJobs(ctx context.Context, tx store.Pipeline, tip store.Tip) error {
 	if a.rowPerJob {
 		_, err := outbox.EnqueueMany(ctx, a.outboxTx(tx), a.tipJobs(tip))
 		return err

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/digis/jobworker/internal/pgtest"
@@ -42,12 +43,12 @@ func outboxRefs(t *testing.T, pool *pgxpool.Pool) []string {
 // followUps writes one outbox row per tip and stream change, and fails
 // instead when the tip's amount or the stream's title is poison.
 func followUps(poisonAmount int64, poisonTitle string) store.FollowUps {
-	enqueue := func(ctx context.Context, tx pgx.Tx, ref string) error {
+	enqueue := func(ctx context.Context, tx outbox.Tx, ref string) error {
 		_, err := outbox.Enqueue(ctx, tx, followJob{Ref: ref})
 		return err
 	}
 	return store.FollowUps{
-		Tip: func(ctx context.Context, tx pgx.Tx, t store.Tip) error {
+		Tip: func(ctx context.Context, tx store.Pipeline, t store.Tip) error {
 			if t.Amount == poisonAmount {
 				return errPoison
 			}
@@ -147,6 +148,45 @@ func TestFollowUpsCommitWithTheChange(t *testing.T) {
 	}
 	if got, _ := s.StreamByID(ctx, st.ID); !got.Live || got.Title != "plain" {
 		t.Fatalf("stream %+v, want live with the last title", got)
+	}
+}
+
+// A tip's follow-ups are pipelined with the transfer's first statement: one
+// that the database refuses (here a row id that is no UUID) still fails
+// the tip, named as the follow-ups' failure, and nothing commits.
+func TestTipFollowUpRefusedByTheDatabase(t *testing.T) {
+	t.Parallel()
+	base, pool := newPostgres(t)
+	ctx := t.Context()
+	bad := base.WithFollowUps(store.FollowUps{Tip: func(ctx context.Context, tx store.Pipeline, _ store.Tip) error {
+		_, err := tx.Exec(ctx, `INSERT INTO jobworker_outbox (id, kind, body, options) VALUES ($1::uuid, 'k', '{}', '{}')`, "not-a-uuid")
+		return err
+	}})
+	st, err := base.StartStream(ctx, store.StartStreamRequest{CreatorID: "creator", Username: "chan"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := base.Credit(ctx, "fan", 100, "pi_seed"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = bad.Tip(ctx, store.TipRequest{TipperID: "fan", StreamID: st.ID, Amount: 10, IdempotencyKey: "k"})
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "22P02" || !strings.Contains(err.Error(), "tip follow-ups") {
+		t.Fatalf("err = %v, want the follow-up's invalid_text_representation, named as such", err)
+	}
+	if b, _ := base.Balance(ctx, "fan"); b != 100 {
+		t.Fatalf("fan balance %d, want 100: the refused tip moved money", b)
+	}
+	if refs := outboxRefs(t, pool); len(refs) != 0 {
+		t.Fatalf("outbox holds %v", refs)
+	}
+	// The key was not spent: the same tip through a working store goes in.
+	good := base.WithFollowUps(followUps(-1, "never"))
+	if _, err := good.Tip(ctx, store.TipRequest{TipperID: "fan", StreamID: st.ID, Amount: 10, IdempotencyKey: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	if refs := outboxRefs(t, pool); strings.Join(refs, " ") != "tip:k" {
+		t.Fatalf("outbox holds %v, want the retried tip's row", refs)
 	}
 }
 
