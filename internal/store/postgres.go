@@ -52,11 +52,9 @@ type FollowUps struct {
 // the statement and returns at once with an empty tag and no error, and the
 // queued statements are sent in one round trip with the transaction's next
 // one. A statement that fails there fails the tip, its error wrapped as
-// any follow-up's. On loopback a round trip costs the database about as
-// much as a small insert, and a tip's follow-ups are one insert, so this
-// is the difference between an outbox that costs the tip a statement and
-// one that costs it a round trip as well. Exec only: a follow-up cannot
-// read in a pipeline (outbox.Enqueue never does).
+// any follow-up's. The outbox then costs a tip its insert but no round trip
+// of its own. Exec only: a follow-up cannot read in a pipeline
+// (outbox.Enqueue never does).
 type Pipeline interface {
 	Exec(ctx context.Context, sql string, arguments ...any) (pgconn.CommandTag, error)
 }
