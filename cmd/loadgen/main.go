@@ -13,6 +13,11 @@
 // process and of redis-server (from /proc/<pid>/stat), and the ratios
 // worker/baseline.
 //
+// With -floors two more processes run in the same rounds, to split the
+// worker's cost into layers (see floors.go): the guarantees alone (verify,
+// claim with the replay nonce, done marker) and package worker's Handler,
+// both on plain net/http. The tool then prints each layer against the next.
+//
 // Deliveries are signed with the QStash signing key before a round starts
 // (the dev key unless -signing-key), each with its own message id and jti,
 // so the worker runs every one: verify, claim, run, done marker.
@@ -65,6 +70,13 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "-serve-floor" {
+		if err := serveFloor(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen floor:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	cfg, err := parseFlags(os.Args[1:])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
@@ -90,6 +102,7 @@ type config struct {
 	WorkerLog   string   // where the worker's stderr goes ("" discards it)
 	Self        string   // the loadgen binary, run as the baseline (default: this one)
 	Before      string   // optional second worker binary (e.g. built from main), measured alongside
+	Floors      bool     // also measure the floors (see floors.go)
 }
 
 type listFlag []string
@@ -111,6 +124,7 @@ func parseFlags(args []string) (config, error) {
 	fs.Var(&env, "worker-env", "extra KEY=VALUE for the worker's environment (repeatable), e.g. LOG_LEVEL=warn")
 	fs.StringVar(&cfg.WorkerLog, "worker-log", "", "file the worker's log goes to (default: discarded)")
 	fs.StringVar(&cfg.Before, "before", "", "a second worker binary (e.g. built from main) measured in the same rounds, for an after/before ratio")
+	fs.BoolVar(&cfg.Floors, "floors", false, "also measure the worker's layers in the same rounds: the guarantees alone and the worker kit on plain net/http")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -136,10 +150,28 @@ type summary struct {
 	Conns                     int
 	Worker, Baseline          side
 	RatioMin, Ratio, RatioMax float64 // per-pair worker/baseline rates: min, median, max
-	// With -before: that worker's rounds and its per-pair ratio to the
-	// baseline.
-	Before                                      *side
-	BeforeRatioMin, BeforeRatio, BeforeRatioMax float64
+	// Others are the further targets (-before, -floors), in the order of
+	// the table.
+	Others []*other
+}
+
+// other is a further target's rounds and its per-pair ratio to the
+// baseline.
+type other struct {
+	Name                      string
+	Side                      side
+	RatioMin, Ratio, RatioMax float64
+	ratios                    []float64
+}
+
+// other returns the named further target's result, or nil.
+func (s *summary) other(name string) *other {
+	for _, o := range s.Others {
+		if o.Name == name {
+			return o
+		}
+	}
+	return nil
 }
 
 // side aggregates one target's rounds at one connection count.
@@ -284,6 +316,21 @@ func run(ctx context.Context, cfg config, out io.Writer) ([]summary, error) {
 	if before != nil {
 		targets = append(targets, before)
 	}
+	if cfg.Floors {
+		for _, kind := range []string{floorKit, floorGuarantees} {
+			port, err := freePort()
+			if err != nil {
+				return nil, err
+			}
+			addr := "127.0.0.1:" + strconv.Itoa(port)
+			cmd := exec.Command(self, "-serve-floor", kind, addr, redisAddr, cfg.SigningKey)
+			cmd.Stderr = os.Stderr
+			if err := start(cmd); err != nil {
+				return nil, fmt.Errorf("starting the %s floor: %w", kind, err)
+			}
+			targets = append(targets, &target{name: kind, addr: addr, pid: cmd.Process.Pid})
+		}
+	}
 	for _, t := range targets {
 		if err := waitHTTP(ctx, "http://"+t.addr+"/healthz"); err != nil {
 			return nil, fmt.Errorf("%s did not come up: %w", t.name, err)
@@ -293,8 +340,8 @@ func run(ctx context.Context, cfg config, out io.Writer) ([]summary, error) {
 
 	fmt.Fprintf(out, "loadgen: %d deliveries per round, %d pairs, worker pid %d, baseline pid %d, redis-server pid %d\n",
 		cfg.N, cfg.Pairs, worker.pid, base.pid, redisPID)
-	if before != nil {
-		fmt.Fprintf(out, "loadgen: before pid %d\n", before.pid)
+	for _, t := range targets[2:] {
+		fmt.Fprintf(out, "loadgen: %s pid %d\n", t.name, t.pid)
 	}
 	var results []summary
 	for _, conns := range cfg.Conns {
@@ -305,10 +352,10 @@ func run(ctx context.Context, cfg config, out io.Writer) ([]summary, error) {
 			}
 		}
 		s := summary{Conns: conns}
-		if before != nil {
-			s.Before = &side{}
+		for _, t := range targets[2:] {
+			s.Others = append(s.Others, &other{Name: t.name})
 		}
-		var ratios, beforeRatios []float64
+		var ratios []float64
 		for p := 0; p < cfg.Pairs; p++ {
 			// Each target goes first in turn, so a noisy neighbour hits all.
 			res := map[*target]roundResult{}
@@ -325,17 +372,17 @@ func run(ctx context.Context, cfg config, out io.Writer) ([]summary, error) {
 			s.Baseline.add(rb)
 			ratios = append(ratios, rw.rate/rb.rate)
 			line := fmt.Sprintf("conns=%-3d pair %d: %s | %s | ratio %.2f", conns, p+1, rw.describe("worker"), rb.describe("baseline"), rw.rate/rb.rate)
-			if before != nil {
-				ro := res[before]
-				s.Before.add(ro)
-				beforeRatios = append(beforeRatios, ro.rate/rb.rate)
-				line += fmt.Sprintf(" | %s | ratio %.2f", ro.describe("before"), ro.rate/rb.rate)
+			for i, t := range targets[2:] {
+				ro, o := res[t], s.Others[i]
+				o.Side.add(ro)
+				o.ratios = append(o.ratios, ro.rate/rb.rate)
+				line += fmt.Sprintf(" | %s | ratio %.2f", ro.describe(t.name), ro.rate/rb.rate)
 			}
 			fmt.Fprintln(out, line)
 		}
-		if before != nil {
-			s.Before.finish()
-			s.BeforeRatio, s.BeforeRatioMin, s.BeforeRatioMax = median(beforeRatios), slices.Min(beforeRatios), slices.Max(beforeRatios)
+		for _, o := range s.Others {
+			o.Side.finish()
+			o.Ratio, o.RatioMin, o.RatioMax = median(o.ratios), slices.Min(o.ratios), slices.Max(o.ratios)
 		}
 		s.Worker.finish()
 		s.Baseline.finish()
@@ -356,20 +403,37 @@ func run(ctx context.Context, cfg config, out io.Writer) ([]summary, error) {
 				us(sd.CPUPerReq), float64(sd.CPUPerReq)/float64(s.Baseline.CPUPerReq), us(sd.RedisPerReq))
 		}
 		row("worker", &s.Worker, s.Ratio, s.RatioMin, s.RatioMax)
-		if s.Before != nil {
-			row("before", s.Before, s.BeforeRatio, s.BeforeRatioMin, s.BeforeRatioMax)
+		for _, o := range s.Others {
+			row(o.Name, &o.Side, o.Ratio, o.RatioMin, o.RatioMax)
 		}
 		row("baseline", &s.Baseline, 0, 0, 0)
 	}
-	if len(results) > 0 && results[0].Before != nil {
-		fmt.Fprintln(out)
+	// Each layer against the next one down, in the same rounds.
+	var lines []string
+	for _, l := range [][2]string{{"worker", "before"}, {"worker", floorKit}, {floorKit, floorGuarantees}} {
 		for _, s := range results {
-			fmt.Fprintf(out, "conns=%d worker/before: rate %.2f×, CPU per delivery %.2f×, redis CPU per delivery %.2f×\n",
-				s.Conns, s.Ratio/s.BeforeRatio, float64(s.Worker.CPUPerReq)/float64(s.Before.CPUPerReq),
-				float64(s.Worker.RedisPerReq)/float64(s.Before.RedisPerReq))
+			upper, lower := s.layer(l[0]), s.layer(l[1])
+			if upper == nil || lower == nil {
+				continue
+			}
+			lines = append(lines, fmt.Sprintf("conns=%d %s/%s: rate %.2f×, CPU per delivery %.2f×, redis CPU per delivery %.2f×",
+				s.Conns, l[0], l[1], upper.Ratio/lower.Ratio, float64(upper.Side.CPUPerReq)/float64(lower.Side.CPUPerReq),
+				float64(upper.Side.RedisPerReq)/float64(lower.Side.RedisPerReq)))
 		}
 	}
+	if len(lines) > 0 {
+		fmt.Fprintln(out)
+		fmt.Fprintln(out, strings.Join(lines, "\n"))
+	}
 	return results, nil
+}
+
+// layer is the named target's result as an other, the worker's included.
+func (s *summary) layer(name string) *other {
+	if name == "worker" {
+		return &other{Name: name, Side: s.Worker, Ratio: s.Ratio, RatioMin: s.RatioMin, RatioMax: s.RatioMax}
+	}
+	return s.other(name)
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -12,8 +12,10 @@ import (
 	"github.com/digis/jobworker/internal/proctest"
 )
 
-// The load generator runs against the real worker binary and its own
-// baseline process, with small counts, and reports numbers that make sense.
+// The load generator runs against the real worker binary, its own baseline
+// process and the floors, with small counts, and reports numbers that make
+// sense. Every floor answers only 200s here, or its round would fail: each
+// verified, claimed and finished every delivery.
 // (A smoke test of the tool; what the numbers are is for docs/benchmarks.md.)
 func TestLoadgenAgainstARealWorker(t *testing.T) {
 	t.Parallel()
@@ -25,7 +27,7 @@ func TestLoadgenAgainstARealWorker(t *testing.T) {
 	}
 	worker := proctest.Build(t, "github.com/digis/jobworker/cmd/worker")
 	self := proctest.Build(t, "github.com/digis/jobworker/cmd/loadgen")
-	cfg, err := parseFlags([]string{"-worker", worker, "-conns", "2,4", "-pairs", "2", "-n", "200"})
+	cfg, err := parseFlags([]string{"-worker", worker, "-floors", "-conns", "2,4", "-pairs", "2", "-n", "200"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +43,18 @@ func TestLoadgenAgainstARealWorker(t *testing.T) {
 		t.Fatalf("summaries %+v", res)
 	}
 	for _, s := range res {
-		for name, sd := range map[string]side{"worker": s.Worker, "baseline": s.Baseline} {
+		sides := map[string]side{"worker": s.Worker, "baseline": s.Baseline}
+		for _, name := range []string{floorKit, floorGuarantees} {
+			o := s.other(name)
+			if o == nil {
+				t.Fatalf("conns=%d: no %s floor in %+v", s.Conns, name, s.Others)
+			}
+			if o.Ratio <= 0 || o.RatioMin > o.Ratio || o.Ratio > o.RatioMax {
+				t.Errorf("conns=%d %s: ratio %v (%v–%v)", s.Conns, name, o.Ratio, o.RatioMin, o.RatioMax)
+			}
+			sides[name] = o.Side
+		}
+		for name, sd := range sides {
 			if len(sd.Rates) != 2 || sd.medianRate() <= 0 || sd.P50 <= 0 || sd.P99 < sd.P50 || sd.P99 > 10*time.Second {
 				t.Errorf("conns=%d %s: rates %v p50 %v p99 %v", s.Conns, name, sd.Rates, sd.P50, sd.P99)
 			}
@@ -55,8 +68,10 @@ func TestLoadgenAgainstARealWorker(t *testing.T) {
 			t.Errorf("conns=%d: ratio %v (%v–%v)", s.Conns, s.Ratio, s.RatioMin, s.RatioMax)
 		}
 	}
-	if !strings.Contains(out.String(), "| 4 |") {
-		t.Errorf("no summary row for 4 connections:\n%s", out.String())
+	for _, want := range []string{"| 4 | worker |", "| 4 | guarantees |", "conns=4 kit/guarantees: rate"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("no %q in the summary:\n%s", want, out.String())
+		}
 	}
 }
 
