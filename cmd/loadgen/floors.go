@@ -27,6 +27,9 @@ import (
 // The floors (-floors) split the worker's cost against the baseline into
 // layers, each a process of its own measured in the same rounds:
 //
+//   - verified: the baseline (one SET NX PX on the message id) after
+//     verifying the QStash token with package webhooks: what verification
+//     alone costs.
 //   - guarantees: plain net/http doing only what keeps a delivery's
 //     guarantees, through this module's packages: verify the QStash token
 //     (webhooks), claim the message id with the token's replay nonce and
@@ -40,11 +43,17 @@ import (
 //     middleware, the access line).
 //
 // So worker ÷ kit is what the server layer costs, kit ÷ guarantees what the
-// kit adds, and guarantees ÷ baseline the price of the guarantees.
+// kit adds, guarantees ÷ verified what the claim and done-marker scripts
+// cost over one SET NX, and verified ÷ baseline the token check.
 const (
+	floorVerified   = "verified"
 	floorGuarantees = "guarantees"
 	floorKit        = "kit"
 )
+
+// floorKinds are the floors in the order they run and are reported, the
+// upper layer first.
+var floorKinds = []string{floorKit, floorGuarantees, floorVerified}
 
 // demoHello is the job the deliveries name (see jobPath).
 type demoHello struct {
@@ -58,7 +67,7 @@ func (demoHello) Kind() string { return "demo.hello" }
 // http://LISTEN_ADDR, as the worker's.
 func serveFloor(args []string) error {
 	if len(args) != 4 {
-		return errors.New("usage: loadgen -serve-floor guarantees|kit LISTEN_ADDR REDIS_ADDR SIGNING_KEY")
+		return errors.New("usage: loadgen -serve-floor kit|guarantees|verified LISTEN_ADDR REDIS_ADDR SIGNING_KEY")
 	}
 	kind, addr, redisAddr, key := args[0], args[1], args[2], args[3]
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, ContextTimeoutEnabled: true})
@@ -66,6 +75,8 @@ func serveFloor(args []string) error {
 	var h http.Handler
 	var err error
 	switch kind {
+	case floorVerified:
+		h, err = verifiedHandler(rdb, "http://"+addr, key)
 	case floorGuarantees:
 		h, err = guaranteesHandler(rdb, "http://"+addr, key)
 	case floorKit:
@@ -93,10 +104,30 @@ func serveFloor(args []string) error {
 	return nil
 }
 
+func newVerifier(key string) (*webhooks.QStashVerifier, error) {
+	return webhooks.NewQStashVerifier(webhooks.QStashConfig{CurrentSigningKey: key, NextSigningKey: qstashdev.DevNextSigningKey})
+}
+
+// verifiedHandler is the baseline's handler behind the token check.
+func verifiedHandler(rdb *redis.Client, publicURL, key string) (http.Handler, error) {
+	v, err := newVerifier(key)
+	if err != nil {
+		return nil, err
+	}
+	next := baselineHandler(rdb)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, _, err := v.VerifyRequest(r, publicURL, worker.DefaultMaxBodyBytes); err != nil {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	}), nil
+}
+
 // guaranteesHandler verifies, claims with the nonce, and marks done, as
 // worker.Handler does for a job that succeeds at once.
 func guaranteesHandler(rdb *redis.Client, publicURL, key string) (http.Handler, error) {
-	v, err := webhooks.NewQStashVerifier(webhooks.QStashConfig{CurrentSigningKey: key, NextSigningKey: qstashdev.DevNextSigningKey})
+	v, err := newVerifier(key)
 	if err != nil {
 		return nil, err
 	}

@@ -13,10 +13,11 @@
 // process and of redis-server (from /proc/<pid>/stat), and the ratios
 // worker/baseline.
 //
-// With -floors two more processes run in the same rounds, to split the
-// worker's cost into layers (see floors.go): the guarantees alone (verify,
-// claim with the replay nonce, done marker) and package worker's Handler,
-// both on plain net/http. The tool then prints each layer against the next.
+// With -floors three more processes run in the same rounds, to split the
+// worker's cost into layers (see floors.go), all on plain net/http: package
+// worker's Handler, the guarantees alone (verify, claim with the replay
+// nonce, done marker), and the baseline behind the token check. The tool
+// then prints each layer against the next.
 //
 // Deliveries are signed with the QStash signing key before a round starts
 // (the dev key unless -signing-key), each with its own message id and jti,
@@ -317,7 +318,7 @@ func run(ctx context.Context, cfg config, out io.Writer) ([]summary, error) {
 		targets = append(targets, before)
 	}
 	if cfg.Floors {
-		for _, kind := range []string{floorKit, floorGuarantees} {
+		for _, kind := range floorKinds {
 			port, err := freePort()
 			if err != nil {
 				return nil, err
@@ -410,7 +411,12 @@ func run(ctx context.Context, cfg config, out io.Writer) ([]summary, error) {
 	}
 	// Each layer against the next one down, in the same rounds.
 	var lines []string
-	for _, l := range [][2]string{{"worker", "before"}, {"worker", floorKit}, {floorKit, floorGuarantees}} {
+	layers := [][2]string{{"worker", "before"}, {"worker", floorKit}}
+	for i := 1; i < len(floorKinds); i++ {
+		layers = append(layers, [2]string{floorKinds[i-1], floorKinds[i]})
+	}
+	layers = append(layers, [2]string{floorVerified, "baseline"})
+	for _, l := range layers {
 		for _, s := range results {
 			upper, lower := s.layer(l[0]), s.layer(l[1])
 			if upper == nil || lower == nil {
@@ -428,10 +434,14 @@ func run(ctx context.Context, cfg config, out io.Writer) ([]summary, error) {
 	return results, nil
 }
 
-// layer is the named target's result as an other, the worker's included.
+// layer is the named target's result as an other, the worker's and the
+// baseline's included.
 func (s *summary) layer(name string) *other {
-	if name == "worker" {
+	switch name {
+	case "worker":
 		return &other{Name: name, Side: s.Worker, Ratio: s.Ratio, RatioMin: s.RatioMin, RatioMax: s.RatioMax}
+	case "baseline":
+		return &other{Name: name, Side: s.Baseline, Ratio: 1, RatioMin: 1, RatioMax: 1}
 	}
 	return s.other(name)
 }

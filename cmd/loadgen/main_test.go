@@ -44,7 +44,7 @@ func TestLoadgenAgainstARealWorker(t *testing.T) {
 	}
 	for _, s := range res {
 		sides := map[string]side{"worker": s.Worker, "baseline": s.Baseline}
-		for _, name := range []string{floorKit, floorGuarantees} {
+		for _, name := range floorKinds {
 			o := s.other(name)
 			if o == nil {
 				t.Fatalf("conns=%d: no %s floor in %+v", s.Conns, name, s.Others)
@@ -68,7 +68,7 @@ func TestLoadgenAgainstARealWorker(t *testing.T) {
 			t.Errorf("conns=%d: ratio %v (%v–%v)", s.Conns, s.Ratio, s.RatioMin, s.RatioMax)
 		}
 	}
-	for _, want := range []string{"| 4 | worker |", "| 4 | guarantees |", "conns=4 kit/guarantees: rate"} {
+	for _, want := range []string{"| 4 | worker |", "| 4 | guarantees |", "conns=4 kit/guarantees: rate", "conns=4 verified/baseline: rate"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("no %q in the summary:\n%s", want, out.String())
 		}
