@@ -33,7 +33,7 @@ func ReadBody(r *http.Request, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {
 		return nil, ErrBodyTooLarge
 	}
-	b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	b, err := readAtMost(r.Body, r.ContentLength, limit)
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return nil, ErrBodyTooLarge
@@ -47,6 +47,32 @@ func ReadBody(r *http.Request, limit int64) ([]byte, error) {
 	r.Body = io.NopCloser(bytes.NewReader(b))
 	r.ContentLength = int64(len(b))
 	return b, nil
+}
+
+// readAtMost reads body to its end, at most limit+1 bytes (one past limit
+// tells a longer body from one exactly at it). A declared length (at most
+// limit) sizes the buffer once, where io.ReadAll starts at 512 bytes and
+// grows by copying; a body longer than it declared reads on as one of
+// unknown length.
+func readAtMost(body io.Reader, declared, limit int64) ([]byte, error) {
+	if declared < 0 || declared > limit {
+		return io.ReadAll(io.LimitReader(body, limit+1))
+	}
+	b := make([]byte, 0, declared+1)
+	for {
+		n, err := body.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) {
+			rest, err := io.ReadAll(io.LimitReader(body, limit+1-int64(len(b))))
+			return append(b, rest...), err
+		}
+	}
 }
 
 // ParsePublicURL checks the public base URL a worker is reached at
