@@ -50,6 +50,31 @@ func (m *dispatchMetrics) observe(job string, c class, panicked bool, took time.
 	}
 }
 
+// jobMetrics are one job's children for the common outcome (ok), resolved
+// when the handler is registered: WithLabelValues hashes the labels and
+// takes a lock on every call. The zero value records nothing.
+type jobMetrics struct {
+	handled  prometheus.Counter
+	duration prometheus.Observer
+}
+
+func (m *dispatchMetrics) forJob(job string) jobMetrics {
+	if m == nil {
+		return jobMetrics{}
+	}
+	return jobMetrics{handled: m.handled.WithLabelValues(job, classOK.String()), duration: m.duration.WithLabelValues(job)}
+}
+
+func (j jobMetrics) observe(took time.Duration) {
+	if j.handled == nil {
+		return
+	}
+	j.handled.Inc()
+	if took > 0 {
+		j.duration.Observe(took.Seconds())
+	}
+}
+
 // Enqueue results, the values of the "result" label.
 const (
 	resultOK           = "ok"

@@ -99,6 +99,7 @@ type Registry struct {
 type handler struct {
 	timeout time.Duration
 	run     func(ctx context.Context, d Delivery, body []byte) error
+	ok      jobMetrics // the common outcome's children, resolved once
 }
 
 // NewRegistry returns an empty Registry.
@@ -139,7 +140,7 @@ func Register[T Args](r *Registry, h HandlerFunc[T], opts ...HandlerOption) erro
 	if s.timeout <= 0 {
 		return fmt.Errorf("jobs: %s: handler timeout must be positive, got %s", name, s.timeout)
 	}
-	entry := &handler{timeout: s.timeout, run: typedRunner(name, h, s.strict)}
+	entry := &handler{timeout: s.timeout, run: typedRunner(name, h, s.strict), ok: r.metrics.forJob(name)}
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -227,6 +228,10 @@ func (r *Registry) Dispatch(ctx context.Context, name string, d Delivery, body [
 	}
 	start := time.Now()
 	err := h.run(ctx, d, body)
+	if err == nil {
+		h.ok.observe(time.Since(start))
+		return nil
+	}
 	var pe *PanicError
 	r.metrics.observe(name, classify(err), errors.As(err, &pe), time.Since(start))
 	return err
