@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -152,8 +151,8 @@ func accessLog(log *slog.Logger, m *httpMetrics) echo.MiddlewareFunc {
 				c.Error(err)
 			}
 			req, res := c.Request(), c.Response()
-			// The line requestContext put in the request's context; none
-			// when the request was refused before (a body too large).
+			// The line admit put in the request's context; none when the
+			// request was refused before (a body too large).
 			ctx := req.Context()
 			line := reqlog.From(ctx)
 			route, method := m.labels(c.Path(), req.Method)
@@ -196,31 +195,3 @@ func accessLog(log *slog.Logger, m *httpMetrics) echo.MiddlewareFunc {
 // heard then logs a line of its own. Failures still deserve their own
 // warning or error: an operator filters on the level.
 func AddLogAttrs(ctx context.Context, attrs ...slog.Attr) bool { return reqlog.Add(ctx, attrs...) }
-
-// requestContext gives each request its deadline and its log line (see
-// reqlog; when the access line is logged at all) in one new context and one
-// copy of the request. It is the innermost shared middleware, so the
-// deadline runs from when the body guard let the request in. A handler's
-// error that is the deadline passing becomes 503, as Echo's ContextTimeout
-// answered.
-func requestContext(timeout time.Duration, log *slog.Logger) echo.MiddlewareFunc {
-	h := log.Handler()
-	return func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) error {
-			ctx := c.Request().Context()
-			if h.Enabled(ctx, slog.LevelInfo) {
-				// Below info (LOG_LEVEL=warn) no line would carry what
-				// handlers add: AddLogAttrs says so and costs nothing.
-				ctx, _ = reqlog.New(ctx)
-			}
-			ctx, cancel := context.WithTimeout(ctx, timeout)
-			defer cancel()
-			c.SetRequest(c.Request().WithContext(ctx))
-			err := next(c)
-			if err != nil && errors.Is(err, context.DeadlineExceeded) {
-				return echo.ErrServiceUnavailable.WithInternal(err)
-			}
-			return err
-		}
-	}
-}

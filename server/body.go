@@ -1,26 +1,35 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/digis/jobworker/internal/reqlog"
 )
 
-// guardBody bounds what a request body may cost before any handler runs:
+// admit is the innermost shared middleware: it lets a request in. In one
+// new context and one copy of the request it gives the request its
+// deadline (timeout from now), its log line (see reqlog; when the access
+// line is logged at all) and a guarded body. A handler's error that is the
+// deadline passing becomes 503, as Echo's ContextTimeout answered.
+//
+// The guard bounds what a body may cost before any handler runs:
 //
 //   - a declared Content-Length above max is answered 413 at once;
 //   - the body reads through http.MaxBytesReader, so a longer (chunked or
 //     lying) body fails with *http.MaxBytesError, which every reader here
 //     and the error handler turn into 413;
-//   - the connection's read deadline is set to readFor from now, so a
-//     client dripping its body cannot hold a connection and a goroutine
-//     past the request's deadline (ReadHeaderTimeout covers only the
-//     headers); it is cleared once the body is read to its end, so a long
-//     handler is not cut off;
+//   - the connection's read deadline is set to the request's deadline, so
+//     a client dripping its body cannot hold a connection and a goroutine
+//     past it (ReadHeaderTimeout covers only the headers); it is cleared
+//     once the body is read to its end, so a long handler is not cut off;
 //   - an answer sent before the body was read to its end (a 401, a 413)
 //     carries Connection: close, and once the handler returns the read
 //     deadline is cut to unreadBodyGrace. net/http writes the answer first
@@ -28,46 +37,62 @@ import (
 //     longer one, half-closes and waits before closing: either way a
 //     client still sending gets the answer, not a reset. The grace bounds
 //     what a client dripping its body can hold after the answer.
-func guardBody(max int64, readFor time.Duration) echo.MiddlewareFunc {
+func admit(max int64, timeout time.Duration, log *slog.Logger) echo.MiddlewareFunc {
+	h := log.Handler()
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			req := c.Request()
-			if req.Body == nil || req.Body == http.NoBody {
-				return next(c)
-			}
-			res := c.Response()
-			rc := http.NewResponseController(res)
-			b := &guardedBody{
-				ReadCloser: http.MaxBytesReader(res.Writer, req.Body, max),
-				declared:   req.ContentLength,
-				rc:         rc,
-			}
-			res.Before(func() {
-				if !b.finished() {
-					res.Header().Set(echo.HeaderConnection, "close")
+			var guarded *guardedBody
+			if req.Body != nil && req.Body != http.NoBody {
+				res := c.Response()
+				rc := http.NewResponseController(res)
+				guarded = &guardedBody{
+					ReadCloser: http.MaxBytesReader(res.Writer, req.Body, max),
+					declared:   req.ContentLength,
+					rc:         rc,
 				}
-			})
-			// Cut the deadline only after the error, if any, is answered:
-			// accessLog renders it after this returns, into the response
-			// buffer, which the read deadline does not affect.
-			defer func() {
-				if !b.finished() {
-					_ = rc.SetReadDeadline(time.Now().Add(min(unreadBodyGrace, readFor)))
+				res.Before(func() {
+					if !guarded.finished() {
+						res.Header().Set(echo.HeaderConnection, "close")
+					}
+				})
+				// Cut the deadline only after the error, if any, is
+				// answered: accessLog renders it after this returns, into
+				// the response buffer, which the read deadline does not
+				// affect.
+				defer func() {
+					if !guarded.finished() {
+						_ = rc.SetReadDeadline(time.Now().Add(min(unreadBodyGrace, timeout)))
+					}
+				}()
+				if req.ContentLength > max {
+					return echo.ErrStatusRequestEntityTooLarge
 				}
-			}()
-			if req.ContentLength > max {
-				return echo.ErrStatusRequestEntityTooLarge
+				// Not every ResponseWriter supports deadlines (httptest's
+				// recorder does not); the limit still applies.
+				_ = rc.SetReadDeadline(time.Now().Add(timeout))
 			}
-			// Not every ResponseWriter supports deadlines (httptest's
-			// recorder does not); the limit still applies.
-			_ = rc.SetReadDeadline(time.Now().Add(readFor))
-			// A copy carries the guarded body: net/http decides how to
+			ctx := req.Context()
+			if h.Enabled(ctx, slog.LevelInfo) {
+				// Below info (LOG_LEVEL=warn) no line would carry what
+				// handlers add: AddLogAttrs says so and costs nothing.
+				ctx, _ = reqlog.New(ctx)
+			}
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			// The copy carries the guarded body: net/http decides how to
 			// close the connection by the type of the body it gave the
 			// handler, so its own request keeps that body.
-			req = req.WithContext(req.Context())
-			req.Body = b
+			req = req.WithContext(ctx)
+			if guarded != nil {
+				req.Body = guarded
+			}
 			c.SetRequest(req)
-			return next(c)
+			err := next(c)
+			if err != nil && errors.Is(err, context.DeadlineExceeded) {
+				return echo.ErrServiceUnavailable.WithInternal(err)
+			}
+			return err
 		}
 	}
 }

@@ -8,11 +8,10 @@ import (
 	"github.com/labstack/echo/v4"
 )
 
-const requestIDKey = "jobworker.request_id"
-
 // requestID takes a caller's X-Request-Id when it is short and plain (so it
 // cannot forge log lines) and makes one otherwise; it is echoed back and
-// available through RequestIDOf.
+// available through RequestIDOf. The answer's header is where it is kept:
+// Echo's context store would cost a map per request.
 func requestID() echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
@@ -20,8 +19,7 @@ func requestID() echo.MiddlewareFunc {
 			if !plainID(id) {
 				id = newRequestID()
 			}
-			c.Set(requestIDKey, id)
-			c.Response().Header().Set(echo.HeaderXRequestID, id)
+			c.Response().Header()[echo.HeaderXRequestID] = []string{id}
 			return next(c)
 		}
 	}
@@ -58,10 +56,13 @@ func newRequestID() string {
 	return string(b[:])
 }
 
-// RequestIDOf returns the request id set by the server's middleware.
+// RequestIDOf returns the request id set by the server's middleware: the
+// X-Request-Id of the answer.
 func RequestIDOf(c echo.Context) string {
-	id, _ := c.Get(requestIDKey).(string)
-	return id
+	if v := c.Response().Header()[echo.HeaderXRequestID]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 func plainID(s string) bool {

@@ -147,8 +147,7 @@ func New(cfg Config) (*Server, error) {
 			},
 		}),
 		// The body must arrive within the request's deadline.
-		guardBody(cfg.BodyLimit, cfg.RequestTimeout),
-		requestContext(cfg.RequestTimeout, s.log),
+		admit(cfg.BodyLimit, cfg.RequestTimeout, s.log),
 	)
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
