@@ -218,7 +218,7 @@ func (c *cleanup) try(ctx context.Context, t cleanupTask) error {
 	case opRelease:
 		n, err = s.call(ctx, releaseScript, t.key, t.token)
 	case opComplete:
-		n, err = s.call(ctx, completeScript, t.key, t.token, t.fingerprint, t.value, s.cfg.ResultTTL.Milliseconds())
+		n, err = s.call(ctx, completeScript, t.key, t.token, t.fingerprint, t.value, s.resultMS)
 	}
 	if err != nil {
 		return err

@@ -38,7 +38,7 @@ func (l *Lease) Token() string { return l.token }
 // Renew extends the lease by LeaseTTL. It returns ErrLeaseLost if the caller
 // no longer owns the key and ErrUnavailable if Redis did not answer.
 func (l *Lease) Renew(ctx context.Context) error {
-	n, err := l.store.call(ctx, renewScript, l.key, l.token, l.store.cfg.LeaseTTL.Milliseconds())
+	n, err := l.store.call(ctx, renewScript, l.key, l.token, l.store.leaseMS)
 	if err != nil {
 		return err
 	}
@@ -97,7 +97,7 @@ func (l *Lease) KeepAlive(ctx context.Context) (context.Context, func() error) {
 // back (see Store.Close).
 func (l *Lease) Complete(ctx context.Context, value []byte) error {
 	l.stopKeepAlive()
-	n, err := l.store.call(ctx, completeScript, l.key, l.token, l.fingerprint, value, l.store.cfg.ResultTTL.Milliseconds())
+	n, err := l.store.call(ctx, completeScript, l.key, l.token, l.fingerprint, value, l.store.resultMS)
 	if err != nil {
 		l.store.cleanup.add(cleanupTask{op: opComplete, key: l.key, token: l.token, fingerprint: l.fingerprint,
 			value: append([]byte(nil), value...), until: time.Now().Add(completeRetryFor)})
@@ -127,7 +127,7 @@ func (l *Lease) CompleteAsync(value []byte, done func(error)) {
 	l.stopKeepAlive()
 	value = append([]byte(nil), value...)
 	l.store.batch.Defer(completeScript, []string{l.key},
-		[]any{l.token, l.fingerprint, value, l.store.cfg.ResultTTL.Milliseconds()},
+		[]any{l.token, l.fingerprint, value, l.store.resultMS},
 		func(cmd *redis.Cmd) {
 			n, err := cmd.Int64()
 			switch {

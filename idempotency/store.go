@@ -173,6 +173,9 @@ type Store struct {
 	batch   *scriptbatch.Batcher
 	cleanup *cleanup
 	skew    sync.Once // warn once about a clock behind Redis's
+	// The TTLs as script arguments, boxed once: an int64 above 255 put in
+	// an interface is an allocation, on every claim and done marker.
+	leaseMS, resultMS any
 }
 
 // NewStore returns a Store on rdb. Call Close when done with it (at
@@ -194,7 +197,7 @@ func NewStore(rdb Redis, cfg StoreConfig) (*Store, error) {
 	// arriving meanwhile leave together as one pipeline, each still its own
 	// atomic script run. A lone call is never delayed.
 	batch := scriptbatch.New(rdb, scriptbatch.Config{MaxInFlight: maxInFlight, Timeout: cfg.Timeout})
-	s := &Store{cfg: cfg, batch: batch}
+	s := &Store{cfg: cfg, batch: batch, leaseMS: cfg.LeaseTTL.Milliseconds(), resultMS: cfg.ResultTTL.Milliseconds()}
 	s.cleanup = newCleanup(s, m)
 	return s, nil
 }
@@ -362,7 +365,7 @@ const (
 
 func (s *Store) acquire(ctx context.Context, keys []string, token, fingerprint string, claimUntil int64, takeover string, nonceTTL int64, nonceValue string) (Result, int64, error) {
 	raw, err := s.batch.Run(ctx, acquireScript, keys,
-		token, fingerprint, s.cfg.LeaseTTL.Milliseconds(), claimUntil, takeover, nonceTTL, nonceValue).Slice()
+		token, fingerprint, s.leaseMS, claimUntil, takeover, nonceTTL, nonceValue).Slice()
 	if err != nil {
 		return Result{}, 0, unavailable(err)
 	}

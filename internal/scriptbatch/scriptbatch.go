@@ -682,20 +682,20 @@ func (b *Batcher) sendAt(start time.Time, batch []*call) {
 // and those runs are sent again, each on its own, in one pipeline (EVAL,
 // which also loads the script). The other units keep their replies.
 func (b *Batcher) unmergeCrossSlot(ctx context.Context, units []unit) []unit {
+	if !slices.ContainsFunc(units, crossSlot) {
+		return units
+	}
 	var again []unit
 	keep := units[:0:0]
 	for i := range units {
 		u := units[i]
-		if err := u.cmd.Err(); u.merged && err != nil && strings.HasPrefix(err.Error(), "CROSSSLOT") {
+		if crossSlot(u) {
 			for _, c := range u.calls {
 				again = append(again, unit{calls: []*call{c}, script: c.script, keys: c.keys, args: c.args})
 			}
 			continue
 		}
 		keep = append(keep, u)
-	}
-	if len(again) == 0 {
-		return units
 	}
 	b.unmerged.Store(true)
 	pipe := b.pipe.Pipeline()
@@ -704,6 +704,12 @@ func (b *Batcher) unmergeCrossSlot(ctx context.Context, units []unit) []unit {
 	}
 	_, _ = pipe.Exec(ctx)
 	return append(keep, again...)
+}
+
+// crossSlot reports whether Redis refused u, a merged run, with CROSSSLOT.
+func crossSlot(u unit) bool {
+	err := u.cmd.Err()
+	return u.merged && err != nil && strings.HasPrefix(err.Error(), "CROSSSLOT")
 }
 
 // isLoaded reports whether script last ran in Redis without NOSCRIPT.
