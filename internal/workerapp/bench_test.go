@@ -213,8 +213,19 @@ func startBenchWorker(b *testing.B, redisURL string, extraEnv ...string) string 
 		b.Fatal(err)
 	}
 	url := "http://" + ln.Addr().String()
+	p := buildBenchWorker(b, redisURL, url, extraEnv...)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Server.Serve(ctx, ln) }()
+	b.Cleanup(func() { cancel(); <-done })
+	return url
+}
+
+// buildBenchWorker is the production wiring for publicURL, with the no-op
+// bench.noop job and its log going to /dev/null.
+func buildBenchWorker(b *testing.B, redisURL, publicURL string, extraEnv ...string) *process.Process {
 	vars := map[string]string{
-		"REDIS_URL": redisURL, "WORKER_PUBLIC_URL": url,
+		"REDIS_URL": redisURL, "WORKER_PUBLIC_URL": publicURL,
 		"QSTASH_CURRENT_SIGNING_KEY": qstashdev.DevCurrentSigningKey,
 		"QSTASH_NEXT_SIGNING_KEY":    qstashdev.DevNextSigningKey,
 		"STRIPE_WEBHOOK_SECRET":      "whsec_bench", "QSTASH_TOKEN": "unused", "DATABASE_URL": "memory",
@@ -231,6 +242,7 @@ func startBenchWorker(b *testing.B, redisURL string, extraEnv ...string) string 
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(func() { devNull.Close() })
 	stderr := os.Stderr
 	os.Stderr = devNull // the process logger writes to os.Stderr
 	p, err := workerapp.Build(cfg, workerapp.Deps{Register: func(reg *jobs.Registry, _ *process.Process) error {
@@ -240,11 +252,7 @@ func startBenchWorker(b *testing.B, redisURL string, extraEnv ...string) string 
 	if err != nil {
 		b.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Server.Serve(ctx, ln) }()
-	b.Cleanup(func() { cancel(); <-done; devNull.Close() })
-	return url
+	return p
 }
 
 // startBaseline is the floor a dedupe-on-Redis handler cannot beat: Echo
