@@ -13,13 +13,16 @@ import "github.com/redis/go-redis/v9"
 // The key's TTL is the lease TTL while leased and the result TTL once done:
 // a crashed owner frees the key after one lease, never after a day.
 //
-// Why scripts and not a plain SET NX PX fast path: measured on Redis 7.0, an
-// acquire script call costs ~4.9 µs of Redis CPU against ~1.7 µs for
-// SET NX PX, about 3 µs per claim, while the network round trip (the same
-// for both) dominates a delivery's cost. A string record would buy those
-// microseconds with a binary record encoding parsed in Lua and Go, a second
-// round trip whenever the key exists, and a layout change under running
-// deployments. Every call is already one round trip.
+// Why scripts and not plain commands: a plain SET NX cannot check a replay
+// nonce before it claims, nor refuse to overwrite another owner's record.
+// The price, in redis-server CPU per run on Redis 7.0 (redis-benchmark,
+// docs/benchmarks.md): acquire with a nonce ~9.5 µs, complete ~5.5 µs,
+// against ~2.1 µs for SET NX PX. Most of it is the Lua bridge, paid per
+// call inside the script as much as per script: eight acquires merged into
+// one EVALSHA cost only ~12% less each, and the same steps on a string
+// record (three calls instead of five, two instead of four) ~17% less, which
+// would be bought with a binary record encoding parsed in Lua and Go and a
+// layout change under running deployments. Every call is one round trip.
 
 // acquireScript claims the key or reports what holds it, in one round trip,
 // so "claim" and "read the finished result" can never drift apart.
