@@ -1,6 +1,7 @@
 package redistest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -147,9 +148,48 @@ func (s *Server) Restart() {
 func (s *Server) Pause() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd != nil {
-		_ = s.cmd.Process.Signal(syscall.SIGSTOP)
+	if s.cmd == nil {
+		return
 	}
+	_ = s.cmd.Process.Signal(syscall.SIGSTOP)
+	// kill returns once the signal is queued; a thread on a busy core can
+	// still answer a command before it stops. Return only once every
+	// thread is stopped, so nothing sent after Pause is answered.
+	pid := s.cmd.Process.Pid
+	deadline := time.Now().Add(startTimeout)
+	for wait := 100 * time.Microsecond; !stopped(pid); wait = min(2*wait, 10*time.Millisecond) {
+		if time.Now().After(deadline) {
+			s.tb.Errorf("redistest: redis-server (pid %d) not stopped %s after SIGSTOP", pid, startTimeout)
+			return
+		}
+		time.Sleep(wait)
+	}
+}
+
+// stopped reports whether every thread of process pid is stopped (state T
+// in /proc/<pid>/task/<tid>/stat). A process that is gone counts as
+// stopped: nothing will answer.
+func stopped(pid int) bool {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	if err != nil || len(tasks) == 0 {
+		return true
+	}
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // the thread exited
+		}
+		// The state follows the command name, which is in parentheses
+		// and may itself contain ") ".
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 || i+2 >= len(b) {
+			return false
+		}
+		if st := b[i+2]; st != 'T' && st != 't' {
+			return false
+		}
+	}
+	return true
 }
 
 // Resume undoes Pause.
