@@ -23,11 +23,16 @@ func serveBaseline(args []string) error {
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: args[1], ContextTimeoutEnabled: true})
 	defer rdb.Close()
-	ln, err := net.Listen("tcp", args[0])
+	return serve(args[0], baselineHandler(rdb))
+}
+
+// serve serves h on addr until SIGINT or SIGTERM.
+func serve(addr string, h http.Handler) error {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: baselineHandler(rdb), ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() { <-ctx.Done(); _ = hs.Close() }()
