@@ -3,7 +3,6 @@ package deploy_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digis/jobworker/internal/freeport"
 	"github.com/digis/jobworker/internal/pgtest"
 	"github.com/digis/jobworker/internal/redistest"
 	"github.com/digis/jobworker/internal/store"
@@ -175,10 +175,9 @@ func startOnce(t *testing.T, client *http.Client, bin string, env []string, meas
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freeport.Pick()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }

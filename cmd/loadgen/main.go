@@ -60,6 +60,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/digis/jobworker/internal/freeport"
 	"github.com/digis/jobworker/qstashdev"
 )
 
@@ -700,14 +701,8 @@ func processCPU(pid int) (time.Duration, error) {
 	return time.Duration(ut+st) * tick, nil
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
+// freePort is a port for a server this tool starts (see package freeport).
+func freePort() (int, error) { return freeport.Pick() }
 
 func waitRedis(ctx context.Context, addr string) error {
 	rdb := redis.NewClient(&redis.Options{Addr: addr})

@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/digis/jobworker/internal/freeport"
 )
 
 var (
@@ -193,15 +195,16 @@ func Run(tb testing.TB, within time.Duration, bin string, args []string, env ...
 	return -1, ""
 }
 
-// FreePort returns a loopback TCP port that is free now.
+// FreePort returns a loopback TCP port that is free now, for a process to
+// listen on (see package freeport: not one an outgoing connection can take
+// before the process binds it).
 func FreePort(tb testing.TB) int {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freeport.Pick()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 type writerFunc func([]byte) (int, error)

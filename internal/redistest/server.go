@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/digis/jobworker/internal/freeport"
 )
 
 // startTimeout bounds how long a fresh redis-server may take to answer PING.
@@ -266,30 +268,14 @@ func binary(tb testing.TB, name string) string {
 	return ""
 }
 
-// freePort finds a loopback TCP port that is free now; with busOffset > 0
-// port+busOffset must be free as well (Redis Cluster's bus port).
+// freePort finds a loopback TCP port that is free now (see package
+// freeport); with busOffset > 0 port+busOffset must be free as well (Redis
+// Cluster's bus port).
 func freePort(busOffset int) (int, error) {
-	for i := 0; i < 50; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		_ = l.Close()
-		if busOffset == 0 {
-			return port, nil
-		}
-		if port+busOffset > 65535 {
-			continue
-		}
-		l2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port+busOffset)))
-		if err != nil {
-			continue
-		}
-		_ = l2.Close()
-		return port, nil
+	if busOffset == 0 {
+		return freeport.Pick()
 	}
-	return 0, errors.New("no free port pair found")
+	return freeport.Pick(busOffset)
 }
 
 func tail(b []byte, n int) []byte {
