@@ -4,13 +4,13 @@ import (
 	"context"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/digis/jobworker/idempotency"
+	"github.com/digis/jobworker/internal/cputime"
 	"github.com/digis/jobworker/internal/redistest"
 )
 
@@ -57,11 +57,11 @@ func BenchmarkClaimDone(b *testing.B) {
 					n := b.N / rounds
 					start := next
 					next += int64(n)
-					c0, t0 := processCPU(), rt.n.Load()
+					c0, t0 := cputime.Self(), rt.n.Load()
 					if err := runOps(workers, start, n, op); err != nil {
 						b.Fatal(err)
 					}
-					cpu[side] += processCPU() - c0
+					cpu[side] += cputime.Self() - c0
 					if side == 0 {
 						trips += rt.n.Load() - t0
 					}
@@ -108,12 +108,4 @@ func runOps(workers int, start int64, n int, op func(context.Context, int64) err
 	}
 	wg.Wait()
 	return first
-}
-
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/digis/jobworker/internal/cputime"
 	"github.com/digis/jobworker/internal/redistest"
 )
 
@@ -228,11 +228,7 @@ func runConcurrent(b *testing.B, g int, unit string, newOp func(w int, r *rand.R
 // cpuNow is the CPU time used so far by this process and by the
 // redis-server processes that are its children (the benchmark's servers).
 func cpuNow(b *testing.B) (self, redis time.Duration) {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	self = cputime.Self()
 	pid := strconv.Itoa(os.Getpid())
 	dirs, _ := os.ReadDir("/proc")
 	for _, d := range dirs {

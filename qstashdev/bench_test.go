@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digis/jobworker/internal/cputime"
 	"github.com/digis/jobworker/qstashdev"
 )
 
@@ -312,7 +313,7 @@ func BenchmarkFlowDrain(b *testing.B) {
 				batches = append(batches, sb.String())
 			}
 			b.ResetTimer()
-			start, cpu0 := time.Now(), processCPU()
+			start, cpu0 := time.Now(), cputime.Self()
 			for _, body := range batches {
 				publishRaw(b, c, api+"/v2/batch", body, map[string]string{"Content-Type": "application/json"})
 			}
@@ -322,7 +323,7 @@ func BenchmarkFlowDrain(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
-			b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(b.N), "cpu-µs/msg")
+			b.ReportMetric(float64((cputime.Self()-cpu0).Microseconds())/float64(b.N), "cpu-µs/msg")
 		})
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digis/jobworker/internal/cputime"
 	"github.com/digis/jobworker/qstashdev"
 	"github.com/digis/jobworker/qstashdev/qstashdevtest"
 )
@@ -47,10 +48,10 @@ func TestSoak(t *testing.T) {
 			t.Fatalf("QSTASHDEV_SOAK_RATE=%q: want messages per second", v)
 		}
 	}
-	cpu0 := processCPU()
+	cpu0 := cputime.Self()
 	res := runSoak(t, n, rate)
 	t.Logf("soak: %d messages (%d retried, %d flow-controlled) in %v; process CPU %.1f µs per message (server, publishers, destination, baseline timers)",
-		n, res.retried, res.flow, res.took.Round(time.Millisecond), float64((processCPU()-cpu0).Microseconds())/float64(n))
+		n, res.retried, res.flow, res.took.Round(time.Millisecond), float64((cputime.Self()-cpu0).Microseconds())/float64(n))
 	// Every attempt together, herds included: the figure the goal is about.
 	res.late["all"] = slices.Concat(res.late["first"], res.late["retry"], res.late["herd"])
 	for _, k := range []string{"all", "first", "retry", "herd", "baseline"} {

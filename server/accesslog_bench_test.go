@@ -5,12 +5,11 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/digis/jobworker/internal/cputime"
 	"github.com/digis/jobworker/server"
 )
 
@@ -77,7 +76,7 @@ func BenchmarkAccessLog(b *testing.B) {
 				rw := &benchResponse{h: http.Header{}}
 				b.ReportAllocs()
 				b.ResetTimer()
-				cpu0 := cpuTime()
+				cpu0 := cputime.Self()
 				for b.Loop() {
 					s.Echo.ServeHTTP(rw, req)
 				}
@@ -86,21 +85,13 @@ func BenchmarkAccessLog(b *testing.B) {
 				// CPU time of the whole process (the writer's goroutine
 				// included) per request: steadier than wall time on a
 				// shared machine.
-				b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+				b.ReportMetric(float64(cputime.Self()-cpu0)/float64(b.N), "cpu-ns/op")
 				if rw.code != http.StatusOK {
 					b.Fatalf("status %d", rw.code)
 				}
 			})
 		}
 	}
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // benchResponse is a ResponseWriter that keeps nothing, so the benchmark

@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/digis/jobworker/internal/apiapp"
+	"github.com/digis/jobworker/internal/cputime"
 	"github.com/digis/jobworker/internal/metrictest"
 	"github.com/digis/jobworker/internal/outage"
 	"github.com/digis/jobworker/internal/pgtest"
@@ -407,17 +407,6 @@ func BenchmarkTipRoute(b *testing.B) {
 	}
 }
 
-// processCPU is this process's CPU time so far (user and system): the
-// load generator, the API instances with their relays, qstash-dev and the
-// worker sink.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Skip("getrusage:", err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // backendsCPU is the CPU time so far of the PostgreSQL backends connected
 // to the benchmark's database (/proc/<pid>/schedstat, nanoseconds on CPU):
 // the other databases on a shared server are not counted, nor are the
@@ -527,7 +516,7 @@ func BenchmarkTipRouteRatio(b *testing.B) {
 				}
 				for _, mode := range order {
 					run++
-					goCPU0, pgCPU0 := processCPU(b), tb.backendsCPU(b)
+					goCPU0, pgCPU0 := cputime.Self(), tb.backendsCPU(b)
 					before := tb.accepted.accepted()
 					samples := make([][]sample, load.clients)
 					var next atomic.Int64
@@ -556,7 +545,7 @@ func BenchmarkTipRouteRatio(b *testing.B) {
 						}
 					}
 					// CPU until the jobs are accepted: the relay's work counts.
-					goCPU[mode] += processCPU(b) - goCPU0
+					goCPU[mode] += cputime.Self() - goCPU0
 					pgCPU[mode] += tb.backendsCPU(b) - pgCPU0
 					tips[mode] += per
 					if mode != benchBaseline {
