@@ -186,6 +186,7 @@ func BenchmarkMemoryPerQueuedMessage(b *testing.B) {
 		runtime.ReadMemStats(&before)
 		for i := range n {
 			req := httptest.NewRequest("POST", "/v2/publish/http://127.0.0.1:1/jobs/"+strconv.Itoa(i), strings.NewReader(body))
+			req.Host = "127.0.0.1:8080" // the server answers loopback names only (see guard.go)
 			req.Header.Set("Authorization", "Bearer "+qstashdev.DevToken)
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Upstash-Forward-X-Tenant", "t-1")
