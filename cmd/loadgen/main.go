@@ -126,7 +126,7 @@ func parseFlags(args []string) (config, error) {
 	fs.Var(&env, "worker-env", "extra KEY=VALUE for the worker's environment (repeatable), e.g. LOG_LEVEL=warn")
 	fs.StringVar(&cfg.WorkerLog, "worker-log", "", "file the worker's log goes to (default: discarded)")
 	fs.StringVar(&cfg.Before, "before", "", "a second worker binary (e.g. built from main) measured in the same rounds, for an after/before ratio")
-	fs.BoolVar(&cfg.Floors, "floors", false, "also measure the worker's layers in the same rounds: the guarantees alone and the worker kit on plain net/http")
+	fs.BoolVar(&cfg.Floors, "floors", false, "also measure the worker's layers in the same rounds, on plain net/http: the worker kit, the guarantees alone, and the baseline behind the token check")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/digis/jobworker/internal/freeport"
 )
 
 // clusterBusOffset is Redis Cluster's fixed distance between the client port
@@ -54,7 +56,8 @@ func startClusterNode(tb testing.TB) *Server {
 			"--cluster-config-file", "nodes.conf",
 			"--cluster-node-timeout", "2000",
 		}}
-		if s.port, err = freePort(clusterBusOffset); err != nil {
+		// The node's port, and its cluster bus port free as well.
+		if s.port, err = freeport.Pick(clusterBusOffset); err != nil {
 			continue
 		}
 		if err = s.launch(bin); err == nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/digis/jobworker/internal/freeport"
+	"github.com/digis/jobworker/internal/testwait"
 )
 
 // startTimeout bounds how long a fresh redis-server may take to answer PING.
@@ -56,7 +57,7 @@ func Start(tb testing.TB, opts ...Option) *Server {
 	s := &Server{tb: tb, dir: tb.TempDir(), args: extra}
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
-		s.port, err = freePort(0)
+		s.port, err = freeport.Pick()
 		if err != nil {
 			continue
 		}
@@ -158,14 +159,7 @@ func (s *Server) Pause() {
 	// still answer a command before it stops. Return only once every
 	// thread is stopped, so nothing sent after Pause is answered.
 	pid := s.cmd.Process.Pid
-	deadline := time.Now().Add(startTimeout)
-	for wait := 100 * time.Microsecond; !stopped(pid); wait = min(2*wait, 10*time.Millisecond) {
-		if time.Now().After(deadline) {
-			s.tb.Errorf("redistest: redis-server (pid %d) not stopped %s after SIGSTOP", pid, startTimeout)
-			return
-		}
-		time.Sleep(wait)
-	}
+	testwait.For(s.tb, startTimeout, "redis-server stopped after SIGSTOP", func() bool { return stopped(pid) })
 }
 
 // stopped reports whether every thread of process pid is stopped (state T
@@ -266,16 +260,6 @@ func binary(tb testing.TB, name string) string {
 	}
 	tb.Skip(msg)
 	return ""
-}
-
-// freePort finds a loopback TCP port that is free now (see package
-// freeport); with busOffset > 0 port+busOffset must be free as well (Redis
-// Cluster's bus port).
-func freePort(busOffset int) (int, error) {
-	if busOffset == 0 {
-		return freeport.Pick()
-	}
-	return freeport.Pick(busOffset)
 }
 
 func tail(b []byte, n int) []byte {
